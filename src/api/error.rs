@@ -1,0 +1,243 @@
+//! [`ApiError`]: every way a request can fail, and the one place ([`ApiError::into_response`]) that turns it into
+//! the OpenAI error envelope `{"error": {message, type, param, code}}` with its status code and headers.
+
+use hyper::StatusCode;
+use hyper::header::{ALLOW, CONTENT_RANGE, HeaderName, HeaderValue};
+use serde_json::json;
+
+use super::response::{Response, json_response};
+use crate::assets::AssetError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is wrong; `param` names the field where there is one.
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+        code: Option<&'static str>,
+    },
+    /// 401: no key, or a key we don't accept.
+    #[error("{message}")]
+    Unauthorized {
+        message: String,
+        code: Option<&'static str>,
+    },
+    /// 404: no such resource for this tenant (another tenant's resources are 404 too, never 403).
+    #[error("{message}")]
+    NotFound {
+        message: String,
+        param: Option<String>,
+    },
+    /// 404 for a path we don't serve.
+    #[error("Invalid URL ({method} {path})")]
+    UnknownRoute { method: String, path: String },
+    /// 405: the path exists, the method does not.
+    #[error("Invalid method for URL ({method} {path})")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: &'static str,
+    },
+    /// 409: the idempotency key was used with a different request.
+    #[error("{message}")]
+    Conflict { message: String },
+    /// 413: the body is larger than `server.max_body_bytes`.
+    #[error("Request body too large: the limit is {limit} bytes.")]
+    TooLarge { limit: u64 },
+    /// 416: a `Range` outside the asset.
+    #[error("Requested range not satisfiable")]
+    RangeNotSatisfiable { len: u64 },
+    /// 500: our fault. The message the client sees is generic; the detail is logged.
+    #[error("{kind}: {detail}")]
+    Internal { kind: &'static str, detail: String },
+}
+
+impl ApiError {
+    pub fn invalid(
+        message: impl Into<String>,
+        param: Option<&str>,
+        code: Option<&'static str>,
+    ) -> ApiError {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: param.map(str::to_owned),
+            code,
+        }
+    }
+
+    /// `Invalid value: 'x'. Supported values are: 'a', 'b', and 'c'.`, the message Sora gave.
+    pub fn invalid_value(param: &str, got: &str, supported: &[String]) -> ApiError {
+        let quoted: Vec<String> = supported.iter().map(|s| format!("'{s}'")).collect();
+        let list = match quoted.len() {
+            0 => String::new(),
+            1 => quoted[0].clone(),
+            2 => format!("{} and {}", quoted[0], quoted[1]),
+            n => format!("{}, and {}", quoted[..n - 1].join(", "), quoted[n - 1]),
+        };
+        ApiError::invalid(
+            format!("Invalid value: '{got}'. Supported values are: {list}."),
+            Some(param),
+            Some("invalid_value"),
+        )
+    }
+
+    pub fn video_not_found(id: &str) -> ApiError {
+        ApiError::NotFound {
+            message: format!("Video with id '{id}' not found."),
+            param: None,
+        }
+    }
+
+    pub fn internal(kind: &'static str, detail: impl ToString) -> ApiError {
+        ApiError::Internal {
+            kind,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A short, low-cardinality label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::UnknownRoute { .. } => "unknown_route",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            ApiError::Internal { kind, .. } => kind,
+        }
+    }
+
+    /// The envelope and status. Logs server errors once, here.
+    pub fn into_response(self) -> Response {
+        let no_header: Option<(HeaderName, HeaderValue)> = None;
+        let (status, kind, param, code, extra): (
+            StatusCode,
+            &str,
+            Option<String>,
+            Option<&str>,
+            _,
+        ) = match &self {
+            ApiError::InvalidRequest { param, code, .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                param.clone(),
+                *code,
+                no_header,
+            ),
+            ApiError::Unauthorized { code, .. } => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                None,
+                *code,
+                no_header,
+            ),
+            ApiError::NotFound { param, .. } => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                param.clone(),
+                None,
+                no_header,
+            ),
+            ApiError::UnknownRoute { .. } => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                None,
+                None,
+                no_header,
+            ),
+            ApiError::MethodNotAllowed { allow, .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                None,
+                Some("method_not_allowed"),
+                Some((ALLOW, HeaderValue::from_static(allow))),
+            ),
+            ApiError::Conflict { .. } => (
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                Some("Idempotency-Key".to_owned()),
+                Some("idempotency_key_reused"),
+                no_header,
+            ),
+            ApiError::TooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                None,
+                Some("request_too_large"),
+                no_header,
+            ),
+            ApiError::RangeNotSatisfiable { len } => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "invalid_request_error",
+                Some("Range".to_owned()),
+                Some("range_not_satisfiable"),
+                HeaderValue::from_str(&format!("bytes */{len}"))
+                    .ok()
+                    .map(|v| (CONTENT_RANGE, v)),
+            ),
+            ApiError::Internal { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                None,
+                None,
+                no_header,
+            ),
+        };
+        let message = match &self {
+            ApiError::Internal { kind, detail } => {
+                tracing::error!(kind, detail = %detail, "request failed");
+                "The server had an error while processing your request. Sorry about that!"
+                    .to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body =
+            json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
+        let mut response = json_response(status, &body);
+        let headers = response.headers_mut();
+        // The SDKs retry 408/409/429/5xx unless told not to; none of our 4xx goes away on retry.
+        if status.is_client_error() {
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        if let Some((name, value)) = extra {
+            headers.insert(name, value);
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::internal("store", e)
+    }
+}
+
+impl From<AssetError> for ApiError {
+    fn from(e: AssetError) -> Self {
+        ApiError::internal("assets", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supported_values_read_like_sora() {
+        let e = ApiError::invalid_value("seconds", "15", &["4".into(), "8".into(), "12".into()]);
+        assert_eq!(
+            e.to_string(),
+            "Invalid value: '15'. Supported values are: '4', '8', and '12'."
+        );
+        let e = ApiError::invalid_value("size", "1x1", &["720x1280".into(), "1280x720".into()]);
+        assert_eq!(
+            e.to_string(),
+            "Invalid value: '1x1'. Supported values are: '720x1280' and '1280x720'."
+        );
+    }
+}

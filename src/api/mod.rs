@@ -1,0 +1,207 @@
+//! The Sora surface. [`handle`] is the front of every request: it matches the route, authenticates, runs the
+//! handler and stamps the headers every response carries (`x-request-id`, `openai-processing-ms`).
+//!
+//! Order of the stages for a request: route → auth (tenant) → body limit → parse (JSON | multipart) → schema
+//! → semantic checks (models, sizes, inputs) → admission (persist, idempotency) → worker.
+
+pub mod body;
+pub mod characters;
+pub mod content;
+pub mod error;
+pub mod response;
+pub mod schema;
+pub mod videos;
+
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, StatusCode};
+use serde_json::json;
+
+use self::error::ApiError;
+use self::response::{Response, json_response};
+use crate::app::App;
+use crate::auth::{Tenant, authenticate};
+use crate::video::new_id;
+
+/// Every operation we serve.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Health,
+    Ready,
+    CreateVideo,
+    ListVideos,
+    GetVideo(&'a str),
+    DeleteVideo(&'a str),
+    Content(&'a str),
+    Remix(&'a str),
+    Edit,
+    Extend,
+    CreateCharacter,
+    GetCharacter(&'a str),
+}
+
+fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
+    let not_allowed = |allow: &'static str| ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: path.to_owned(),
+        allow,
+    };
+    match path {
+        "/healthz" => {
+            return if method == Method::GET {
+                Ok(Route::Health)
+            } else {
+                Err(not_allowed("GET"))
+            };
+        }
+        "/readyz" => {
+            return if method == Method::GET {
+                Ok(Route::Ready)
+            } else {
+                Err(not_allowed("GET"))
+            };
+        }
+        _ => {}
+    }
+    // Clients set a base URL ending in /v1 (the SDK default); a bare base URL is accepted too.
+    let rest = path.strip_prefix("/v1").unwrap_or(path);
+    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').skip(1).collect();
+    let m = method;
+    match segments.as_slice() {
+        ["videos"] if m == Method::POST => Ok(Route::CreateVideo),
+        ["videos"] if m == Method::GET => Ok(Route::ListVideos),
+        ["videos"] => Err(not_allowed("GET, POST")),
+        ["videos", "edits"] if m == Method::POST => Ok(Route::Edit),
+        ["videos", "extensions"] if m == Method::POST => Ok(Route::Extend),
+        ["videos", "characters"] if m == Method::POST => Ok(Route::CreateCharacter),
+        ["videos", "edits" | "extensions" | "characters"] => Err(not_allowed("POST")),
+        ["videos", "characters", id] if m == Method::GET => Ok(Route::GetCharacter(id)),
+        ["videos", "characters", _] => Err(not_allowed("GET")),
+        ["videos", id] if m == Method::GET => Ok(Route::GetVideo(id)),
+        ["videos", id] if m == Method::DELETE => Ok(Route::DeleteVideo(id)),
+        ["videos", _] => Err(not_allowed("GET, DELETE")),
+        ["videos", id, "content"] if m == Method::GET => Ok(Route::Content(id)),
+        ["videos", _, "content"] => Err(not_allowed("GET")),
+        ["videos", id, "remix"] if m == Method::POST => Ok(Route::Remix(id)),
+        ["videos", _, "remix"] => Err(not_allowed("POST")),
+        _ => Err(ApiError::UnknownRoute {
+            method: method.to_string(),
+            path: path.to_owned(),
+        }),
+    }
+}
+
+/// Serves one request. Never fails: every error becomes an OpenAI-shaped response here.
+pub async fn handle(app: &App, req: Request<Incoming>) -> Response {
+    let started = Instant::now();
+    let request_id = new_id("req");
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut response = match dispatch(app, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            if !matches!(e, ApiError::Internal { .. }) {
+                tracing::debug!(%request_id, kind = e.kind(), error = %e, "request refused");
+            }
+            e.into_response()
+        }
+    };
+    let elapsed = started.elapsed().as_millis();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&elapsed.to_string()) {
+        headers.insert("openai-processing-ms", v);
+    }
+    headers.insert("openai-version", HeaderValue::from_static("2020-10-01"));
+    tracing::info!(%request_id, %method, %path, status = response.status().as_u16(), ms = elapsed as u64, "request");
+    response
+}
+
+async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response, ApiError> {
+    let path = req.uri().path().to_owned();
+    let route = route(req.method(), &path)?;
+    let tenant = || -> Result<Tenant, ApiError> { authenticate(req.headers()) };
+    match route {
+        Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        Route::Ready => Ok(ready(app).await),
+        Route::CreateVideo => videos::create(app, &tenant()?, req).await,
+        Route::ListVideos => videos::list(app, &tenant()?, req.uri().query()).await,
+        Route::GetVideo(id) => videos::retrieve(app, &tenant()?, id).await,
+        Route::DeleteVideo(id) => videos::delete(app, &tenant()?, id).await,
+        Route::Content(id) => content::download(app, &tenant()?, id, &req).await,
+        Route::Remix(id) => videos::remix(app, &tenant()?, id, req).await,
+        Route::Edit => videos::edit(app, &tenant()?, req).await,
+        Route::Extend => videos::extend(app, &tenant()?, req).await,
+        Route::CreateCharacter => characters::create(app, &tenant()?, req).await,
+        Route::GetCharacter(id) => characters::retrieve(app, &tenant()?, id).await,
+    }
+}
+
+/// Ready when the store answers and the worker runs.
+async fn ready(app: &App) -> Response {
+    let store = app.store.ping().await;
+    let worker = app.worker.is_running();
+    let status = if store.is_ok() && worker {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(
+        status,
+        &json!({
+            "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
+            "store": store.map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
+            "worker": if worker { "running" } else { "stopped" },
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(route(&post, "/v1/videos").unwrap(), Route::CreateVideo);
+        assert_eq!(route(&get, "/videos").unwrap(), Route::ListVideos);
+        assert_eq!(
+            route(&get, "/v1/videos/video_1").unwrap(),
+            Route::GetVideo("video_1")
+        );
+        assert_eq!(
+            route(&get, "/v1/videos/video_1/content").unwrap(),
+            Route::Content("video_1")
+        );
+        assert_eq!(
+            route(&post, "/v1/videos/video_1/remix").unwrap(),
+            Route::Remix("video_1")
+        );
+        assert_eq!(route(&post, "/v1/videos/edits").unwrap(), Route::Edit);
+        assert_eq!(
+            route(&get, "/v1/videos/characters/char_1").unwrap(),
+            Route::GetCharacter("char_1")
+        );
+        assert!(matches!(
+            route(&Method::PUT, "/v1/videos"),
+            Err(ApiError::MethodNotAllowed { .. })
+        ));
+        assert!(matches!(
+            route(&get, "/v1/videos/edits"),
+            Err(ApiError::MethodNotAllowed { .. })
+        ));
+        assert!(matches!(
+            route(&get, "/v1/images"),
+            Err(ApiError::UnknownRoute { .. })
+        ));
+        assert!(matches!(
+            route(&get, "/v1/videos/a/b/c"),
+            Err(ApiError::UnknownRoute { .. })
+        ));
+    }
+}

@@ -1,0 +1,111 @@
+//! The runtime, built once from a validated [`Config`]: store (with its cache), asset storage, schemas,
+//! backends and the worker, behind one `Arc` that every request shares.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::schema::Schemas;
+use crate::assets::AssetStore;
+use crate::backends::Backends;
+use crate::config::{AssetsConfig, Config, StoreConfig};
+use crate::jobs::Admission;
+use crate::store::JobStore;
+use crate::store::cache::CachedStore;
+use crate::store::sqlite::SqliteStore;
+use crate::worker::{Worker, WorkerHandle};
+
+/// How many jobs the read cache holds.
+const CACHE_CAPACITY: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("cannot open the job store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot open asset storage at {path}: {source}")]
+    Assets {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot load the request schemas: {0}")]
+    Schema(#[from] crate::api::schema::SchemaError),
+}
+
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn JobStore>,
+    pub assets: AssetStore,
+    pub schemas: Schemas,
+    pub admission: Admission,
+    pub worker: WorkerHandle,
+    /// Every background task; shutdown waits for them.
+    pub tracker: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
+impl App {
+    /// Opens storage, resumes unfinished jobs and starts the worker.
+    pub async fn start(config: Config) -> Result<Arc<App>, InitError> {
+        let store: Arc<dyn JobStore> = match &config.store {
+            StoreConfig::Sqlite { path } => {
+                let path = path.clone();
+                let sqlite = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                    .await
+                    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
+                Arc::new(CachedStore::new(Arc::new(sqlite), CACHE_CAPACITY))
+            }
+        };
+        let assets = match &config.assets {
+            AssetsConfig::Local { dir } => {
+                AssetStore::new(dir).map_err(|source| InitError::Assets {
+                    path: dir.display().to_string(),
+                    source,
+                })?
+            }
+        };
+        match assets.sweep_temporaries().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                files = n,
+                "removed partial asset writes left by an earlier crash"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not sweep temporary asset files"),
+        }
+        let schemas = Schemas::load()?;
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let backends = Backends::build(&config, &assets, shutdown.child_token());
+        let worker = Worker::new(
+            Arc::clone(&store),
+            assets.clone(),
+            backends,
+            config.worker.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        )
+        .start();
+        let admission = Admission {
+            store: Arc::clone(&store),
+            assets: assets.clone(),
+            worker: worker.clone(),
+        };
+        Ok(Arc::new(App {
+            config,
+            store,
+            assets,
+            schemas,
+            admission,
+            worker,
+            tracker,
+            shutdown,
+        }))
+    }
+
+    /// Stops the worker and waits for every background task. Job state is already persisted at every step.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}

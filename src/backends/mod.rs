@@ -1,0 +1,129 @@
+//! Backends: where generations actually run. The worker drives every backend through [`Backend`]; the built-in
+//! [`local`] renderer is one implementation, and the mapping engine (HTTP providers described by data) is the
+//! other. Nothing outside this module knows which one serves a job.
+
+pub mod local;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::assets::AssetStore;
+use crate::config::{BackendConfig, Config};
+use crate::video::{Job, JobError, JobKind, Variant};
+
+/// What a backend said when it accepted a job.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub backend_job_id: String,
+}
+
+/// Where a finished output can be picked up from.
+#[derive(Debug, Clone)]
+pub enum OutputLocation {
+    /// A file on this machine that the worker copies into asset storage.
+    LocalFile(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub variant: Variant,
+    pub location: OutputLocation,
+}
+
+/// A backend's answer to "how is this job doing?".
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// Accepted, waiting for capacity.
+    Queued,
+    /// Generating; percent done.
+    Running(u8),
+    /// Finished; these outputs are ready to be copied.
+    Done(Vec<Output>),
+    /// Finished without a video.
+    Failed(JobError),
+    /// The backend has no record of the job (e.g. a local render lost in a restart).
+    Lost,
+}
+
+/// What to do with a job whose submission may or may not have reached the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterLostSubmit {
+    /// Submitting again cannot cost a second paid generation (the local renderer, idempotent backends).
+    Resubmit,
+    /// Fail the job with a clear error rather than risk paying twice.
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendErrorKind {
+    /// Nothing was accepted; trying again later is safe.
+    Unavailable,
+    /// The request may have been accepted (a timeout or reset after sending a create).
+    Ambiguous,
+    /// The backend refused the job for good; the client sees this error on the video.
+    Rejected(JobError),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("backend {backend}: {message}")]
+pub struct BackendError {
+    pub backend: String,
+    pub kind: BackendErrorKind,
+    pub message: String,
+    /// A pause the backend asked for (e.g. `Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    /// Recorded on every job it touches (a mapping's version, or the renderer's).
+    fn version(&self) -> &str;
+    fn supports(&self, kind: JobKind) -> bool;
+    fn after_lost_submit(&self) -> AfterLostSubmit;
+    async fn submit(&self, job: &Job) -> Result<Submitted, BackendError>;
+    async fn poll(&self, job: &Job) -> Result<Progress, BackendError>;
+    /// Frees whatever the backend keeps for a job once its assets are ours (or it failed).
+    async fn release(&self, job: &Job);
+}
+
+/// The configured backends by name.
+#[derive(Clone, Default)]
+pub struct Backends {
+    by_name: BTreeMap<String, Arc<dyn Backend>>,
+}
+
+impl Backends {
+    pub fn build(
+        config: &Config,
+        assets: &AssetStore,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Backends {
+        let mut by_name: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
+        for (name, b) in &config.backends {
+            let backend: Arc<dyn Backend> = match b {
+                BackendConfig::Local {
+                    fps,
+                    concurrent_renders,
+                } => Arc::new(local::LocalBackend::new(
+                    name,
+                    fps.get(),
+                    concurrent_renders.get(),
+                    config.data_dir.join("work").join(name),
+                    assets.clone(),
+                    shutdown.clone(),
+                )),
+            };
+            by_name.insert(name.clone(), backend);
+        }
+        Backends { by_name }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Backend>> {
+        self.by_name.get(name)
+    }
+}

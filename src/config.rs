@@ -1,0 +1,604 @@
+//! Configuration, parsed once in two stages: loose serde structs (`Raw*`, unknown keys rejected) merged over the
+//! embedded default, then validated into [`Config`], whose fields cannot hold a bad value. Every problem is
+//! collected and reported as `file: key.path: message`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::video::{Seconds, Size};
+
+/// The embedded default: what `sora-shim serve` runs with no config file.
+pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+// ---- stage 1: raw, as written ------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: Option<RawServer>,
+    api: Option<RawApi>,
+    store: Option<RawStore>,
+    assets: Option<RawAssets>,
+    worker: Option<RawWorker>,
+    backends: Option<BTreeMap<String, RawBackend>>,
+    models: Option<BTreeMap<String, RawModel>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    max_body_bytes: Option<u64>,
+    poll_after_ms: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+    header_read_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    default_model: Option<String>,
+    default_size: Option<String>,
+    default_seconds: Option<String>,
+    max_total_seconds: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    kind: Option<String>,
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAssets {
+    kind: Option<String>,
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    poll_interval_ms: Option<u64>,
+    retry_base_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    kind: String,
+    fps: Option<u32>,
+    concurrent_renders: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    backend: String,
+    sizes: Vec<String>,
+    seconds: Vec<String>,
+}
+
+impl RawConfig {
+    fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Sections (and for tables of backends and models, whole entries) named in `over` replace ours; keys
+    /// inside a named `server`/`api`/`store`/`assets`/`worker` section replace ours one by one.
+    fn merge(self, over: RawConfig) -> RawConfig {
+        fn pick<T>(over: Option<T>, base: Option<T>) -> Option<T> {
+            over.or(base)
+        }
+        let server = match (self.server, over.server) {
+            (Some(b), Some(o)) => Some(RawServer {
+                listen: pick(o.listen, b.listen),
+                max_body_bytes: pick(o.max_body_bytes, b.max_body_bytes),
+                poll_after_ms: pick(o.poll_after_ms, b.poll_after_ms),
+                shutdown_grace_secs: pick(o.shutdown_grace_secs, b.shutdown_grace_secs),
+                header_read_timeout_secs: pick(
+                    o.header_read_timeout_secs,
+                    b.header_read_timeout_secs,
+                ),
+            }),
+            (b, o) => o.or(b),
+        };
+        let api = match (self.api, over.api) {
+            (Some(b), Some(o)) => Some(RawApi {
+                default_model: pick(o.default_model, b.default_model),
+                default_size: pick(o.default_size, b.default_size),
+                default_seconds: pick(o.default_seconds, b.default_seconds),
+                max_total_seconds: pick(o.max_total_seconds, b.max_total_seconds),
+            }),
+            (b, o) => o.or(b),
+        };
+        let store = match (self.store, over.store) {
+            (Some(b), Some(o)) => Some(RawStore {
+                kind: pick(o.kind, b.kind),
+                path: pick(o.path, b.path),
+            }),
+            (b, o) => o.or(b),
+        };
+        let assets = match (self.assets, over.assets) {
+            (Some(b), Some(o)) => Some(RawAssets {
+                kind: pick(o.kind, b.kind),
+                dir: pick(o.dir, b.dir),
+            }),
+            (b, o) => o.or(b),
+        };
+        let worker = match (self.worker, over.worker) {
+            (Some(b), Some(o)) => Some(RawWorker {
+                poll_interval_ms: pick(o.poll_interval_ms, b.poll_interval_ms),
+                retry_base_ms: pick(o.retry_base_ms, b.retry_base_ms),
+                retry_max_ms: pick(o.retry_max_ms, b.retry_max_ms),
+            }),
+            (b, o) => o.or(b),
+        };
+        let backends = match (self.backends, over.backends) {
+            (Some(mut b), Some(o)) => {
+                b.extend(o);
+                Some(b)
+            }
+            (b, o) => o.or(b),
+        };
+        RawConfig {
+            server,
+            api,
+            store,
+            assets,
+            worker,
+            backends,
+            // Models are one catalogue: a file that lists models lists all of them.
+            models: over.models.or(self.models),
+        }
+    }
+}
+
+// ---- stage 2: validated --------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: String,
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub api: ApiConfig,
+    pub store: StoreConfig,
+    pub assets: AssetsConfig,
+    pub worker: WorkerConfig,
+    pub backends: BTreeMap<String, BackendConfig>,
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: u64,
+    pub poll_after_ms: u64,
+    pub shutdown_grace: Duration,
+    pub header_read_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub default_model: String,
+    pub default_size: Size,
+    pub default_seconds: Seconds,
+    pub max_total_seconds: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Sqlite { path: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub enum AssetsConfig {
+    Local { dir: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub poll_interval: Duration,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    Local {
+        fps: NonZeroU32,
+        concurrent_renders: NonZeroU32,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub backend: String,
+    pub sizes: Vec<Size>,
+    pub seconds: Vec<Seconds>,
+}
+
+/// Where the pieces of a config come from, before validation.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// The embedded default with `overrides` applied: the file (if any), then `--listen`/`--data-dir`.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut raw = RawConfig::parse("<embedded default>", DEFAULT_CONFIG)?;
+        let mut source = "<embedded default>".to_owned();
+        if let Some(file) = &overrides.file {
+            source = file.display().to_string();
+            let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Read {
+                file: source.clone(),
+                source: e,
+            })?;
+            raw = raw.merge(RawConfig::parse(&source, &text)?);
+        }
+        if let Some(listen) = &overrides.listen {
+            raw.server.get_or_insert_with(RawServer::default).listen = Some(listen.clone());
+        }
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data"));
+        validate(raw, source, data_dir)
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.source == "<embedded default>"
+    }
+}
+
+/// Collects problems as `file: key: message` lines.
+struct Problems {
+    file: String,
+    lines: Vec<String>,
+}
+
+impl Problems {
+    fn add(&mut self, key: &str, message: impl fmt::Display) {
+        self.lines.push(format!("{}: {key}: {message}", self.file));
+    }
+}
+
+fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config, ConfigError> {
+    let mut p = Problems {
+        file: source.clone(),
+        lines: Vec::new(),
+    };
+    let server = validate_server(raw.server.unwrap_or_default(), &mut p);
+    let backends = validate_backends(raw.backends.unwrap_or_default(), &mut p);
+    let models = validate_models(raw.models.unwrap_or_default(), &backends, &mut p);
+    let api = validate_api(raw.api.unwrap_or_default(), &models, &mut p);
+    let store = match raw.store.unwrap_or_default() {
+        RawStore { kind, path } if kind.as_deref().unwrap_or("sqlite") == "sqlite" => {
+            StoreConfig::Sqlite {
+                path: resolve(&data_dir, path.unwrap_or_else(|| "sora-shim.db".into())),
+            }
+        }
+        RawStore { kind, .. } => {
+            p.add(
+                "store.kind",
+                format!("unknown store {kind:?}; supported: \"sqlite\""),
+            );
+            StoreConfig::Sqlite {
+                path: PathBuf::new(),
+            }
+        }
+    };
+    let assets = match raw.assets.unwrap_or_default() {
+        RawAssets { kind, dir } if kind.as_deref().unwrap_or("local") == "local" => {
+            AssetsConfig::Local {
+                dir: resolve(&data_dir, dir.unwrap_or_else(|| "assets".into())),
+            }
+        }
+        RawAssets { kind, .. } => {
+            p.add(
+                "assets.kind",
+                format!("unknown asset storage {kind:?}; supported: \"local\""),
+            );
+            AssetsConfig::Local {
+                dir: PathBuf::new(),
+            }
+        }
+    };
+    let w = raw.worker.unwrap_or_default();
+    let worker = WorkerConfig {
+        poll_interval: Duration::from_millis(positive(
+            &mut p,
+            "worker.poll_interval_ms",
+            w.poll_interval_ms,
+            500,
+        )),
+        retry_base: Duration::from_millis(positive(
+            &mut p,
+            "worker.retry_base_ms",
+            w.retry_base_ms,
+            500,
+        )),
+        retry_max: Duration::from_millis(positive(
+            &mut p,
+            "worker.retry_max_ms",
+            w.retry_max_ms,
+            30_000,
+        )),
+    };
+    if !p.lines.is_empty() {
+        return Err(ConfigError::Invalid(p.lines));
+    }
+    Ok(Config {
+        source,
+        data_dir,
+        server,
+        api,
+        store,
+        assets,
+        worker,
+        backends,
+        models,
+    })
+}
+
+fn resolve(data_dir: &Path, path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        data_dir.join(path)
+    }
+}
+
+fn positive(p: &mut Problems, key: &str, value: Option<u64>, default: u64) -> u64 {
+    match value {
+        Some(0) => {
+            p.add(key, "must be greater than 0");
+            default
+        }
+        Some(v) => v,
+        None => default,
+    }
+}
+
+fn validate_server(s: RawServer, p: &mut Problems) -> ServerConfig {
+    let listen_text = s.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    let listen = listen_text.parse().unwrap_or_else(|e| {
+        p.add(
+            "server.listen",
+            format!("{listen_text:?} is not an address like 127.0.0.1:8080 ({e})"),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    ServerConfig {
+        listen,
+        max_body_bytes: positive(p, "server.max_body_bytes", s.max_body_bytes, 52_428_800),
+        poll_after_ms: positive(p, "server.poll_after_ms", s.poll_after_ms, 2000),
+        shutdown_grace: Duration::from_secs(s.shutdown_grace_secs.unwrap_or(20)),
+        header_read_timeout: Duration::from_secs(positive(
+            p,
+            "server.header_read_timeout_secs",
+            s.header_read_timeout_secs,
+            30,
+        )),
+    }
+}
+
+fn validate_backends(
+    raw: BTreeMap<String, RawBackend>,
+    p: &mut Problems,
+) -> BTreeMap<String, BackendConfig> {
+    let mut out = BTreeMap::new();
+    for (name, b) in raw {
+        let key = format!("backends.{name}");
+        match b.kind.as_str() {
+            "local" => {
+                let fps = NonZeroU32::new(b.fps.unwrap_or(24)).filter(|f| f.get() <= 60);
+                let renders = NonZeroU32::new(b.concurrent_renders.unwrap_or(1));
+                match (fps, renders) {
+                    (Some(fps), Some(concurrent_renders)) => {
+                        out.insert(
+                            name,
+                            BackendConfig::Local {
+                                fps,
+                                concurrent_renders,
+                            },
+                        );
+                    }
+                    (None, _) => p.add(&format!("{key}.fps"), "must be between 1 and 60"),
+                    (_, None) => p.add(&format!("{key}.concurrent_renders"), "must be at least 1"),
+                }
+            }
+            other => p.add(
+                &format!("{key}.kind"),
+                format!("unknown backend kind {other:?}; supported: \"local\""),
+            ),
+        }
+    }
+    out
+}
+
+fn validate_models(
+    raw: BTreeMap<String, RawModel>,
+    backends: &BTreeMap<String, BackendConfig>,
+    p: &mut Problems,
+) -> BTreeMap<String, ModelConfig> {
+    let mut out = BTreeMap::new();
+    if raw.is_empty() {
+        p.add("models", "at least one model must be configured");
+    }
+    for (name, m) in raw {
+        let key = format!("models.\"{name}\"");
+        if !backends.contains_key(&m.backend) {
+            p.add(
+                &format!("{key}.backend"),
+                format!("no backend named {:?} is configured", m.backend),
+            );
+        }
+        let sizes: Vec<Size> = m
+            .sizes
+            .iter()
+            .filter_map(|s| match s.parse::<Size>() {
+                Ok(size) => Some(size),
+                Err(e) => {
+                    p.add(&format!("{key}.sizes"), e);
+                    None
+                }
+            })
+            .collect();
+        let seconds: Vec<Seconds> = m
+            .seconds
+            .iter()
+            .filter_map(|s| match s.parse::<Seconds>() {
+                Ok(sec) => Some(sec),
+                Err(e) => {
+                    p.add(&format!("{key}.seconds"), e);
+                    None
+                }
+            })
+            .collect();
+        if sizes.is_empty() || seconds.is_empty() {
+            p.add(&key, "needs at least one size and one duration");
+        }
+        out.insert(
+            name,
+            ModelConfig {
+                backend: m.backend,
+                sizes,
+                seconds,
+            },
+        );
+    }
+    out
+}
+
+fn validate_api(a: RawApi, models: &BTreeMap<String, ModelConfig>, p: &mut Problems) -> ApiConfig {
+    let default_model = a.default_model.unwrap_or_else(|| "sora-2".to_owned());
+    let default_size = a
+        .default_size
+        .as_deref()
+        .unwrap_or("720x1280")
+        .parse()
+        .unwrap_or_else(|e| {
+            p.add("api.default_size", e);
+            Size {
+                width: 720,
+                height: 1280,
+            }
+        });
+    let default_seconds = a
+        .default_seconds
+        .as_deref()
+        .unwrap_or("4")
+        .parse()
+        .unwrap_or_else(|e| {
+            p.add("api.default_seconds", e);
+            Seconds(4)
+        });
+    match models.get(&default_model) {
+        None if !models.is_empty() => p.add(
+            "api.default_model",
+            format!("{default_model:?} is not a configured model"),
+        ),
+        Some(m) if !m.sizes.contains(&default_size) => p.add(
+            "api.default_size",
+            format!("{default_size} is not a size of the default model {default_model:?}"),
+        ),
+        Some(m) if !m.seconds.contains(&default_seconds) => p.add(
+            "api.default_seconds",
+            format!("{default_seconds} is not a duration of the default model {default_model:?}"),
+        ),
+        _ => {}
+    }
+    ApiConfig {
+        default_model,
+        default_size,
+        default_seconds,
+        max_total_seconds: a.max_total_seconds.unwrap_or(120),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, text).unwrap();
+        Config::load(&Overrides {
+            file: Some(file),
+            ..Overrides::default()
+        })
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::load(&Overrides::default()).unwrap();
+        assert!(c.is_default());
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.models["sora-2-pro"].sizes.len(), 6);
+        assert!(
+            matches!(c.store, StoreConfig::Sqlite { ref path } if path.ends_with("data/sora-shim.db"))
+        );
+    }
+
+    #[test]
+    fn file_overrides_single_keys_and_keeps_the_rest() {
+        let c = load_text(
+            "[server]\npoll_after_ms = 100\n[backends.local]\nkind = \"local\"\nfps = 8\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.poll_after_ms, 100);
+        assert_eq!(c.server.max_body_bytes, 52_428_800);
+        assert!(matches!(c.backends["local"], BackendConfig::Local { fps, .. } if fps.get() == 8));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let err = load_text(
+            "[server]\nlisten = \"nowhere\"\nmax_body_bytes = 0\n[models.m]\nbackend = \"nope\"\nsizes = [\"big\"]\nseconds = [\"4\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.listen"), "{err}");
+        assert!(err.contains("server.max_body_bytes"), "{err}");
+        assert!(err.contains("models.\"m\".backend"), "{err}");
+        assert!(err.contains("models.\"m\".sizes"), "{err}");
+        assert!(err.contains("api.default_model"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = load_text("[server]\nlisten_on = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_on"), "{err}");
+    }
+}

@@ -1,0 +1,30 @@
+//! sora-shim: a drop-in HTTP proxy that speaks the OpenAI Sora Videos API (`/v1/videos…`) and runs the jobs on
+//! configurable video backends. The modules, in the order a request meets them:
+//!
+//! - [`config`]   — the typed configuration, validated once; the embedded default.
+//! - [`server`]   — listener, HTTP/1.1 + h2, graceful shutdown.
+//! - [`api`]      — the Sora surface: routes, bodies (JSON and multipart), schemas, the error envelope.
+//! - [`auth`]     — bearer key → tenant (only a hash of the key is kept).
+//! - [`jobs`]     — admission: persist the normalized request before dispatch; idempotency.
+//! - [`store`]    — the job store (SQLite) and the read cache in front of it.
+//! - [`worker`]   — drives every job: dispatch → poll → finalize, resumable after a crash.
+//! - [`backends`] — where generations run: the `Backend` trait and the built-in local renderer.
+//! - [`assets`]   — storage for finished videos, thumbnails, spritesheets and uploaded inputs.
+//! - [`media`]    — looks inside uploads (image and MP4 dimensions, durations).
+//! - [`video`]    — domain types: jobs, states, sizes, durations, variants.
+//! - [`app`]      — the runtime that holds all of the above.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod assets;
+pub mod auth;
+pub mod backends;
+pub mod config;
+pub mod jobs;
+pub mod media;
+pub mod server;
+pub mod store;
+pub mod video;
+pub mod worker;

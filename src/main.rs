@@ -1,0 +1,134 @@
+//! The `sora-shim` command: parse the command line, load and validate the config, serve.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sora_shim::app::App;
+use sora_shim::config::{Config, Overrides};
+use sora_shim::server::{Server, shutdown_signal};
+
+/// Exit code for a configuration that does not validate (EX_USAGE-like, as sysexits' EX_CONFIG family).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "sora-shim",
+    version,
+    about = "A drop-in proxy that speaks the OpenAI Sora Videos API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve(ConfigArgs),
+    /// Validate a configuration offline and exit non-zero on any problem.
+    Check(ConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// Config file (TOML). Without it, the embedded default runs.
+    #[arg(long, env = "SORA_SHIM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+    #[arg(long, env = "SORA_SHIM_LISTEN")]
+    listen: Option<String>,
+    /// Where the SQLite database and assets live (relative paths in the config resolve against it).
+    #[arg(long, env = "SORA_SHIM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config, ExitCode> {
+        Config::load(&Overrides {
+            file: self.config.clone(),
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+        })
+        .map_err(|e| {
+            eprintln!("sora-shim: invalid configuration:\n{e}");
+            ExitCode::from(EXIT_CONFIG)
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SORA_SHIM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Check(args) => match args.load() {
+            Ok(config) => {
+                eprintln!(
+                    "sora-shim: {} is valid ({} models, {} backends)",
+                    config.source,
+                    config.models.len(),
+                    config.backends.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve(args) => match args.load() {
+            Ok(config) => serve(config),
+            Err(code) => code,
+        },
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sora-shim: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        if config.is_default() {
+            tracing::warn!(
+                "running in open development mode: no config file, any non-empty API key is accepted and is its \
+                 own tenant; do not expose this beyond this machine"
+            );
+        }
+        let app = match App::start(config).await {
+            Ok(app) => app,
+            Err(e) => {
+                eprintln!("sora-shim: cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let server = match Server::bind(std::sync::Arc::clone(&app)).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("sora-shim: cannot listen on {}: {e}", app.config.server.listen);
+                app.stop().await;
+                return ExitCode::FAILURE;
+            }
+        };
+        match server.local_addr() {
+            // The one line on stdout: tests and scripts read the bound address (port 0 picks one) from it.
+            #[allow(clippy::print_stdout)]
+            Ok(addr) => {
+                println!("listening on http://{addr}");
+                tracing::info!(%addr, data_dir = %app.config.data_dir.display(), "sora-shim listening");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the bound address"),
+        }
+        server.run(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,86 @@
+//! Looking inside uploads: the size of a reference image and the size and length of an uploaded MP4, so bad
+//! inputs are refused at the door with a clear error instead of failing later at a backend.
+
+use std::io::Cursor;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub width: u32,
+    pub height: u32,
+    pub content_type: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoInfo {
+    pub width: u32,
+    pub height: u32,
+    /// Whole seconds, rounded to nearest (at least 1).
+    pub seconds: u32,
+}
+
+/// The image's format (by its bytes, not its claimed type) and dimensions. JPEG, PNG and WebP only, as Sora.
+pub fn probe_image(bytes: &[u8]) -> Option<ImageInfo> {
+    let format = image::guess_format(bytes).ok()?;
+    let content_type = match format {
+        image::ImageFormat::Png => "image/png",
+        image::ImageFormat::Jpeg => "image/jpeg",
+        image::ImageFormat::WebP => "image/webp",
+        _ => return None,
+    };
+    let (width, height) = image::ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .ok()?;
+    Some(ImageInfo {
+        width,
+        height,
+        content_type,
+    })
+}
+
+/// Dimensions of the first video track and the movie's duration.
+pub fn probe_mp4(bytes: &[u8]) -> Option<VideoInfo> {
+    let reader = mp4::Mp4Reader::read_header(Cursor::new(bytes), bytes.len() as u64).ok()?;
+    let track = reader
+        .tracks()
+        .values()
+        .find(|t| matches!(t.track_type(), Ok(mp4::TrackType::Video)))?;
+    let (width, height) = (u32::from(track.width()), u32::from(track.height()));
+    let millis = reader.duration().as_millis();
+    if width == 0 || height == 0 || millis == 0 {
+        return None;
+    }
+    let seconds = u32::try_from((millis + 500) / 1000).ok()?.max(1);
+    Some(VideoInfo {
+        width,
+        height,
+        seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_dimensions() {
+        let mut out = Vec::new();
+        image::RgbImage::new(64, 36)
+            .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(
+            probe_image(&out),
+            Some(ImageInfo {
+                width: 64,
+                height: 36,
+                content_type: "image/png"
+            })
+        );
+        assert_eq!(probe_image(b"GIF89a...."), None);
+        assert_eq!(probe_image(b"not an image"), None);
+    }
+
+    #[test]
+    fn garbage_is_not_an_mp4() {
+        assert_eq!(probe_mp4(b"definitely not a movie"), None);
+    }
+}

@@ -1,0 +1,105 @@
+//! A `dashmap` in front of a [`JobStore`]: polls (`GET /v1/videos/{id}`, about once a second per client) are
+//! answered from memory. Every write goes through here, so within one process the cache is never stale.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+
+use super::{Inserted, JobStore, Order, StoreError};
+use crate::video::{Character, Job};
+
+pub struct CachedStore {
+    inner: Arc<dyn JobStore>,
+    jobs: DashMap<String, Job>,
+    capacity: usize,
+}
+
+impl CachedStore {
+    pub fn new(inner: Arc<dyn JobStore>, capacity: usize) -> CachedStore {
+        CachedStore {
+            inner,
+            jobs: DashMap::new(),
+            capacity,
+        }
+    }
+
+    fn remember(&self, job: &Job) {
+        if self.jobs.len() >= self.capacity {
+            // Finished jobs are re-read cheaply and rarely; drop them first to make room.
+            self.jobs.retain(|_, j| !j.state.is_terminal());
+            if self.jobs.len() >= self.capacity {
+                self.jobs.clear();
+            }
+        }
+        self.jobs.insert(job.id.clone(), job.clone());
+    }
+}
+
+#[async_trait]
+impl JobStore for CachedStore {
+    async fn insert_job(&self, job: &Job) -> Result<Inserted, StoreError> {
+        let outcome = self.inner.insert_job(job).await?;
+        if let Inserted::New = outcome {
+            self.remember(job);
+        }
+        Ok(outcome)
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        if let Some(job) = self.jobs.get(id) {
+            return Ok(Some(job.clone()));
+        }
+        let found = self.inner.get_job(id).await?;
+        if let Some(job) = &found {
+            self.remember(job);
+        }
+        Ok(found)
+    }
+
+    async fn update_job(&self, job: &Job) -> Result<Job, StoreError> {
+        match self.inner.update_job(job).await {
+            Ok(stored) => {
+                self.remember(&stored);
+                Ok(stored)
+            }
+            Err(e) => {
+                // Someone else wrote it: our copy may be old.
+                self.jobs.remove(&job.id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn delete_job(&self, id: &str, version: i64) -> Result<(), StoreError> {
+        let result = self.inner.delete_job(id, version).await;
+        self.jobs.remove(id);
+        result
+    }
+
+    async fn list_jobs(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+        order: Order,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.inner.list_jobs(tenant, after, limit, order).await
+    }
+
+    async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.inner.unfinished_jobs().await
+    }
+
+    async fn insert_character(&self, character: &Character) -> Result<(), StoreError> {
+        self.inner.insert_character(character).await
+    }
+
+    async fn get_character(&self, id: &str) -> Result<Option<Character>, StoreError> {
+        self.inner.get_character(id).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}

@@ -1,0 +1,512 @@
+//! SQLite job store (the single-machine default): WAL journal, versioned migrations from `migrations/`,
+//! one writer connection and one reader connection, each used on the blocking pool.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{Inserted, JobStore, Order, StoreError};
+use crate::video::{Character, Job, JobError, JobKind, State};
+
+/// Migrations in order; the index + 1 is the schema version they bring the database to.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+pub struct SqliteStore {
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let writer = Connection::open(path)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(None, "synchronous", "FULL")?;
+        writer.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&writer)?;
+        let reader = Connection::open(path)?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(SqliteStore {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    async fn with<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Backend("connection lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i as i64 + 1;
+        if version <= current {
+            continue;
+        }
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; PRAGMA user_version = {version}; COMMIT;"
+        ))?;
+    }
+    if current > MIGRATIONS.len() as i64 {
+        return Err(StoreError::Backend(format!(
+            "database schema version {current} is newer than this binary knows ({}); refusing to run",
+            MIGRATIONS.len()
+        )));
+    }
+    Ok(())
+}
+
+const JOB_COLUMNS: &str = "id, tenant, kind, request_json, remixed_from, backend, backend_version, backend_job_id, \
+     state, progress, created_at, updated_at, completed_at, expires_at, error_code, error_message, assets_json, \
+     idempotency_key, request_hash, attempts, next_attempt_at_ms, version";
+
+fn row_to_job(row: &Row<'_>) -> Result<Job, StoreError> {
+    let id: String = row.get(0)?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: id.clone(),
+        reason,
+    };
+    let kind: String = row.get(2)?;
+    let state: String = row.get(8)?;
+    let request_json: String = row.get(3)?;
+    let assets_json: String = row.get(16)?;
+    let error_code: Option<String> = row.get(14)?;
+    let error_message: Option<String> = row.get(15)?;
+    let progress: i64 = row.get(9)?;
+    let attempts: i64 = row.get(19)?;
+    Ok(Job {
+        tenant: row.get(1)?,
+        kind: JobKind::parse(&kind).ok_or_else(|| corrupt(format!("unknown kind {kind:?}")))?,
+        request: serde_json::from_str(&request_json)
+            .map_err(|e| corrupt(format!("request: {e}")))?,
+        remixed_from: row.get(4)?,
+        backend: row.get(5)?,
+        backend_version: row.get(6)?,
+        backend_job_id: row.get(7)?,
+        state: State::parse(&state).ok_or_else(|| corrupt(format!("unknown state {state:?}")))?,
+        progress: progress.clamp(0, 100) as u8,
+        created_at: row.get(10)?,
+        updated_at: row.get(11)?,
+        completed_at: row.get(12)?,
+        expires_at: row.get(13)?,
+        error: match (error_code, error_message) {
+            (Some(code), Some(message)) => Some(JobError { code, message }),
+            _ => None,
+        },
+        assets: serde_json::from_str(&assets_json).map_err(|e| corrupt(format!("assets: {e}")))?,
+        idempotency_key: row.get(17)?,
+        request_hash: row.get(18)?,
+        attempts: attempts.max(0) as u32,
+        next_attempt_at_ms: row.get(20)?,
+        version: row.get(21)?,
+        id,
+    })
+}
+
+fn to_json<T: serde::Serialize>(id: &str, v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt {
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn select_job(conn: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND deleted_at IS NULL");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![id])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(row_to_job(row)?)),
+        None => Ok(None),
+    }
+}
+
+fn select_jobs(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Job>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(args)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(row_to_job(row)?);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn insert_job(&self, job: &Job) -> Result<Inserted, StoreError> {
+        let job = job.clone();
+        Self::with(&self.writer, move |conn| {
+            let tx = conn.transaction()?;
+            if let Some(key) = &job.idempotency_key {
+                let existing: Option<String> = tx
+                    .query_row(
+                        "SELECT id FROM jobs WHERE tenant = ?1 AND idempotency_key = ?2",
+                        params![job.tenant, key],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(id) = existing {
+                    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+                    let found = select_jobs(&tx, &sql, &[&id])?;
+                    return match found.into_iter().next() {
+                        Some(j) => Ok(Inserted::Existing(Box::new(j))),
+                        None => Err(StoreError::Missing(id)),
+                    };
+                }
+            }
+            tx.execute(
+                "INSERT INTO jobs (id, tenant, kind, request_json, remixed_from, backend, backend_version, \
+                 backend_job_id, state, progress, created_at, updated_at, completed_at, expires_at, error_code, \
+                 error_message, assets_json, idempotency_key, request_hash, attempts, next_attempt_at_ms, version) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                params![
+                    job.id,
+                    job.tenant,
+                    job.kind.as_str(),
+                    to_json(&job.id, &job.request)?,
+                    job.remixed_from,
+                    job.backend,
+                    job.backend_version,
+                    job.backend_job_id,
+                    job.state.as_str(),
+                    job.progress,
+                    job.created_at,
+                    job.updated_at,
+                    job.completed_at,
+                    job.expires_at,
+                    job.error.as_ref().map(|e| e.code.clone()),
+                    job.error.as_ref().map(|e| e.message.clone()),
+                    to_json(&job.id, &job.assets)?,
+                    job.idempotency_key,
+                    job.request_hash,
+                    job.attempts,
+                    job.next_attempt_at_ms,
+                    job.version,
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Inserted::New)
+        })
+        .await
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let id = id.to_owned();
+        Self::with(&self.reader, move |conn| select_job(conn, &id)).await
+    }
+
+    async fn update_job(&self, job: &Job) -> Result<Job, StoreError> {
+        let mut job = job.clone();
+        Self::with(&self.writer, move |conn| {
+            let changed = conn.execute(
+                "UPDATE jobs SET backend = ?1, backend_version = ?2, backend_job_id = ?3, state = ?4, progress = ?5, \
+                 updated_at = ?6, completed_at = ?7, expires_at = ?8, error_code = ?9, error_message = ?10, \
+                 assets_json = ?11, attempts = ?12, next_attempt_at_ms = ?13, request_json = ?14, version = version + 1 \
+                 WHERE id = ?15 AND version = ?16 AND deleted_at IS NULL",
+                params![
+                    job.backend,
+                    job.backend_version,
+                    job.backend_job_id,
+                    job.state.as_str(),
+                    job.progress,
+                    job.updated_at,
+                    job.completed_at,
+                    job.expires_at,
+                    job.error.as_ref().map(|e| e.code.clone()),
+                    job.error.as_ref().map(|e| e.message.clone()),
+                    to_json(&job.id, &job.assets)?,
+                    job.attempts,
+                    job.next_attempt_at_ms,
+                    to_json(&job.id, &job.request)?,
+                    job.id,
+                    job.version,
+                ],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::Conflict(job.id));
+            }
+            job.version += 1;
+            Ok(job)
+        })
+        .await
+    }
+
+    async fn delete_job(&self, id: &str, version: i64) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        Self::with(&self.writer, move |conn| {
+            let now = crate::video::now_unix();
+            let changed = conn.execute(
+                "UPDATE jobs SET deleted_at = ?1, assets_json = '[]', version = version + 1 \
+                 WHERE id = ?2 AND version = ?3 AND deleted_at IS NULL",
+                params![now, id, version],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::Conflict(id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_jobs(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+        order: Order,
+    ) -> Result<Vec<Job>, StoreError> {
+        let tenant = tenant.to_owned();
+        let after = after.map(str::to_owned);
+        Self::with(&self.reader, move |conn| {
+            let (cmp, dir) = match order {
+                Order::Asc => (">", "ASC"),
+                Order::Desc => ("<", "DESC"),
+            };
+            let limit = limit as i64;
+            match after {
+                Some(after) => {
+                    let sql = format!(
+                        "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = ?1 AND deleted_at IS NULL \
+                         AND seq {cmp} (SELECT seq FROM jobs WHERE id = ?2) ORDER BY seq {dir} LIMIT ?3"
+                    );
+                    select_jobs(conn, &sql, &[&tenant, &after, &limit])
+                }
+                None => {
+                    let sql = format!(
+                        "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = ?1 AND deleted_at IS NULL \
+                         ORDER BY seq {dir} LIMIT ?2"
+                    );
+                    select_jobs(conn, &sql, &[&tenant, &limit])
+                }
+            }
+        })
+        .await
+    }
+
+    async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        Self::with(&self.reader, move |conn| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state NOT IN ('completed', 'failed') AND deleted_at IS NULL \
+                 ORDER BY seq ASC"
+            );
+            select_jobs(conn, &sql, &[])
+        })
+        .await
+    }
+
+    async fn insert_character(&self, c: &Character) -> Result<(), StoreError> {
+        let c = c.clone();
+        Self::with(&self.writer, move |conn| {
+            conn.execute(
+                "INSERT INTO characters (id, tenant, name, created_at, video_key) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![c.id, c.tenant, c.name, c.created_at, c.video_key],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_character(&self, id: &str) -> Result<Option<Character>, StoreError> {
+        let id = id.to_owned();
+        Self::with(&self.reader, move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT id, tenant, name, created_at, video_key FROM characters WHERE id = ?1",
+                    params![id],
+                    |r| {
+                        Ok(Character {
+                            id: r.get(0)?,
+                            tenant: r.get(1)?,
+                            name: r.get(2)?,
+                            created_at: r.get(3)?,
+                            video_key: r.get(4)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Self::with(&self.reader, |conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::video::{NormalizedRequest, Seconds, Segment, Size};
+
+    pub(crate) fn job(id: &str, tenant: &str, key: Option<&str>) -> Job {
+        Job {
+            id: id.into(),
+            tenant: tenant.into(),
+            kind: JobKind::Create,
+            request: NormalizedRequest {
+                prompt: "a fox".into(),
+                model: "sora-2".into(),
+                size: Size {
+                    width: 1280,
+                    height: 720,
+                },
+                seconds: Seconds(4),
+                input_reference: None,
+                source_video: None,
+                characters: vec![],
+                extension_seconds: None,
+                segments: vec![Segment {
+                    prompt: "a fox".into(),
+                    seconds: 4,
+                }],
+            },
+            remixed_from: None,
+            backend: "local".into(),
+            backend_version: "1".into(),
+            backend_job_id: None,
+            state: State::Accepted,
+            progress: 0,
+            created_at: 1,
+            updated_at: 1,
+            completed_at: None,
+            expires_at: None,
+            error: None,
+            assets: vec![],
+            idempotency_key: key.map(Into::into),
+            request_hash: "h".into(),
+            attempts: 0,
+            next_attempt_at_ms: 0,
+            version: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn round_trip_update_and_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let j = job("video_1", "t", None);
+        assert!(matches!(store.insert_job(&j).await.unwrap(), Inserted::New));
+        assert_eq!(store.get_job("video_1").await.unwrap().unwrap(), j);
+        let mut changed = j.clone();
+        changed.state = State::Running;
+        changed.progress = 40;
+        let stored = store.update_job(&changed).await.unwrap();
+        assert_eq!(stored.version, 2);
+        // A write based on the old version loses.
+        assert!(matches!(
+            store.update_job(&changed).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(store.unfinished_jobs().await.unwrap().len(), 1);
+        store.delete_job("video_1", 2).await.unwrap();
+        assert!(store.get_job("video_1").await.unwrap().is_none());
+        assert!(store.unfinished_jobs().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn idempotency_key_returns_the_existing_job_per_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        store
+            .insert_job(&job("video_1", "t", Some("k")))
+            .await
+            .unwrap();
+        match store
+            .insert_job(&job("video_2", "t", Some("k")))
+            .await
+            .unwrap()
+        {
+            Inserted::Existing(j) => assert_eq!(j.id, "video_1"),
+            Inserted::New => panic!("expected the existing job"),
+        }
+        // Another tenant may use the same key.
+        assert!(matches!(
+            store
+                .insert_job(&job("video_3", "u", Some("k")))
+                .await
+                .unwrap(),
+            Inserted::New
+        ));
+    }
+
+    #[tokio::test]
+    async fn list_pages_by_creation_order_within_a_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        for i in 0..5 {
+            store
+                .insert_job(&job(&format!("video_{i}"), "t", None))
+                .await
+                .unwrap();
+        }
+        store
+            .insert_job(&job("video_x", "other", None))
+            .await
+            .unwrap();
+        let ids = |v: Vec<Job>| v.into_iter().map(|j| j.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.list_jobs("t", None, 2, Order::Asc).await.unwrap()),
+            ["video_0", "video_1"]
+        );
+        assert_eq!(
+            ids(store
+                .list_jobs("t", Some("video_1"), 10, Order::Asc)
+                .await
+                .unwrap()),
+            ["video_2", "video_3", "video_4"]
+        );
+        assert_eq!(
+            ids(store
+                .list_jobs("t", Some("video_3"), 10, Order::Desc)
+                .await
+                .unwrap()),
+            ["video_2", "video_1", "video_0"]
+        );
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_data_and_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        SqliteStore::open(&path)
+            .unwrap()
+            .insert_job(&job("video_1", "t", None))
+            .await
+            .unwrap();
+        let again = SqliteStore::open(&path).unwrap();
+        assert!(again.get_job("video_1").await.unwrap().is_some());
+    }
+}

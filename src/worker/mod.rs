@@ -1,0 +1,320 @@
+//! The worker: drives every unfinished job through dispatch → poll → finalize (DESIGN.md "Job states").
+//! Each state change is persisted before the step that depends on it, so a crash at any point is resumed from
+//! the store on the next start, and a submission is never silently sent twice (see [`AfterLostSubmit`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashSet;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::assets::AssetStore;
+use crate::backends::{
+    AfterLostSubmit, Backend, BackendErrorKind, Backends, Output, OutputLocation, Progress,
+};
+use crate::config::WorkerConfig;
+use crate::store::{JobStore, StoreError};
+use crate::video::{Asset, Job, JobError, State, now_unix, now_unix_ms};
+
+/// How often the whole store is swept for unfinished jobs the worker is not yet driving.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Handle the API uses to hand new jobs to the worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    wake: mpsc::UnboundedSender<String>,
+}
+
+impl WorkerHandle {
+    pub fn notify(&self, job_id: &str) {
+        // A closed channel means shutdown; the job is persisted and resumes on the next start.
+        let _ = self.wake.send(job_id.to_owned());
+    }
+
+    /// False once the dispatcher has stopped.
+    pub fn is_running(&self) -> bool {
+        !self.wake.is_closed()
+    }
+}
+
+pub struct Worker {
+    store: Arc<dyn JobStore>,
+    assets: AssetStore,
+    backends: Backends,
+    config: WorkerConfig,
+    active: Arc<DashSet<String>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// What a step decided: come back after a pause, or stop driving the job.
+enum Next {
+    After(Duration),
+    Stop,
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        assets: AssetStore,
+        backends: Backends,
+        config: WorkerConfig,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<Worker> {
+        Arc::new(Worker {
+            store,
+            assets,
+            backends,
+            config,
+            active: Arc::new(DashSet::new()),
+            tracker,
+            shutdown,
+        })
+    }
+
+    /// Starts the dispatcher: resumes every unfinished job now, then drives new ones as they are notified.
+    pub fn start(self: &Arc<Self>) -> WorkerHandle {
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let me = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let mut sweep = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = me.shutdown.cancelled() => break,
+                    Some(id) = rx.recv() => me.drive(id),
+                    _ = sweep.tick() => me.sweep().await,
+                }
+            }
+            tracing::debug!("worker dispatcher stopped");
+        });
+        WorkerHandle { wake: tx }
+    }
+
+    async fn sweep(self: &Arc<Self>) {
+        match self.store.unfinished_jobs().await {
+            Ok(jobs) => jobs.into_iter().for_each(|j| self.drive(j.id)),
+            Err(e) => tracing::error!(error = %e, "worker sweep could not read unfinished jobs"),
+        }
+    }
+
+    /// Drives one job to a terminal state in its own task, unless a task already does.
+    fn drive(self: &Arc<Self>, job_id: String) {
+        if !self.active.insert(job_id.clone()) {
+            return;
+        }
+        let me = Arc::clone(self);
+        self.tracker.spawn(async move {
+            loop {
+                let next = match me.store.get_job(&job_id).await {
+                    Ok(Some(job)) if job.state.is_terminal() => Next::Stop,
+                    Ok(Some(job)) => me.step(job).await,
+                    Ok(None) => Next::Stop,
+                    Err(e) => {
+                        tracing::error!(job = %job_id, error = %e, "cannot read job");
+                        Next::After(me.config.retry_max)
+                    }
+                };
+                let Next::After(pause) = next else { break };
+                tokio::select! {
+                    _ = me.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            me.active.remove(&job_id);
+        });
+    }
+
+    async fn step(&self, job: Job) -> Next {
+        let wait_ms = job.next_attempt_at_ms - now_unix_ms();
+        if wait_ms > 0 {
+            return Next::After(Duration::from_millis(wait_ms as u64));
+        }
+        let Some(backend) = self.backends.get(&job.backend).cloned() else {
+            let error = JobError {
+                code: "internal_error".into(),
+                message: format!(
+                    "The backend {:?} that this video was queued on is no longer configured.",
+                    job.backend
+                ),
+            };
+            return self.fail(job, error).await;
+        };
+        let result = match job.state {
+            State::Accepted => self.submit(job, backend.as_ref()).await,
+            State::Submitting => self.lost_submit(job, backend.as_ref()).await,
+            State::Submitted | State::Running | State::Finalizing => {
+                self.poll(job, backend.as_ref()).await
+            }
+            State::Completed | State::Failed => Ok(Next::Stop),
+        };
+        result.unwrap_or_else(|e| match e {
+            // Changed under us (deleted, or written by another worker): re-read and decide again.
+            StoreError::Conflict(_) => Next::After(Duration::ZERO),
+            e => {
+                tracing::error!(error = %e, "job store write failed");
+                Next::After(self.config.retry_max)
+            }
+        })
+    }
+
+    /// Persists `job` with a fresh `updated_at` and returns the stored copy.
+    async fn save(&self, mut job: Job) -> Result<Job, StoreError> {
+        job.updated_at = now_unix();
+        self.store.update_job(&job).await
+    }
+
+    async fn submit(&self, mut job: Job, backend: &dyn Backend) -> Result<Next, StoreError> {
+        job.state = State::Submitting;
+        job.attempts += 1;
+        job.backend_version = backend.version().to_owned();
+        let job = self.save(job).await?;
+        match backend.submit(&job).await {
+            Ok(submitted) => {
+                let mut job = job;
+                job.state = State::Submitted;
+                job.backend_job_id = Some(submitted.backend_job_id);
+                self.save(job).await?;
+                Ok(Next::After(self.config.poll_interval))
+            }
+            Err(e) => match e.kind {
+                BackendErrorKind::Unavailable => {
+                    tracing::warn!(job = %job.id, error = %e, "submit failed before anything was accepted; will retry");
+                    let mut job = job;
+                    job.state = State::Accepted;
+                    job.next_attempt_at_ms =
+                        now_unix_ms() + self.backoff(job.attempts, e.retry_after);
+                    self.save(job).await?;
+                    Ok(Next::After(Duration::ZERO))
+                }
+                BackendErrorKind::Ambiguous => {
+                    tracing::warn!(job = %job.id, error = %e, "submit outcome unknown");
+                    self.lost_submit(job, backend).await
+                }
+                BackendErrorKind::Rejected(error) => Ok(self.fail(job, error).await),
+            },
+        }
+    }
+
+    /// A submission whose outcome is unknown (crash mid-submit, timeout, or a backend that forgot the job).
+    async fn lost_submit(&self, mut job: Job, backend: &dyn Backend) -> Result<Next, StoreError> {
+        match backend.after_lost_submit() {
+            AfterLostSubmit::Resubmit => {
+                tracing::info!(job = %job.id, backend = backend.name(), "resubmitting a job whose submission was lost");
+                job.state = State::Accepted;
+                job.backend_job_id = None;
+                self.save(job).await?;
+                Ok(Next::After(Duration::ZERO))
+            }
+            AfterLostSubmit::Fail => {
+                let error = JobError {
+                    code: "submission_outcome_unknown".into(),
+                    message: "The video backend may or may not have accepted this job, and it was not resubmitted \
+                              to avoid paying for a second generation. Create the video again."
+                        .into(),
+                };
+                Ok(self.fail(job, error).await)
+            }
+        }
+    }
+
+    async fn poll(&self, job: Job, backend: &dyn Backend) -> Result<Next, StoreError> {
+        let progress = match backend.poll(&job).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "poll failed; will retry");
+                let pause = self.backoff(job.attempts.max(1), e.retry_after);
+                return Ok(Next::After(Duration::from_millis(pause as u64)));
+            }
+        };
+        let mut job = job;
+        match progress {
+            Progress::Queued => Ok(Next::After(self.config.poll_interval)),
+            Progress::Running(p) => {
+                let p = p.min(99).max(job.progress);
+                if job.state != State::Running || p != job.progress {
+                    job.state = State::Running;
+                    job.progress = p;
+                    self.save(job).await?;
+                }
+                Ok(Next::After(self.config.poll_interval))
+            }
+            Progress::Done(outputs) => {
+                if job.state != State::Finalizing {
+                    job.state = State::Finalizing;
+                    job.progress = job.progress.max(99);
+                    job = self.save(job).await?;
+                }
+                self.finalize(job, outputs, backend).await
+            }
+            Progress::Failed(error) => {
+                backend.release(&job).await;
+                Ok(self.fail(job, error).await)
+            }
+            Progress::Lost => self.lost_submit(job, backend).await,
+        }
+    }
+
+    /// Copies every output into our storage, then (and only then) marks the job completed.
+    async fn finalize(
+        &self,
+        mut job: Job,
+        outputs: Vec<Output>,
+        backend: &dyn Backend,
+    ) -> Result<Next, StoreError> {
+        let mut assets = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let key = format!("{}/{}", job.id, output.variant.file_name());
+            let stored = match &output.location {
+                OutputLocation::LocalFile(path) => self.assets.put_file(&key, path).await,
+            };
+            match stored {
+                Ok(s) => assets.push(Asset {
+                    variant: output.variant,
+                    key,
+                    bytes: s.bytes,
+                    sha256: s.sha256,
+                }),
+                Err(e) => {
+                    tracing::error!(job = %job.id, error = %e, "cannot store asset; will retry");
+                    return Ok(Next::After(self.config.retry_max));
+                }
+            }
+        }
+        job.assets = assets;
+        job.state = State::Completed;
+        job.progress = 100;
+        job.completed_at = Some(now_unix());
+        let job = self.save(job).await?;
+        tracing::info!(job = %job.id, backend = backend.name(), "video completed");
+        backend.release(&job).await;
+        Ok(Next::Stop)
+    }
+
+    async fn fail(&self, mut job: Job, error: JobError) -> Next {
+        tracing::info!(job = %job.id, code = %error.code, "video failed");
+        job.state = State::Failed;
+        job.error = Some(error);
+        match self.save(job).await {
+            Ok(_) => Next::Stop,
+            Err(StoreError::Conflict(_)) => Next::After(Duration::ZERO),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot persist a failed job");
+                Next::After(self.config.retry_max)
+            }
+        }
+    }
+
+    /// Exponential backoff with full jitter, at least what the backend asked for.
+    fn backoff(&self, attempt: u32, asked: Option<Duration>) -> i64 {
+        let base = self.config.retry_base.as_millis() as u64;
+        let cap = self.config.retry_max.as_millis() as u64;
+        let exp = base.saturating_mul(1u64 << attempt.min(16)).min(cap);
+        let jittered = rand::rng().random_range(exp / 2..=exp.max(1));
+        let asked = asked.map(|d| d.as_millis() as u64).unwrap_or(0);
+        jittered.max(asked) as i64
+    }
+}

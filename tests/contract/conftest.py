@@ -1,0 +1,291 @@
+"""Fixtures for the sora-shim contract tests.
+
+One shim process per test session (`shim` fixture); clients are made per test with a fresh API
+key each (every key is its own tenant), so tests do not see each other's videos.
+
+Environment:
+  SORA_SHIM_BIN            path of the binary (default <repo>/target/debug/sora-shim)
+  SORA_SHIM_URL            use an already running shim at this root URL instead of starting one
+                           (it must run with the config in SHIM_CONFIG below)
+  SORA_CONTRACT_TEST_TIMEOUT  per-test wall-clock limit in seconds (default 300)
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import httpx
+import openai
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import MAX_BODY_BYTES, REPO, Recorder, assert_completed, create_and_poll, new_key  # noqa: E402
+
+SHIM_CONFIG_TEMPLATE = """\
+[server]
+max_body_bytes = {max_body}        # 2 MiB, so the oversize test is cheap
+poll_after_ms = 100             # sent as openai-poll-after-ms on GET of unfinished videos
+
+[backends.local]
+kind = "local"
+fps = 8                         # keep renders fast in tests
+"""
+
+SHIM_CONFIG = SHIM_CONFIG_TEMPLATE.format(max_body=MAX_BODY_BYTES)
+
+READY_RE = re.compile(r"^listening on (http://127\.0\.0\.1:\d+)\s*$")
+STARTUP_TIMEOUT_S = 60
+TEST_TIMEOUT_S = int(os.environ.get("SORA_CONTRACT_TEST_TIMEOUT", "300"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every SDK videos method is marked deprecated (API shutdown 2026-09-24); that is expected.
+    config.addinivalue_line("filterwarnings", "ignore:The Sora API is scheduled:DeprecationWarning")
+
+
+@dataclass
+class Shim:
+    url: str  # root, e.g. http://127.0.0.1:1234
+    data_dir: Optional[Path] = None
+    stderr_path: Optional[Path] = None
+    proc: Optional[subprocess.Popen] = None
+
+    @property
+    def base_url(self) -> str:  # what an SDK client is pointed at
+        return self.url + "/v1"
+
+    def stderr_tail(self, lines: int = 200) -> str:
+        if not self.stderr_path or not self.stderr_path.exists():
+            return ""
+        text = self.stderr_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+_STATE: dict = {}
+
+
+@pytest.fixture(scope="session")
+def shim(tmp_path_factory: pytest.TempPathFactory):
+    external = os.environ.get("SORA_SHIM_URL")
+    if external:
+        yield Shim(url=external.rstrip("/"))
+        return
+
+    binary = Path(os.environ.get("SORA_SHIM_BIN", REPO / "target" / "debug" / "sora-shim"))
+    if not binary.exists():
+        pytest.fail(f"sora-shim binary not found at {binary}: run `cargo build` or set SORA_SHIM_BIN", pytrace=False)
+
+    tmp = tmp_path_factory.mktemp("shim")
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    config = tmp / "sora-shim.toml"
+    config.write_text(SHIM_CONFIG)
+    stderr_path = tmp / "shim.stderr.log"
+    stderr_file = open(stderr_path, "wb")
+    proc = subprocess.Popen(
+        [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=stderr_file, stdin=subprocess.DEVNULL,
+    )
+    shim = Shim(url="", data_dir=data_dir, stderr_path=stderr_path, proc=proc)
+    _STATE["shim"] = shim
+
+    lines: "queue.Queue[Optional[bytes]]" = queue.Queue()
+
+    def pump() -> None:  # read stdout forever so the pipe never fills
+        assert proc.stdout is not None
+        for line in iter(proc.stdout.readline, b""):
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, name="shim-stdout", daemon=True).start()
+    try:
+        first = lines.get(timeout=STARTUP_TIMEOUT_S)
+    except queue.Empty:
+        first = None
+    m = READY_RE.match(first.decode(errors="replace")) if first else None
+    if not m:
+        proc.kill()
+        proc.wait()
+        stderr_file.close()
+        pytest.fail(
+            f"sora-shim did not print 'listening on http://127.0.0.1:PORT' within {STARTUP_TIMEOUT_S}s "
+            f"(first stdout line: {first!r}, exit code: {proc.poll()}); its stderr is shown below",
+            pytrace=False,
+        )
+    shim.url = m.group(1)
+    try:
+        yield shim
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                stderr_file.close()
+                pytest.fail("sora-shim did not exit within 20s of SIGTERM", pytrace=False)
+        stderr_file.close()
+        if proc.returncode != 0:
+            pytest.fail(
+                f"sora-shim exited with {proc.returncode} after SIGTERM (expected 0); its stderr is shown below",
+                pytrace=False,
+            )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    shim = _STATE.get("shim")
+    if rep.failed and shim is not None and shim.stderr_path is not None:
+        rep.sections.append(("sora-shim stderr (last 200 lines)", shim.stderr_tail()))
+
+
+@pytest.fixture(autouse=True)
+def _test_time_guard(request):
+    """Per-test wall-clock limit without plugins: SIGALRM raises in the (main) test thread."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"{request.node.nodeid} exceeded {TEST_TIMEOUT_S}s (SORA_CONTRACT_TEST_TIMEOUT)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(TEST_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@dataclass
+class ClientFactory:
+    shim: Shim
+    recorders: list = field(default_factory=list)
+    closers: list = field(default_factory=list)
+
+    def _recorder(self, label: str) -> Recorder:
+        rec = Recorder(label)
+        self.recorders.append(rec)
+        return rec
+
+    def sync(self, key: Optional[str] = None, **kwargs) -> openai.OpenAI:
+        """openai.OpenAI for `key` (fresh key if None). The client gets `.recorder` and `.api_key`."""
+        key = key or new_key()
+        rec = self._recorder(f"sync client {key}")
+        http = openai.DefaultHttpxClient(event_hooks={"response": [rec.hook]})
+        kwargs.setdefault("max_retries", 0)
+        kwargs.setdefault("timeout", 60.0)
+        client = openai.OpenAI(api_key=key, base_url=self.shim.base_url, http_client=http, **kwargs)
+        client.recorder = rec  # type: ignore[attr-defined]
+        self.closers.append(client.close)
+        return client
+
+    def async_(self, key: Optional[str] = None, **kwargs) -> openai.AsyncOpenAI:
+        """openai.AsyncOpenAI; create it and `await client.close()` inside the same event loop."""
+        key = key or new_key()
+        rec = self._recorder(f"async client {key}")
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"response": [rec.ahook]})
+        kwargs.setdefault("max_retries", 0)
+        kwargs.setdefault("timeout", 60.0)
+        client = openai.AsyncOpenAI(api_key=key, base_url=self.shim.base_url, http_client=http, **kwargs)
+        client.recorder = rec  # type: ignore[attr-defined]
+        return client
+
+    def raw(self, key: Optional[str] = None, *, auth: bool = True) -> httpx.Client:
+        """Plain httpx client on the shim root (paths start with /v1/...). key=None → fresh key;
+        auth=False → no Authorization header at all."""
+        headers = {}
+        if auth:
+            headers["Authorization"] = f"Bearer {key or new_key()}"
+        rec = self._recorder(f"raw httpx (auth={auth})")
+        client = httpx.Client(base_url=self.shim.url, headers=headers, timeout=60.0,
+                              event_hooks={"response": [rec.hook]})
+        client.recorder = rec  # type: ignore[attr-defined]
+        self.closers.append(client.close)
+        return client
+
+    def check(self) -> None:
+        problems = [p for r in self.recorders for p in r.problems]
+        if problems:
+            raise AssertionError("response contract violations:\n  " + "\n  ".join(problems[:50]))
+
+
+@pytest.fixture
+def clients(shim):
+    factory = ClientFactory(shim)
+    yield factory
+    for close in factory.closers:
+        try:
+            close()
+        except Exception:
+            pass
+    factory.check()
+
+
+@pytest.fixture
+def key() -> str:
+    return new_key()
+
+
+@pytest.fixture
+def client(clients, key) -> openai.OpenAI:
+    return clients.sync(key)
+
+
+@pytest.fixture
+def raw(clients, key) -> httpx.Client:
+    """Raw httpx client authenticated with the same key as `client`."""
+    return clients.raw(key)
+
+
+# --------------------------------------------------------------------------- shared source video
+
+
+@dataclass
+class Source:
+    key: str
+    video: object  # openai.types.Video (completed, sora-2, 720x1280, 4 s)
+    mp4: bytes
+
+
+@pytest.fixture(scope="session")
+def source(shim) -> Source:
+    """One completed 720x1280 / 4 s sora-2 video shared (read-only) by the remix/edit/extend/
+    character/content tests, with its MP4 bytes for upload tests. Tests that want to use the
+    video id must use `source.key` (tenant isolation)."""
+    factory = ClientFactory(shim)
+    key = new_key("source")
+    client = factory.sync(key)
+    try:
+        video = create_and_poll(client, prompt="A paper boat drifting on a calm lake", model="sora-2",
+                                size="720x1280", seconds="4", poll_interval_ms=100)
+        assert_completed(video)
+        mp4 = client.videos.download_content(video.id, variant="video").content
+        # (no factory.check() here: a response-schema violation would error every test using the
+        # source video; the tests themselves report such violations)
+    finally:
+        client.close()
+    return Source(key=key, video=video, mp4=mp4)
+
+
+@pytest.fixture
+def source_client(clients, source) -> openai.OpenAI:
+    return clients.sync(source.key)
