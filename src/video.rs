@@ -310,19 +310,28 @@ pub struct Job {
 }
 
 impl Job {
+    /// The status a client sees. Never goes backwards: a job that was generating and is resubmitted after a
+    /// crash (back to `accepted`) still shows `in_progress`, since its stored progress is above zero.
+    pub fn sora_status(&self) -> &'static str {
+        match self.state {
+            State::Accepted | State::Submitting | State::Submitted if self.progress > 0 => {
+                "in_progress"
+            }
+            state => state.sora_status(),
+        }
+    }
+
     /// The Sora `VideoResource`, every required field present, `null` where there is no value.
     pub fn to_resource(&self) -> Value {
-        let status = self.state.sora_status();
         let progress = match self.state {
             State::Completed => 100,
-            State::Accepted | State::Submitting | State::Submitted => 0,
             _ => self.progress.min(99),
         };
         json!({
             "id": self.id,
             "object": "video",
             "model": self.request.model,
-            "status": status,
+            "status": self.sora_status(),
             "progress": progress,
             "created_at": self.created_at,
             "completed_at": self.completed_at,

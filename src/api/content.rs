@@ -34,7 +34,7 @@ pub async fn download(
         return Err(ApiError::NotFound {
             message: format!(
                 "Video is not ready yet, use GET /v1/videos/{id} to check status (current status: {}).",
-                job.state.sora_status()
+                job.sora_status()
             ),
             param: None,
         });

@@ -311,7 +311,7 @@ pub async fn delete(app: &App, tenant: &Tenant, id: &str) -> Result<Response, Ap
         return Err(ApiError::invalid(
             format!(
                 "Video '{id}' is still {}; only completed or failed videos can be deleted.",
-                job.state.sora_status()
+                job.sora_status()
             ),
             Some("video_id"),
             Some("invalid_state"),
@@ -350,7 +350,7 @@ async fn completed_source(
         return Err(ApiError::invalid(
             format!(
                 "Video '{id}' is {}; only completed videos can be used as a source.",
-                job.state.sora_status()
+                job.sora_status()
             ),
             Some(param),
             Some("invalid_state"),

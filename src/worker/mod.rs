@@ -234,7 +234,8 @@ impl Worker {
         match progress {
             Progress::Queued => Ok(Next::After(self.config.poll_interval)),
             Progress::Running(p) => {
-                let p = p.min(99).max(job.progress);
+                // At least 1 once running: the client-visible status is derived from it and must not go back.
+                let p = p.clamp(1, 99).max(job.progress);
                 if job.state != State::Running || p != job.progress {
                     job.state = State::Running;
                     job.progress = p;

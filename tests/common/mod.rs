@@ -1,0 +1,279 @@
+//! Test harness: runs the real `sora-shim` binary on 127.0.0.1:0 with its own data directory and config, and
+//! talks to it over real HTTP.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// Config every test run uses unless it passes its own: fast renders, fast polling, small bodies.
+pub const TEST_CONFIG: &str = r#"
+[server]
+max_body_bytes = 2097152
+poll_after_ms = 100
+[worker]
+poll_interval_ms = 50
+[backends.local]
+kind = "local"
+fps = 8
+"#;
+
+pub struct Shim {
+    pub child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    config: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Shim {
+    pub fn start() -> Shim {
+        Self::start_with(TEST_CONFIG)
+    }
+
+    pub fn start_with(config: &str) -> Shim {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let config_path = tmp.path().join("sora-shim.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut shim = Self::spawn(&data_dir, &config_path);
+        shim._tmp = Some(tmp);
+        shim
+    }
+
+    /// Starts another process on the same data directory and config (after a crash or a stop).
+    pub fn restart(mut self) -> Shim {
+        let tmp = self._tmp.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut again = Self::spawn(&self.data_dir, &self.config);
+        again._tmp = tmp;
+        again
+    }
+
+    fn spawn(data_dir: &Path, config: &Path) -> Shim {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.parent().unwrap().join("shim.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sora-shim"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .arg("--config")
+            .arg(config)
+            .env("SORA_SHIM_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Shim {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+            config: config.to_owned(),
+            _tmp: None,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.parent().unwrap().join("shim.log"))
+            .unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let resp = self
+            .client
+            .request(req.body(Full::new(body.into())).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Reply {
+        self.call(Method::GET, path, Some(key), &[], Bytes::new())
+            .await
+    }
+
+    pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> Reply {
+        self.call(
+            Method::POST,
+            path,
+            Some(key),
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await
+    }
+
+    /// Polls a video until it is completed or failed, checking the status set and monotonic progress.
+    pub async fn wait(&self, id: &str, key: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut last_progress = 0;
+        loop {
+            let r = self.get(&format!("/v1/videos/{id}"), key).await;
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "{}",
+                String::from_utf8_lossy(&r.body)
+            );
+            let v = r.json();
+            let status = v["status"].as_str().unwrap().to_owned();
+            assert!(["queued", "in_progress", "completed", "failed"].contains(&status.as_str()));
+            let progress = v["progress"].as_i64().unwrap();
+            assert!(
+                progress >= last_progress,
+                "progress went back from {last_progress} to {progress}"
+            );
+            last_progress = progress;
+            if status == "completed" || status == "failed" {
+                assert!(r.header("openai-poll-after-ms").is_none());
+                return v;
+            }
+            assert_eq!(r.header("openai-poll-after-ms"), Some("100"));
+            assert!(
+                Instant::now() < deadline,
+                "video {id} still {status}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Shim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A multipart/form-data body: `(name, filename, content type, bytes)`; text parts have no filename.
+pub fn multipart(parts: &[(&str, Option<&str>, &str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "sorashimtestboundary7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, filename, content_type, data) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match filename {
+            Some(f) => body.extend_from_slice(
+                format!(
+                    "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: {content_type}\r\n\r\n"
+                )
+                .as_bytes(),
+            ),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Validates `value` against one of `schemas/sora/*.schema.json`.
+pub fn assert_schema(name: &str, value: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas/sora")
+        .join(format!("{name}.schema.json"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{name} schema violations: {errors:?}\n{value:#}"
+    );
+}
+
+/// An error response: status, envelope shape, and the fields a test cares about.
+pub fn assert_error(r: &Reply, status: u16, param: Option<&str>, code: Option<&str>) -> Value {
+    assert_eq!(
+        r.status.as_u16(),
+        status,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(r.header("x-request-id").is_some());
+    let v = r.json();
+    assert_schema("error", &v);
+    assert_eq!(v["error"]["param"].as_str(), param, "{v}");
+    if code.is_some() {
+        assert_eq!(v["error"]["code"].as_str(), code, "{v}");
+    }
+    v
+}
