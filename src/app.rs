@@ -79,13 +79,14 @@ impl App {
         let worker = Worker::new(
             Arc::clone(&store),
             assets.clone(),
-            backends,
+            backends.clone(),
             config.worker.clone(),
             tracker.clone(),
             shutdown.clone(),
         )
         .start();
         let admission = Admission {
+            backends,
             store: Arc::clone(&store),
             assets: assets.clone(),
             worker: worker.clone(),

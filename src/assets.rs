@@ -5,9 +5,12 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::fs::{self, File};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssetError {
@@ -90,6 +93,20 @@ impl AssetStore {
 
     /// Copies the file at `src` into storage under `key`, hashing as it streams (constant memory).
     pub async fn put_file(&self, key: &str, src: &Path) -> Result<Stored, AssetError> {
+        let input = File::open(src).await.map_err(|source| AssetError::Io {
+            key: key.to_owned(),
+            source,
+        })?;
+        self.put_stream(key, ReaderStream::with_capacity(input, 256 * 1024))
+            .await
+    }
+
+    /// Stores a stream of chunks under `key` (a download, a copy), hashing as it goes; memory stays bounded by
+    /// one chunk. If the stream fails, nothing is stored under `key`.
+    pub async fn put_stream<S>(&self, key: &str, mut chunks: S) -> Result<Stored, AssetError>
+    where
+        S: Stream<Item = Result<Bytes, io::Error>> + Unpin,
+    {
         let io_err = |source| AssetError::Io {
             key: key.to_owned(),
             source,
@@ -97,19 +114,14 @@ impl AssetStore {
         let dest = self.path(key)?;
         let tmp = self.temp_path();
         let result = async {
-            let mut input = File::open(src).await?;
             let mut out = File::create(&tmp).await?;
             let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 256 * 1024];
             let mut total = 0u64;
-            loop {
-                let n = input.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                out.write_all(&buf[..n]).await?;
-                total += n as u64;
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                hasher.update(&chunk);
+                out.write_all(&chunk).await?;
+                total += chunk.len() as u64;
             }
             out.sync_all().await?;
             Ok(Stored {

@@ -88,8 +88,21 @@ struct RawWorker {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     kind: String,
+    // kind = "local"
     fps: Option<u32>,
     concurrent_renders: Option<u32>,
+    // kind = "mapping"
+    mapping: Option<String>,
+    base_url: Option<String>,
+    /// Secret name (as the mapping calls it) → environment variable that holds it.
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+    model: Option<String>,
+    options: Option<toml::Table>,
+    timeout_secs: Option<u64>,
+    max_concurrent: Option<u32>,
+    requests_per_second: Option<u32>,
+    poll_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -233,6 +246,39 @@ pub enum BackendConfig {
         fps: NonZeroU32,
         concurrent_renders: NonZeroU32,
     },
+    Mapped(Box<MappedConfig>),
+}
+
+/// A backend driven by a mapping file over HTTP.
+#[derive(Debug, Clone)]
+pub struct MappedConfig {
+    pub mapping: std::sync::Arc<crate::mapping::compile::Mapping>,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub secrets: BTreeMap<String, Secret>,
+    pub model: Option<String>,
+    pub options: serde_json::Value,
+    pub timeout: Duration,
+    /// Jobs in flight at the provider at once; more wait in `queued`.
+    pub max_concurrent: Option<NonZeroU32>,
+    pub requests_per_second: Option<NonZeroU32>,
+    pub poll_interval: Option<Duration>,
+}
+
+/// A credential read from the environment at start-up. Prints as `*****`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -296,7 +342,12 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
         lines: Vec::new(),
     };
     let server = validate_server(raw.server.unwrap_or_default(), &mut p);
-    let backends = validate_backends(raw.backends.unwrap_or_default(), &mut p);
+    let base_dir = Path::new(&source)
+        .parent()
+        .filter(|_| source != "<embedded default>")
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    let backends = validate_backends(raw.backends.unwrap_or_default(), &base_dir, &mut p);
     let models = validate_models(raw.models.unwrap_or_default(), &backends, &mut p);
     let api = validate_api(raw.api.unwrap_or_default(), &models, &mut p);
     let store = match raw.store.unwrap_or_default() {
@@ -412,6 +463,7 @@ fn validate_server(s: RawServer, p: &mut Problems) -> ServerConfig {
 
 fn validate_backends(
     raw: BTreeMap<String, RawBackend>,
+    base_dir: &Path,
     p: &mut Problems,
 ) -> BTreeMap<String, BackendConfig> {
     let mut out = BTreeMap::new();
@@ -435,13 +487,106 @@ fn validate_backends(
                     (_, None) => p.add(&format!("{key}.concurrent_renders"), "must be at least 1"),
                 }
             }
+            "mapping" => {
+                if let Some(m) = validate_mapped(&key, b, base_dir, p) {
+                    out.insert(name, BackendConfig::Mapped(Box::new(m)));
+                }
+            }
             other => p.add(
                 &format!("{key}.kind"),
-                format!("unknown backend kind {other:?}; supported: \"local\""),
+                format!("unknown backend kind {other:?}; supported: \"local\", \"mapping\""),
             ),
         }
     }
     out
+}
+
+fn validate_mapped(
+    key: &str,
+    b: RawBackend,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<MappedConfig> {
+    let Some(reference) = b.mapping else {
+        p.add(
+            &format!("{key}.mapping"),
+            "missing: a built-in mapping name or a mapping file path",
+        );
+        return None;
+    };
+    let mapping = match crate::mapping::compile::load(&reference, base_dir) {
+        Ok(m) => m,
+        Err(e) => {
+            for line in e.0 {
+                p.add(&format!("{key}.mapping"), line);
+            }
+            return None;
+        }
+    };
+    let base_url = match b.base_url {
+        Some(u) if u.starts_with("https://") || u.starts_with("http://") => {
+            u.trim_end_matches('/').to_owned()
+        }
+        Some(u) => {
+            p.add(
+                &format!("{key}.base_url"),
+                format!("{u:?} is not an http(s) URL"),
+            );
+            return None;
+        }
+        None => {
+            p.add(
+                &format!("{key}.base_url"),
+                "missing: the provider's base URL",
+            );
+            return None;
+        }
+    };
+    let mut secrets = BTreeMap::new();
+    for needed in &mapping.secrets {
+        match b.secrets.get(needed) {
+            None => p.add(
+                &format!("{key}.secrets.{needed}"),
+                format!("missing: the mapping needs secret {needed:?}; name the environment variable that holds it"),
+            ),
+            Some(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => {
+                    secrets.insert(needed.clone(), Secret(v));
+                }
+                _ => p.add(
+                    &format!("{key}.secrets.{needed}"),
+                    format!("environment variable {var} is not set"),
+                ),
+            },
+        }
+    }
+    for extra in b.secrets.keys().filter(|k| !mapping.secrets.contains(k)) {
+        p.add(
+            &format!("{key}.secrets.{extra}"),
+            "the mapping does not use this secret",
+        );
+    }
+    let options =
+        serde_json::to_value(b.options.unwrap_or_default()).unwrap_or(serde_json::Value::Null);
+    Some(MappedConfig {
+        mapping: std::sync::Arc::new(mapping),
+        base_url,
+        secrets,
+        model: b.model,
+        options,
+        timeout: Duration::from_secs(positive(
+            p,
+            &format!("{key}.timeout_secs"),
+            b.timeout_secs,
+            30,
+        )),
+        max_concurrent: b.max_concurrent.and_then(NonZeroU32::new),
+        requests_per_second: b.requests_per_second.and_then(NonZeroU32::new),
+        poll_interval: b
+            .poll_interval_ms
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
+    })
 }
 
 fn validate_models(

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::api::error::ApiError;
 use crate::assets::AssetStore;
 use crate::auth::Tenant;
+use crate::backends::Backends;
 use crate::store::{Inserted, JobStore};
 use crate::video::{InputRef, Job, JobKind, NormalizedRequest, State, new_id, now_unix};
 use crate::worker::WorkerHandle;
@@ -35,6 +36,7 @@ pub struct NewJob {
 }
 
 pub struct Admission {
+    pub backends: Backends,
     pub store: Arc<dyn JobStore>,
     pub assets: AssetStore,
     pub worker: WorkerHandle,
@@ -44,6 +46,18 @@ impl Admission {
     /// Persists the job (uploads first, then the record) and wakes the worker. With an idempotency key the
     /// tenant already used, answers with the earlier job if the request is the same, or a 409 if not.
     pub async fn admit(&self, tenant: &Tenant, new: NewJob) -> Result<Job, ApiError> {
+        let backend = self.backends.get(&new.backend).ok_or_else(|| {
+            ApiError::internal(
+                "config",
+                format!("no backend named {:?} is running", new.backend),
+            )
+        })?;
+        backend
+            .check(new.kind, &new.request)
+            .map_err(|r| match r.message {
+                Some(message) => ApiError::invalid(message, Some(r.param), Some("invalid_value")),
+                None => ApiError::invalid_value(r.param, &r.value, &r.supported),
+            })?;
         let id = new_id("video");
         let mut request = new.request;
         for upload in &new.uploads {
@@ -69,6 +83,7 @@ impl Admission {
             backend: new.backend,
             backend_version: String::new(),
             backend_job_id: None,
+            backend_data: None,
             state: State::Accepted,
             progress: 0,
             created_at: now,
@@ -77,6 +92,7 @@ impl Admission {
             expires_at: None,
             error: None,
             assets: Vec::new(),
+            produced: None,
             idempotency_key: new.idempotency_key,
             request_hash: new.request_hash,
             attempts: 0,

@@ -16,6 +16,7 @@ pub struct VideoInfo {
     pub height: u32,
     /// Whole seconds, rounded to nearest (at least 1).
     pub seconds: u32,
+    pub duration_ms: u64,
 }
 
 /// The image's format (by its bytes, not its claimed type) and dimensions. JPEG, PNG and WebP only, as Sora.
@@ -40,6 +41,18 @@ pub fn probe_image(bytes: &[u8]) -> Option<ImageInfo> {
 /// Dimensions of the first video track and the movie's duration.
 pub fn probe_mp4(bytes: &[u8]) -> Option<VideoInfo> {
     let reader = mp4::Mp4Reader::read_header(Cursor::new(bytes), bytes.len() as u64).ok()?;
+    video_info(&reader)
+}
+
+/// The same for a file, reading only its boxes' headers (the media data is skipped, not read).
+pub fn probe_mp4_file(path: &std::path::Path) -> Option<VideoInfo> {
+    let file = std::fs::File::open(path).ok()?;
+    let size = file.metadata().ok()?.len();
+    let reader = mp4::Mp4Reader::read_header(std::io::BufReader::new(file), size).ok()?;
+    video_info(&reader)
+}
+
+fn video_info<R: std::io::Read + std::io::Seek>(reader: &mp4::Mp4Reader<R>) -> Option<VideoInfo> {
     let track = reader
         .tracks()
         .values()
@@ -54,6 +67,7 @@ pub fn probe_mp4(bytes: &[u8]) -> Option<VideoInfo> {
         width,
         height,
         seconds,
+        duration_ms: u64::try_from(millis).ok()?,
     })
 }
 

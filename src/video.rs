@@ -271,6 +271,17 @@ pub struct NormalizedRequest {
     pub extension_seconds: Option<Seconds>,
     /// The prompts and lengths the finished video is made of, oldest first (an extension adds one).
     pub segments: Vec<Segment>,
+    /// For a remix, edit or extension of one of our videos: that video's job id at its backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_backend_job_id: Option<String>,
+}
+
+/// What a backend actually produced (a provider may round a duration or a size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Produced {
+    pub width: u32,
+    pub height: u32,
+    pub duration_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +302,8 @@ pub struct Job {
     pub backend: String,
     pub backend_version: String,
     pub backend_job_id: Option<String>,
+    /// Whatever else the backend needs to find the job again (status URLs, …), as the mapping kept it.
+    pub backend_data: Option<Value>,
     pub state: State,
     pub progress: u8,
     pub created_at: i64,
@@ -299,6 +312,7 @@ pub struct Job {
     pub expires_at: Option<i64>,
     pub error: Option<JobError>,
     pub assets: Vec<Asset>,
+    pub produced: Option<Produced>,
     pub idempotency_key: Option<String>,
     pub request_hash: String,
     /// Dispatch attempts so far (retryable failures and resubmissions).

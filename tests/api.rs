@@ -9,19 +9,6 @@ use common::{Shim, assert_error, assert_schema, multipart};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-async fn create(shim: &Shim, key: &str, body: serde_json::Value) -> String {
-    let r = shim.post_json("/v1/videos", key, &body).await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    let v = r.json();
-    assert_schema("video", &v);
-    v["id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn health_and_readiness() {
     let shim = Shim::start();
@@ -153,15 +140,7 @@ async fn multipart_create_with_reference_image_as_the_sdk_sends_it() {
         ("seconds", None, "", b"4"),
         ("input_reference", Some("ref.png"), "image/png", &png),
     ]);
-    let r = shim
-        .call(
-            Method::POST,
-            "/v1/videos",
-            Some("k"),
-            &[("content-type", &ct)],
-            body,
-        )
-        .await;
+    let r = shim.post_multipart("/v1/videos", "k", &ct, body).await;
     assert_eq!(
         r.status,
         StatusCode::OK,
@@ -177,15 +156,7 @@ async fn multipart_create_with_reference_image_as_the_sdk_sends_it() {
         ("size", None, "", b"1280x720"),
         ("input_reference", Some("ref.png"), "image/png", &png),
     ]);
-    let r = shim
-        .call(
-            Method::POST,
-            "/v1/videos",
-            Some("k"),
-            &[("content-type", &ct)],
-            body,
-        )
-        .await;
+    let r = shim.post_multipart("/v1/videos", "k", &ct, body).await;
     assert_error(&r, 400, Some("input_reference"), Some("invalid_value"));
 
     // Bracketed keys: input_reference[image_url] as a data URL.
@@ -194,15 +165,7 @@ async fn multipart_create_with_reference_image_as_the_sdk_sends_it() {
         ("prompt", None, "", b"from a data url"),
         ("input_reference[image_url]", None, "", data_url.as_bytes()),
     ]);
-    let r = shim
-        .call(
-            Method::POST,
-            "/v1/videos",
-            Some("k"),
-            &[("content-type", &ct)],
-            body,
-        )
-        .await;
+    let r = shim.post_multipart("/v1/videos", "k", &ct, body).await;
     assert_eq!(
         r.status,
         StatusCode::OK,
@@ -349,7 +312,7 @@ async fn every_bad_input_gets_a_clear_error() {
         Some("order"),
         Some("invalid_value"),
     );
-    let id = create(&shim, "k", json!({"prompt": "p"})).await;
+    let id = shim.create("k", &json!({"prompt": "p"})).await;
     let r = shim
         .get(&format!("/v1/videos/{id}/content?variant=mp4"), "k")
         .await;
@@ -359,7 +322,7 @@ async fn every_bad_input_gets_a_clear_error() {
 #[tokio::test]
 async fn a_video_belongs_to_the_key_that_made_it() {
     let shim = Shim::start();
-    let id = create(&shim, "alice", json!({"prompt": "mine"})).await;
+    let id = shim.create("alice", &json!({"prompt": "mine"})).await;
     assert_eq!(shim.wait(&id, "alice").await["status"], "completed");
     for path in [
         format!("/v1/videos/{id}"),
@@ -398,7 +361,10 @@ async fn list_pages_in_both_orders() {
     let shim = Shim::start();
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(create(&shim, "lister", json!({"prompt": format!("video {i}")})).await);
+        ids.push(
+            shim.create("lister", &json!({"prompt": format!("video {i}")}))
+                .await,
+        );
     }
     let mut seen = Vec::new();
     let mut after = String::new();
@@ -476,12 +442,12 @@ async fn idempotency_key_never_pays_twice() {
 #[tokio::test]
 async fn remix_edit_extend_and_delete() {
     let shim = Shim::start();
-    let src = create(
-        &shim,
-        "k",
-        json!({"prompt": "a boat", "size": "1280x720", "seconds": "4"}),
-    )
-    .await;
+    let src = shim
+        .create(
+            "k",
+            &json!({"prompt": "a boat", "size": "1280x720", "seconds": "4"}),
+        )
+        .await;
     let r = shim
         .post_json(
             &format!("/v1/videos/{src}/remix"),
@@ -535,13 +501,7 @@ async fn remix_edit_extend_and_delete() {
         ("video[id]", None, "", src.as_bytes()),
     ]);
     let ext = shim
-        .call(
-            Method::POST,
-            "/v1/videos/extensions",
-            Some("k"),
-            &[("content-type", &ct)],
-            body,
-        )
+        .post_multipart("/v1/videos/extensions", "k", &ct, body)
         .await;
     assert_eq!(
         ext.status,
@@ -569,13 +529,7 @@ async fn remix_edit_extend_and_delete() {
         ("video", Some("in.mp4"), "video/mp4", &mp4),
     ]);
     let r = shim
-        .call(
-            Method::POST,
-            "/v1/videos/edits",
-            Some("k"),
-            &[("content-type", &ct)],
-            body,
-        )
+        .post_multipart("/v1/videos/edits", "k", &ct, body)
         .await;
     assert_eq!(
         r.status,
@@ -589,13 +543,7 @@ async fn remix_edit_extend_and_delete() {
         ("video", Some("in.mp4"), "video/mp4", b"not a video"),
     ]);
     let r = shim
-        .call(
-            Method::POST,
-            "/v1/videos/edits",
-            Some("k"),
-            &[("content-type", &ct)],
-            body,
-        )
+        .post_multipart("/v1/videos/edits", "k", &ct, body)
         .await;
     assert_error(&r, 400, Some("video"), Some("invalid_value"));
 
@@ -636,7 +584,9 @@ async fn remix_edit_extend_and_delete() {
 #[tokio::test]
 async fn characters_are_created_and_fetched_per_tenant() {
     let shim = Shim::start();
-    let src = create(&shim, "k", json!({"prompt": "a clip", "seconds": "4"})).await;
+    let src = shim
+        .create("k", &json!({"prompt": "a clip", "seconds": "4"}))
+        .await;
     shim.wait(&src, "k").await;
     let mp4 = shim
         .get(&format!("/v1/videos/{src}/content"), "k")
@@ -647,13 +597,7 @@ async fn characters_are_created_and_fetched_per_tenant() {
         ("video", Some("c.mp4"), "video/mp4", &mp4),
     ]);
     let r = shim
-        .call(
-            Method::POST,
-            "/v1/videos/characters",
-            Some("k"),
-            &[("content-type", &ct)],
-            body,
-        )
+        .post_multipart("/v1/videos/characters", "k", &ct, body)
         .await;
     assert_eq!(
         r.status,

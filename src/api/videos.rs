@@ -233,6 +233,7 @@ pub async fn create(
             source_video: None,
             characters,
             extension_seconds: None,
+            source_backend_job_id: None,
         },
         remixed_from: None,
         backend: mc.backend.clone(),
@@ -376,6 +377,7 @@ fn derived(source: &Job, kind: JobKind, prompt: String) -> NormalizedRequest {
         }),
         characters: vec![],
         extension_seconds: None,
+        source_backend_job_id: source.backend_job_id.clone(),
     }
 }
 
@@ -497,6 +499,7 @@ pub async fn edit(
                 source_video: None,
                 characters: vec![],
                 extension_seconds: None,
+                source_backend_job_id: None,
             };
             (request, mc.backend.clone(), vec![upload])
         }
@@ -528,18 +531,22 @@ pub async fn extend(
         RequestSchema::ExtendMultipart,
     )?;
     let prompt = doc.str("prompt").unwrap_or_default().to_owned();
+    let mut source_backend_job_id = None;
     let (model, size, mut segments, source_video, backend, uploads) =
         match source_of(app, tenant, &doc).await? {
-            Source::Ours(source) => (
-                source.request.model.clone(),
-                source.request.size,
-                source.request.segments.clone(),
-                Some(InputRef::Video {
-                    id: source.id.clone(),
-                }),
-                source.backend.clone(),
-                vec![],
-            ),
+            Source::Ours(source) => {
+                source_backend_job_id = source.backend_job_id.clone();
+                (
+                    source.request.model.clone(),
+                    source.request.size,
+                    source.request.segments.clone(),
+                    Some(InputRef::Video {
+                        id: source.id.clone(),
+                    }),
+                    source.backend.clone(),
+                    vec![],
+                )
+            }
             Source::Upload { info, upload } => {
                 let model = app.config.api.default_model.clone();
                 let backend = model_config(app, &model)?.backend.clone();
@@ -594,6 +601,7 @@ pub async fn extend(
             characters: vec![],
             extension_seconds: Some(extension),
             segments,
+            source_backend_job_id,
         },
         remixed_from: None,
         backend,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::assets::AssetStore;
+use crate::assets::{AssetStore, Stored};
 use crate::config::{BackendConfig, Config};
 use crate::video::{Job, JobError, JobKind, Variant};
 
@@ -19,6 +19,8 @@ use crate::video::{Job, JobError, JobKind, Variant};
 #[derive(Debug, Clone)]
 pub struct Submitted {
     pub backend_job_id: String,
+    /// Anything else needed to find the job again, kept on the job record.
+    pub data: Option<serde_json::Value>,
 }
 
 /// Where a finished output can be picked up from.
@@ -26,6 +28,8 @@ pub struct Submitted {
 pub enum OutputLocation {
     /// A file on this machine that the worker copies into asset storage.
     LocalFile(PathBuf),
+    /// A URL at (or given by) the provider; `auth` says whether the provider's credentials go with it.
+    Url { url: String, auth: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +70,18 @@ pub enum BackendErrorKind {
     Ambiguous,
     /// The backend refused the job for good; the client sees this error on the video.
     Rejected(JobError),
+    /// The backend is at its concurrency limit; the job waits in `queued` (not an error).
+    Busy,
+}
+
+/// Why a request cannot go to this backend, found before anything is persisted (a 400 for the client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub param: &'static str,
+    pub value: String,
+    /// The values the backend offers, for `Supported values are: …`; empty when the message says it all.
+    pub supported: Vec<String>,
+    pub message: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +94,17 @@ pub struct BackendError {
     pub retry_after: Option<Duration>,
 }
 
+impl BackendError {
+    pub fn new(backend: &str, kind: BackendErrorKind, message: impl Into<String>) -> BackendError {
+        BackendError {
+            backend: backend.to_owned(),
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &str;
@@ -85,10 +112,43 @@ pub trait Backend: Send + Sync + 'static {
     fn version(&self) -> &str;
     fn supports(&self, kind: JobKind) -> bool;
     fn after_lost_submit(&self) -> AfterLostSubmit;
+    /// Can this backend take the request at all (operation, size, duration)? Asked before the job is persisted.
+    fn check(
+        &self,
+        _kind: JobKind,
+        _request: &crate::video::NormalizedRequest,
+    ) -> Result<(), Rejection> {
+        Ok(())
+    }
+    /// How often to poll this backend's jobs; `None` is the worker's default.
+    fn poll_interval(&self) -> Option<Duration> {
+        None
+    }
     async fn submit(&self, job: &Job) -> Result<Submitted, BackendError>;
     async fn poll(&self, job: &Job) -> Result<Progress, BackendError>;
     /// Frees whatever the backend keeps for a job once its assets are ours (or it failed).
     async fn release(&self, job: &Job);
+    /// Copies one output into asset storage under `key`.
+    async fn fetch(
+        &self,
+        output: &Output,
+        assets: &AssetStore,
+        key: &str,
+    ) -> Result<Stored, BackendError> {
+        match &output.location {
+            OutputLocation::LocalFile(path) => assets.put_file(key, path).await.map_err(|e| {
+                BackendError::new(self.name(), BackendErrorKind::Unavailable, e.to_string())
+            }),
+            OutputLocation::Url { .. } => Err(BackendError::new(
+                self.name(),
+                BackendErrorKind::Rejected(JobError {
+                    code: "internal_error".into(),
+                    message: "This backend cannot download outputs.".into(),
+                }),
+                "a URL output from a backend that has no HTTP client",
+            )),
+        }
+    }
 }
 
 /// The configured backends by name.
@@ -105,19 +165,23 @@ impl Backends {
     ) -> Backends {
         let mut by_name: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
         for (name, b) in &config.backends {
-            let backend: Arc<dyn Backend> = match b {
-                BackendConfig::Local {
-                    fps,
-                    concurrent_renders,
-                } => Arc::new(local::LocalBackend::new(
-                    name,
-                    fps.get(),
-                    concurrent_renders.get(),
-                    config.data_dir.join("work").join(name),
-                    assets.clone(),
-                    shutdown.clone(),
-                )),
-            };
+            let backend: Arc<dyn Backend> =
+                match b {
+                    BackendConfig::Local {
+                        fps,
+                        concurrent_renders,
+                    } => Arc::new(local::LocalBackend::new(
+                        name,
+                        fps.get(),
+                        concurrent_renders.get(),
+                        config.data_dir.join("work").join(name),
+                        assets.clone(),
+                        shutdown.clone(),
+                    )),
+                    BackendConfig::Mapped(m) => Arc::new(
+                        crate::mapping::engine::MappedBackend::new(name, m, assets.clone()),
+                    ),
+                };
             by_name.insert(name.clone(), backend);
         }
         Backends { by_name }

@@ -11,7 +11,10 @@ use super::{Inserted, JobStore, Order, StoreError};
 use crate::video::{Character, Job, JobError, JobKind, State};
 
 /// Migrations in order; the index + 1 is the schema version they bring the database to.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_backend_data.sql"),
+];
 
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
@@ -84,7 +87,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 
 const JOB_COLUMNS: &str = "id, tenant, kind, request_json, remixed_from, backend, backend_version, backend_job_id, \
      state, progress, created_at, updated_at, completed_at, expires_at, error_code, error_message, assets_json, \
-     idempotency_key, request_hash, attempts, next_attempt_at_ms, version";
+     idempotency_key, request_hash, attempts, next_attempt_at_ms, version, backend_data, produced_json";
 
 fn row_to_job(row: &Row<'_>) -> Result<Job, StoreError> {
     let id: String = row.get(0)?;
@@ -125,6 +128,18 @@ fn row_to_job(row: &Row<'_>) -> Result<Job, StoreError> {
         attempts: attempts.max(0) as u32,
         next_attempt_at_ms: row.get(20)?,
         version: row.get(21)?,
+        backend_data: match row.get::<_, Option<String>>(22)? {
+            Some(text) => Some(
+                serde_json::from_str(&text).map_err(|e| corrupt(format!("backend_data: {e}")))?,
+            ),
+            None => None,
+        },
+        produced: match row.get::<_, Option<String>>(23)? {
+            Some(text) => {
+                Some(serde_json::from_str(&text).map_err(|e| corrupt(format!("produced: {e}")))?)
+            }
+            None => None,
+        },
         id,
     })
 }
@@ -134,6 +149,10 @@ fn to_json<T: serde::Serialize>(id: &str, v: &T) -> Result<String, StoreError> {
         id: id.to_owned(),
         reason: e.to_string(),
     })
+}
+
+fn opt_json<T: serde::Serialize>(id: &str, v: &Option<T>) -> Result<Option<String>, StoreError> {
+    v.as_ref().map(|v| to_json(id, v)).transpose()
 }
 
 fn select_job(conn: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
@@ -186,8 +205,10 @@ impl JobStore for SqliteStore {
             tx.execute(
                 "INSERT INTO jobs (id, tenant, kind, request_json, remixed_from, backend, backend_version, \
                  backend_job_id, state, progress, created_at, updated_at, completed_at, expires_at, error_code, \
-                 error_message, assets_json, idempotency_key, request_hash, attempts, next_attempt_at_ms, version) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                 error_message, assets_json, idempotency_key, request_hash, attempts, next_attempt_at_ms, version, \
+                 backend_data, produced_json) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, \
+                 ?23, ?24)",
                 params![
                     job.id,
                     job.tenant,
@@ -211,6 +232,8 @@ impl JobStore for SqliteStore {
                     job.attempts,
                     job.next_attempt_at_ms,
                     job.version,
+                    opt_json(&job.id, &job.backend_data)?,
+                    opt_json(&job.id, &job.produced)?,
                 ],
             )?;
             tx.commit()?;
@@ -230,8 +253,8 @@ impl JobStore for SqliteStore {
             let changed = conn.execute(
                 "UPDATE jobs SET backend = ?1, backend_version = ?2, backend_job_id = ?3, state = ?4, progress = ?5, \
                  updated_at = ?6, completed_at = ?7, expires_at = ?8, error_code = ?9, error_message = ?10, \
-                 assets_json = ?11, attempts = ?12, next_attempt_at_ms = ?13, request_json = ?14, version = version + 1 \
-                 WHERE id = ?15 AND version = ?16 AND deleted_at IS NULL",
+                 assets_json = ?11, attempts = ?12, next_attempt_at_ms = ?13, request_json = ?14, backend_data = ?15, \
+                 produced_json = ?16, version = version + 1 WHERE id = ?17 AND version = ?18 AND deleted_at IS NULL",
                 params![
                     job.backend,
                     job.backend_version,
@@ -247,6 +270,8 @@ impl JobStore for SqliteStore {
                     job.attempts,
                     job.next_attempt_at_ms,
                     to_json(&job.id, &job.request)?,
+                    opt_json(&job.id, &job.backend_data)?,
+                    opt_json(&job.id, &job.produced)?,
                     job.id,
                     job.version,
                 ],
@@ -392,11 +417,13 @@ mod tests {
                     prompt: "a fox".into(),
                     seconds: 4,
                 }],
+                source_backend_job_id: None,
             },
             remixed_from: None,
             backend: "local".into(),
             backend_version: "1".into(),
             backend_job_id: None,
+            backend_data: Some(serde_json::json!({"status_url": "u"})),
             state: State::Accepted,
             progress: 0,
             created_at: 1,
@@ -405,6 +432,7 @@ mod tests {
             expires_at: None,
             error: None,
             assets: vec![],
+            produced: None,
             idempotency_key: key.map(Into::into),
             request_hash: "h".into(),
             attempts: 0,

@@ -12,15 +12,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::assets::AssetStore;
-use crate::backends::{
-    AfterLostSubmit, Backend, BackendErrorKind, Backends, Output, OutputLocation, Progress,
-};
+use crate::backends::{AfterLostSubmit, Backend, BackendErrorKind, Backends, Output, Progress};
 use crate::config::WorkerConfig;
 use crate::store::{JobStore, StoreError};
-use crate::video::{Asset, Job, JobError, State, now_unix, now_unix_ms};
+use crate::video::{Asset, Job, JobError, Produced, State, Variant, now_unix, now_unix_ms};
 
 /// How often the whole store is swept for unfinished jobs the worker is not yet driving.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Failed copies of a finished video (each after a fresh poll) before the job fails.
+const MAX_FINALIZE_ATTEMPTS: u32 = 12;
 
 /// Handle the API uses to hand new jobs to the worker.
 #[derive(Clone)]
@@ -124,8 +124,19 @@ impl Worker {
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
+            me.release_if_finished(&job_id).await;
             me.active.remove(&job_id);
         });
+    }
+
+    /// Whatever way a job ended (completed, failed, rejected, lost), its backend frees what it kept for it.
+    async fn release_if_finished(&self, job_id: &str) {
+        if let Ok(Some(job)) = self.store.get_job(job_id).await
+            && job.state.is_terminal()
+            && let Some(backend) = self.backends.get(&job.backend)
+        {
+            backend.release(&job).await;
+        }
     }
 
     async fn step(&self, job: Job) -> Next {
@@ -177,8 +188,9 @@ impl Worker {
                 let mut job = job;
                 job.state = State::Submitted;
                 job.backend_job_id = Some(submitted.backend_job_id);
+                job.backend_data = submitted.data;
                 self.save(job).await?;
-                Ok(Next::After(self.config.poll_interval))
+                Ok(Next::After(self.poll_interval(backend)))
             }
             Err(e) => match e.kind {
                 BackendErrorKind::Unavailable => {
@@ -195,8 +207,22 @@ impl Worker {
                     self.lost_submit(job, backend).await
                 }
                 BackendErrorKind::Rejected(error) => Ok(self.fail(job, error).await),
+                BackendErrorKind::Busy => {
+                    // Not an attempt: the job waits its turn in `queued`.
+                    let mut job = job;
+                    job.state = State::Accepted;
+                    job.attempts -= 1;
+                    job.next_attempt_at_ms =
+                        now_unix_ms() + self.poll_interval(backend).as_millis() as i64;
+                    self.save(job).await?;
+                    Ok(Next::After(Duration::ZERO))
+                }
             },
         }
+    }
+
+    fn poll_interval(&self, backend: &dyn Backend) -> Duration {
+        backend.poll_interval().unwrap_or(self.config.poll_interval)
     }
 
     /// A submission whose outcome is unknown (crash mid-submit, timeout, or a backend that forgot the job).
@@ -232,7 +258,7 @@ impl Worker {
         };
         let mut job = job;
         match progress {
-            Progress::Queued => Ok(Next::After(self.config.poll_interval)),
+            Progress::Queued => Ok(Next::After(self.poll_interval(backend))),
             Progress::Running(p) => {
                 // At least 1 once running: the client-visible status is derived from it and must not go back.
                 let p = p.clamp(1, 99).max(job.progress);
@@ -241,7 +267,7 @@ impl Worker {
                     job.progress = p;
                     self.save(job).await?;
                 }
-                Ok(Next::After(self.config.poll_interval))
+                Ok(Next::After(self.poll_interval(backend)))
             }
             Progress::Done(outputs) => {
                 if job.state != State::Finalizing {
@@ -251,38 +277,54 @@ impl Worker {
                 }
                 self.finalize(job, outputs, backend).await
             }
-            Progress::Failed(error) => {
-                backend.release(&job).await;
-                Ok(self.fail(job, error).await)
-            }
+            Progress::Failed(error) => Ok(self.fail(job, error).await),
             Progress::Lost => self.lost_submit(job, backend).await,
         }
     }
 
-    /// Copies every output into our storage, then (and only then) marks the job completed.
+    /// Copies every output into our storage, derives the previews a backend did not give, and only then marks
+    /// the job completed. A failed copy is retried from a fresh poll (provider URLs expire), a bounded number of
+    /// times.
     async fn finalize(
         &self,
         mut job: Job,
         outputs: Vec<Output>,
         backend: &dyn Backend,
     ) -> Result<Next, StoreError> {
-        let mut assets = Vec::with_capacity(outputs.len());
+        let mut assets = Vec::with_capacity(Variant::ALL.len());
         for output in outputs {
             let key = format!("{}/{}", job.id, output.variant.file_name());
-            let stored = match &output.location {
-                OutputLocation::LocalFile(path) => self.assets.put_file(&key, path).await,
-            };
-            match stored {
+            match backend.fetch(&output, &self.assets, &key).await {
                 Ok(s) => assets.push(Asset {
                     variant: output.variant,
                     key,
                     bytes: s.bytes,
                     sha256: s.sha256,
                 }),
-                Err(e) => {
-                    tracing::error!(job = %job.id, error = %e, "cannot store asset; will retry");
-                    return Ok(Next::After(self.config.retry_max));
-                }
+                Err(e) => return self.finalize_failed(job, e).await,
+            }
+        }
+        let Some(video) = assets.iter().find(|a| a.variant == Variant::Video).cloned() else {
+            let error = JobError {
+                code: "internal_error".into(),
+                message: "The video backend finished without a video.".into(),
+            };
+            return Ok(self.fail(job, error).await);
+        };
+        match self
+            .derive_missing_previews(&job, &video, &mut assets)
+            .await
+        {
+            Ok(produced) => job.produced = Some(produced),
+            Err(message) => {
+                tracing::error!(job = %job.id, %message, "the finished video cannot be read");
+                let error = JobError {
+                    code: "internal_error".into(),
+                    message: format!(
+                        "The video backend produced a file that is not a playable MP4: {message}"
+                    ),
+                };
+                return Ok(self.fail(job, error).await);
             }
         }
         job.assets = assets;
@@ -291,8 +333,95 @@ impl Worker {
         job.completed_at = Some(now_unix());
         let job = self.save(job).await?;
         tracing::info!(job = %job.id, backend = backend.name(), "video completed");
-        backend.release(&job).await;
         Ok(Next::Stop)
+    }
+
+    async fn finalize_failed(
+        &self,
+        mut job: Job,
+        e: crate::backends::BackendError,
+    ) -> Result<Next, StoreError> {
+        if let BackendErrorKind::Rejected(error) = e.kind {
+            return Ok(self.fail(job, error).await);
+        }
+        job.attempts += 1;
+        if job.attempts > MAX_FINALIZE_ATTEMPTS {
+            let error = JobError {
+                code: "asset_download_failed".into(),
+                message: format!(
+                    "The finished video could not be copied from the video backend: {}",
+                    e.message
+                ),
+            };
+            return Ok(self.fail(job, error).await);
+        }
+        tracing::warn!(job = %job.id, error = %e, "cannot copy an output yet; will poll again");
+        job.next_attempt_at_ms = now_unix_ms() + self.backoff(job.attempts, e.retry_after);
+        self.save(job).await?;
+        Ok(Next::After(Duration::ZERO))
+    }
+
+    /// Reads the stored video (its real size and length) and writes a thumbnail and spritesheet if missing.
+    async fn derive_missing_previews(
+        &self,
+        job: &Job,
+        video: &Asset,
+        assets: &mut Vec<Asset>,
+    ) -> Result<Produced, String> {
+        let video_path = self
+            .assets
+            .local_path(&video.key)
+            .map_err(|e| e.to_string())?;
+        let missing: Vec<Variant> = [Variant::Thumbnail, Variant::Spritesheet]
+            .into_iter()
+            .filter(|v| !assets.iter().any(|a| a.variant == *v))
+            .collect();
+        if missing.is_empty() {
+            let info =
+                tokio::task::spawn_blocking(move || crate::media::probe_mp4_file(&video_path))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| "not an MP4 with a video track".to_owned())?;
+            return Ok(Produced {
+                width: info.width,
+                height: info.height,
+                duration_ms: info.duration_ms,
+            });
+        }
+        let work = self
+            .assets
+            .local_path(&format!("{}/previews", job.id))
+            .map_err(|e| e.to_string())?;
+        tokio::fs::create_dir_all(&work)
+            .await
+            .map_err(|e| e.to_string())?;
+        let dir = work.clone();
+        let info = tokio::task::spawn_blocking(move || {
+            crate::previews::derive_previews(&video_path, &dir)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        for variant in missing {
+            let key = format!("{}/{}", job.id, variant.file_name());
+            let stored = self
+                .assets
+                .put_file(&key, &work.join(variant.file_name()))
+                .await
+                .map_err(|e| e.to_string())?;
+            assets.push(Asset {
+                variant,
+                key,
+                bytes: stored.bytes,
+                sha256: stored.sha256,
+            });
+        }
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        Ok(Produced {
+            width: info.width,
+            height: info.height,
+            duration_ms: info.duration_ms,
+        })
     }
 
     async fn fail(&self, mut job: Job, error: JobError) -> Next {

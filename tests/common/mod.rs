@@ -89,6 +89,7 @@ impl Shim {
             .arg("--config")
             .arg(config)
             .env("SORA_SHIM_LOG", "info")
+            .env("SORA_SHIM_TEST_PROVIDER_KEY", FAKE_KEY)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -176,6 +177,37 @@ impl Shim {
             body.to_string(),
         )
         .await
+    }
+
+    pub async fn post_multipart(
+        &self,
+        path: &str,
+        key: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        self.call(
+            Method::POST,
+            path,
+            Some(key),
+            &[("content-type", content_type)],
+            body,
+        )
+        .await
+    }
+
+    /// Creates a video (JSON body), checks the answer against the schema and returns its id.
+    pub async fn create(&self, key: &str, body: &Value) -> String {
+        let r = self.post_json("/v1/videos", key, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let v = r.json();
+        assert_schema("video", &v);
+        v["id"].as_str().unwrap().to_owned()
     }
 
     /// Polls a video until it is completed or failed, checking the status set and monotonic progress.
@@ -276,4 +308,108 @@ pub fn assert_error(r: &Reply, status: u16, param: Option<&str>, code: Option<&s
         assert_eq!(v["error"]["code"].as_str(), code, "{v}");
     }
     v
+}
+
+/// A fake provider from `tests/fakes/` (Python, standard library only) on 127.0.0.1:0.
+pub struct Fake {
+    pub child: Child,
+    pub url: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub const FAKE_KEY: &str = "test-key";
+
+impl Fake {
+    pub fn start(name: &str) -> Fake {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fakes")
+            .join(format!("{name}.py"));
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--port", "0", "--key", FAKE_KEY])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("fake {name}: unexpected first line {line:?}"))
+            .to_owned();
+        Fake {
+            child,
+            url,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    async fn control(&self, method: Method, what: &str, body: String) -> Value {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{}/__control/{what}", self.url))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = self.client.request(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            status.is_success(),
+            "control {what}: {status} {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    }
+
+    /// Replaces the fake's fault plan.
+    pub async fn faults(&self, plan: Value) {
+        self.control(Method::POST, "faults", plan.to_string()).await;
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.control(Method::GET, "stats", String::new()).await
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A shim config serving `sora-2` and `sora-2-pro` through one mapped backend at `fake`.
+pub fn mapped_config(mapping: &str, fake: &Fake, model: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+poll_after_ms = 100
+[worker]
+poll_interval_ms = 50
+retry_base_ms = 50
+retry_max_ms = 400
+[backends.prov]
+kind = "mapping"
+mapping = "{mapping}"
+base_url = "{url}"
+secrets = {{ {secret} = "SORA_SHIM_TEST_PROVIDER_KEY" }}
+model = "{model}"
+timeout_secs = 5
+{extra}
+[models."sora-2"]
+backend = "prov"
+sizes = ["720x1280", "1280x720"]
+seconds = ["4", "8", "12"]
+"#,
+        url = fake.url,
+        secret = match mapping {
+            "replicate" => "api_token",
+            "fal" => "key",
+            _ => "api_key",
+        },
+    )
 }

@@ -68,12 +68,7 @@ impl LocalBackend {
     }
 
     fn error(&self, kind: BackendErrorKind, message: impl Into<String>) -> BackendError {
-        BackendError {
-            backend: self.name.clone(),
-            kind,
-            message: message.into(),
-            retry_after: None,
-        }
+        BackendError::new(&self.name, kind, message)
     }
 
     async fn spec_for(&self, job: &Job) -> Result<render::RenderSpec, BackendError> {
@@ -172,6 +167,7 @@ impl Backend for LocalBackend {
         });
         Ok(Submitted {
             backend_job_id: format!("{}:{}", self.name, job.id),
+            data: None,
         })
     }
 

@@ -5,21 +5,18 @@
 //! moving shapes, and the prompt text, the label and a running timecode are drawn on
 //! top with the `font8x8` bitmap font. Frames are encoded one by one with the bundled
 //! OpenH264 encoder and streamed into an MP4 file with the `mp4` crate; a WebP
-//! thumbnail and a JPEG sprite sheet are written alongside. Everything is pure Rust or
-//! C bundled inside a crate, so the backend needs no ffmpeg or other tool at run time.
+//! thumbnail and a JPEG sprite sheet are written alongside by the writers shared with
+//! [`crate::previews`]. Everything is pure Rust or C bundled inside a crate, so the
+//! backend needs no ffmpeg or other tool at run time.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufWriter};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 use std::time::Instant;
 
 use bytes::Bytes;
 use font8x8::legacy::{BASIC_LEGACY, LATIN_LEGACY};
-use image::codecs::jpeg::JpegEncoder;
-use image::codecs::webp::WebPEncoder;
 use image::imageops::{self, FilterType};
-use image::{ExtendedColorType, ImageBuffer, ImageEncoder, Rgb, RgbImage};
 use mp4::{
     AvcConfig, FourCC, MediaConfig, Mp4Config, Mp4Sample, Mp4Writer, TrackConfig, TrackType,
 };
@@ -31,21 +28,16 @@ use openh264::encoder::{
 use openh264::formats::YUVSource;
 use sha2::{Digest, Sha256};
 
+use crate::previews::{
+    PreviewError, SpriteSheet, TempFile, sprite_frames, thumbnail_frame, write_thumbnail,
+};
+pub use crate::previews::{
+    SPRITESHEET_COLUMNS, SPRITESHEET_FILE_NAME, SPRITESHEET_ROWS, SPRITESHEET_TILE_WIDTH,
+    THUMBNAIL_FILE_NAME, THUMBNAIL_MAX_SIDE,
+};
+
 /// File name of the rendered video inside the output directory.
 pub const VIDEO_FILE_NAME: &str = "video.mp4";
-/// File name of the thumbnail inside the output directory.
-pub const THUMBNAIL_FILE_NAME: &str = "thumbnail.webp";
-/// File name of the sprite sheet inside the output directory.
-pub const SPRITESHEET_FILE_NAME: &str = "spritesheet.jpg";
-/// The thumbnail is the middle frame, scaled down (keeping aspect) so that its long
-/// side is at most this many pixels; smaller videos keep their own size.
-pub const THUMBNAIL_MAX_SIDE: u32 = 1280;
-/// Number of tile columns in the sprite sheet.
-pub const SPRITESHEET_COLUMNS: u32 = 5;
-/// Number of tile rows in the sprite sheet.
-pub const SPRITESHEET_ROWS: u32 = 2;
-/// Width of one sprite sheet tile; its height keeps the video's aspect ratio.
-pub const SPRITESHEET_TILE_WIDTH: u32 = 256;
 /// Smallest accepted width or height.
 pub const MIN_SIDE: u32 = 16;
 /// Largest accepted long side (an OpenH264 limit).
@@ -123,6 +115,16 @@ fn encoder_err(e: openh264::Error) -> RenderError {
     RenderError::Encoder(e.to_string())
 }
 
+/// The shared preview writers fail only with i/o and image errors (a frame buffer of
+/// the wrong size is an image error); the other variants come from decoding only.
+fn preview_err(e: PreviewError) -> RenderError {
+    match e {
+        PreviewError::Io(e) => RenderError::Io(e),
+        PreviewError::Image(e) => RenderError::Image(e),
+        other => RenderError::InvalidSpec(other.to_string()),
+    }
+}
+
 fn mux_err(e: mp4::Error) -> RenderError {
     match e {
         mp4::Error::IoError(io) => RenderError::Io(io),
@@ -155,8 +157,8 @@ pub fn render(
     let (width, height) = (spec.width, spec.height);
 
     // Video, capturing the middle frame and the sprite tiles on the way.
-    let mut sprite = SpriteSheet::new(width, height, total_frames);
-    let thumb_frame = total_frames / 2;
+    let mut sprite = SpriteSheet::new(width, height, sprite_frames(total_frames));
+    let thumb_frame = thumbnail_frame(total_frames);
     let mut thumbnail: Option<Vec<u8>> = None;
     let video_tmp = TempFile::new(dir, VIDEO_FILE_NAME);
     let mut video = VideoWriter::create(&video_tmp.tmp, spec)?;
@@ -169,7 +171,9 @@ pub fn render(
         if frame == thumb_frame {
             thumbnail = Some(canvas.rgb.clone());
         }
-        sprite.capture(frame, &canvas)?;
+        sprite
+            .capture(frame, width, height, &canvas.rgb)
+            .map_err(preview_err)?;
         video.push_frame(frame, &canvas)?;
         progress.report(scale_progress(frame + 1, total_frames, 95));
     }
@@ -179,24 +183,9 @@ pub fn render(
     if cancel() {
         return Err(RenderError::Cancelled);
     }
-    let thumb_img = thumbnail
-        .and_then(|rgb| RgbImage::from_raw(width, height, rgb))
-        .ok_or_else(|| invalid("the middle frame was not captured"))?;
-    let (tw, th) = fit_within(width, height, THUMBNAIL_MAX_SIDE);
-    let thumb_img = if (tw, th) == (width, height) {
-        thumb_img
-    } else {
-        imageops::resize(&thumb_img, tw, th, FilterType::Triangle)
-    };
+    let thumb_rgb = thumbnail.ok_or_else(|| invalid("the middle frame was not captured"))?;
     let thumb_tmp = TempFile::new(dir, THUMBNAIL_FILE_NAME);
-    write_image_file(&thumb_tmp.tmp, |out| {
-        WebPEncoder::new_lossless(out).write_image(
-            thumb_img.as_raw(),
-            thumb_img.width(),
-            thumb_img.height(),
-            ExtendedColorType::Rgb8,
-        )
-    })?;
+    write_thumbnail(&thumb_tmp.tmp, width, height, thumb_rgb).map_err(preview_err)?;
     progress.report(97);
 
     // Sprite sheet.
@@ -204,14 +193,7 @@ pub fn render(
         return Err(RenderError::Cancelled);
     }
     let sheet_tmp = TempFile::new(dir, SPRITESHEET_FILE_NAME);
-    write_image_file(&sheet_tmp.tmp, |out| {
-        JpegEncoder::new_with_quality(out, 85).write_image(
-            sprite.sheet.as_raw(),
-            sprite.sheet.width(),
-            sprite.sheet.height(),
-            ExtendedColorType::Rgb8,
-        )
-    })?;
+    sprite.write(&sheet_tmp.tmp).map_err(preview_err)?;
     progress.report(98);
 
     // Publish: the video last, so its presence implies the other two.
@@ -240,17 +222,6 @@ pub fn render(
         frames: total_frames,
         duration_ms: u64::from(total_frames) * 1000 / u64::from(spec.fps),
     })
-}
-
-/// Creates `path`, lets `encode` write an image into it, and syncs it to disk.
-fn write_image_file(
-    path: &Path,
-    encode: impl FnOnce(&mut BufWriter<File>) -> image::ImageResult<()>,
-) -> Result<(), RenderError> {
-    let mut out = BufWriter::new(File::create(path)?);
-    encode(&mut out)?;
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    Ok(())
 }
 
 /// Encodes frames with OpenH264 and streams them as samples into an MP4 file.
@@ -517,18 +488,6 @@ fn scale_progress(done: u32, total: u32, max: u8) -> u8 {
     p.min(u64::from(max)) as u8
 }
 
-/// Size scaled down (keeping aspect ratio) so the long side is at most `max_side`.
-fn fit_within(width: u32, height: u32, max_side: u32) -> (u32, u32) {
-    let long = width.max(height);
-    if long <= max_side {
-        return (width, height);
-    }
-    let scale = |v: u32| {
-        ((u64::from(v) * u64::from(max_side) + u64::from(long) / 2) / u64::from(long)).max(1) as u32
-    };
-    (scale(width), scale(height))
-}
-
 /// Forwards non-decreasing progress values, each at most once.
 struct Progress<'a> {
     sink: &'a mut dyn FnMut(u8),
@@ -545,44 +504,6 @@ impl<'a> Progress<'a> {
         if self.last.is_none_or(|last| p > last) {
             self.last = Some(p);
             (self.sink)(p);
-        }
-    }
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A file written under a temporary name and renamed into place by [`TempFile::commit`];
-/// removed on drop if never committed.
-struct TempFile {
-    tmp: PathBuf,
-    dest: PathBuf,
-    committed: bool,
-}
-
-impl TempFile {
-    fn new(dir: &Path, name: &str) -> Self {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{name}.{}.{n}.partial", std::process::id()));
-        Self {
-            tmp,
-            dest: dir.join(name),
-            committed: false,
-        }
-    }
-
-    /// Renames the file into place and returns its size.
-    fn commit(mut self) -> io::Result<u64> {
-        let len = fs::metadata(&self.tmp)?.len();
-        fs::rename(&self.tmp, &self.dest)?;
-        self.committed = true;
-        Ok(len)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_file(&self.tmp);
         }
     }
 }
@@ -906,67 +827,6 @@ impl YUVSource for Yuv420 {
 
     fn v(&self) -> &[u8] {
         &self.v
-    }
-}
-
-/// Collects evenly spaced frames into a grid.
-struct SpriteSheet {
-    sheet: RgbImage,
-    tile_width: u32,
-    tile_height: u32,
-    /// Frame index shown in each tile, row-major.
-    tile_frames: Vec<u32>,
-}
-
-impl SpriteSheet {
-    fn new(width: u32, height: u32, total_frames: u32) -> Self {
-        let tile_width = SPRITESHEET_TILE_WIDTH;
-        let tile_height = ((u64::from(height) * u64::from(tile_width) + u64::from(width) / 2)
-            / u64::from(width))
-        .max(1) as u32;
-        let tiles = SPRITESHEET_COLUMNS * SPRITESHEET_ROWS;
-        let tile_frames = (0..tiles)
-            .map(|i| {
-                let f = (u64::from(2 * i + 1) * u64::from(total_frames)) / u64::from(2 * tiles);
-                (f as u32).min(total_frames.saturating_sub(1))
-            })
-            .collect();
-        Self {
-            sheet: RgbImage::new(
-                tile_width * SPRITESHEET_COLUMNS,
-                tile_height * SPRITESHEET_ROWS,
-            ),
-            tile_width,
-            tile_height,
-            tile_frames,
-        }
-    }
-
-    fn capture(&mut self, frame: u32, canvas: &Canvas) -> Result<(), RenderError> {
-        if !self.tile_frames.contains(&frame) {
-            return Ok(());
-        }
-        let view: ImageBuffer<Rgb<u8>, &[u8]> =
-            ImageBuffer::from_raw(canvas.width as u32, canvas.height as u32, &canvas.rgb[..])
-                .ok_or_else(|| invalid("frame buffer has the wrong size"))?;
-        let tile = imageops::resize(
-            &view,
-            self.tile_width,
-            self.tile_height,
-            FilterType::Triangle,
-        );
-        for (i, _) in self
-            .tile_frames
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| **f == frame)
-        {
-            let i = i as u32;
-            let x = (i % SPRITESHEET_COLUMNS) * self.tile_width;
-            let y = (i / SPRITESHEET_COLUMNS) * self.tile_height;
-            imageops::replace(&mut self.sheet, &tile, i64::from(x), i64::from(y));
-        }
-        Ok(())
     }
 }
 
@@ -1336,7 +1196,10 @@ fn prepare_reference(bytes: &[u8], width: u32, height: u32) -> Result<Vec<u8>, R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::previews::fit_within;
+    use image::{ExtendedColorType, ImageEncoder, Rgb, RgbImage};
     use std::cell::Cell;
+    use std::fs;
     use std::io::BufReader;
 
     fn spec(prompt: &str) -> RenderSpec {

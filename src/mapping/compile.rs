@@ -1,0 +1,485 @@
+//! Mapping files, second stage: every jq expression compiled, every table checked, into a [`Mapping`] that
+//! cannot hold a bad value. Problems are reported as `file: key: message`, all at once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::format::{RawErrorRule, RawMapping, RawRequest};
+use super::jq::Expr;
+use crate::video::{JobKind, Seconds, Size};
+
+/// Mappings shipped in the binary, usable by name (`mapping = "openai"`).
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("openai", include_str!("../../mappings/openai.toml")),
+    ("runway", include_str!("../../mappings/runway.toml")),
+    ("replicate", include_str!("../../mappings/replicate.toml")),
+    ("fal", include_str!("../../mappings/fal.toml")),
+    ("veo-gemini", include_str!("../../mappings/veo-gemini.toml")),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Reject,
+    Nearest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageMode {
+    DataUri,
+    None,
+}
+
+/// What a provider state means to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateClass {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub method: hyper::Method,
+    pub path: Expr,
+    pub body: Option<Expr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    Rejected,
+    Retry,
+    Ambiguous,
+}
+
+#[derive(Debug, Clone)]
+pub struct ErrorRule {
+    pub when: Expr,
+    pub kind: RuleKind,
+    pub code: String,
+    pub message: Option<Expr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    pub name: String,
+    pub version: String,
+    pub resubmit_after_lost: bool,
+    pub secrets: Vec<String>,
+    pub auth_headers: Vec<(String, Expr)>,
+    pub auth_query: Vec<(String, Expr)>,
+    pub operations: Vec<JobKind>,
+    pub size_policy: Policy,
+    pub sizes: Vec<(Size, Value)>,
+    pub seconds_policy: Policy,
+    pub seconds: Vec<(Seconds, Value)>,
+    pub images: ImageMode,
+    pub create: Step,
+    pub job_id: Expr,
+    pub job_data: Option<Expr>,
+    pub poll: Step,
+    pub state: Expr,
+    pub progress: Option<Expr>,
+    pub error: Option<Expr>,
+    pub result: Option<Step>,
+    pub outputs: Vec<(crate::video::Variant, Expr)>,
+    pub download_auth: bool,
+    pub states: BTreeMap<String, StateClass>,
+    pub errors: Vec<ErrorRule>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct MappingError(pub Vec<String>);
+
+struct Problems<'a> {
+    file: &'a str,
+    lines: Vec<String>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.lines.push(format!("{}: {key}: {message}", self.file));
+    }
+
+    fn expr(&mut self, key: &str, code: &str) -> Option<Expr> {
+        match Expr::compile(code) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                self.add(key, e);
+                None
+            }
+        }
+    }
+
+    fn opt_expr(&mut self, key: &str, code: Option<&String>) -> Option<Option<Expr>> {
+        match code {
+            None => Some(None),
+            Some(c) => self.expr(key, c).map(Some),
+        }
+    }
+}
+
+/// Loads a mapping by built-in name or from a file path.
+pub fn load(reference: &str, base_dir: &Path) -> Result<Mapping, MappingError> {
+    if let Some((_, text)) = BUILT_IN.iter().find(|(name, _)| *name == reference) {
+        return compile(&format!("<built-in mapping {reference}>"), text);
+    }
+    let path = base_dir.join(reference);
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        let known: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
+        MappingError(vec![format!(
+            "{file}: cannot read ({e}); built-in mappings are: {}",
+            known.join(", ")
+        )])
+    })?;
+    compile(&file, &text)
+}
+
+pub fn compile(file: &str, text: &str) -> Result<Mapping, MappingError> {
+    let raw: RawMapping = toml::from_str(text)
+        .map_err(|e| MappingError(vec![format!("{file}: {}", e.to_string().trim_end())]))?;
+    let mut p = Problems {
+        file,
+        lines: Vec::new(),
+    };
+    let mapping = build(raw, &mut p);
+    match mapping {
+        Some(m) if p.lines.is_empty() => Ok(m),
+        _ => Err(MappingError(p.lines)),
+    }
+}
+
+fn policy(p: &mut Problems, key: &str, value: &str) -> Policy {
+    match value {
+        "reject" => Policy::Reject,
+        "nearest" => Policy::Nearest,
+        other => {
+            p.add(
+                key,
+                format!("unknown policy {other:?}; use \"reject\" or \"nearest\""),
+            );
+            Policy::Reject
+        }
+    }
+}
+
+fn step(p: &mut Problems, key: &str, raw: &RawRequest) -> Option<Step> {
+    let method = match raw.method.to_ascii_uppercase().as_str() {
+        "GET" => hyper::Method::GET,
+        "POST" => hyper::Method::POST,
+        "PUT" => hyper::Method::PUT,
+        "DELETE" => hyper::Method::DELETE,
+        other => {
+            p.add(
+                &format!("{key}.method"),
+                format!("unsupported method {other:?}"),
+            );
+            return None;
+        }
+    };
+    let path = p.expr(&format!("{key}.path"), &raw.path)?;
+    let body = p.opt_expr(&format!("{key}.body"), raw.body.as_ref())?;
+    Some(Step { method, path, body })
+}
+
+fn to_json(v: &toml::Value) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn error_rule(p: &mut Problems, i: usize, r: &RawErrorRule) -> Option<ErrorRule> {
+    let key = format!("errors[{i}]");
+    let kind = match r.kind.as_str() {
+        "rejected" => RuleKind::Rejected,
+        "retry" => RuleKind::Retry,
+        "ambiguous" => RuleKind::Ambiguous,
+        other => {
+            p.add(
+                &format!("{key}.kind"),
+                format!("unknown kind {other:?}; use rejected, retry or ambiguous"),
+            );
+            return None;
+        }
+    };
+    if kind == RuleKind::Rejected && r.code.is_none() {
+        p.add(
+            &format!("{key}.code"),
+            "a rejected rule needs the Sora error code to report",
+        );
+    }
+    Some(ErrorRule {
+        when: p.expr(&format!("{key}.when"), &r.when)?,
+        kind,
+        code: r.code.clone().unwrap_or_else(|| "backend_error".into()),
+        message: p.opt_expr(&format!("{key}.message"), r.message.as_ref())?,
+    })
+}
+
+fn build(raw: RawMapping, p: &mut Problems) -> Option<Mapping> {
+    let caps = &raw.capabilities;
+    let mut operations = Vec::new();
+    for op in &caps.operations {
+        match JobKind::parse(op) {
+            Some(k) => operations.push(k),
+            None => p.add(
+                "capabilities.operations",
+                format!("unknown operation {op:?}"),
+            ),
+        }
+    }
+    if !operations.contains(&JobKind::Create) {
+        p.add("capabilities.operations", "must include \"create\"");
+    }
+    let mut sizes = Vec::new();
+    for (k, v) in &caps.sizes {
+        match k.parse::<Size>() {
+            Ok(s) => sizes.push((s, to_json(v))),
+            Err(e) => p.add("capabilities.sizes", e),
+        }
+    }
+    let mut seconds = Vec::new();
+    for (k, v) in &caps.seconds {
+        match k.parse::<Seconds>() {
+            Ok(s) => seconds.push((s, to_json(v))),
+            Err(e) => p.add("capabilities.seconds", e),
+        }
+    }
+    if sizes.is_empty() || seconds.is_empty() {
+        p.add("capabilities", "needs at least one size and one duration");
+    }
+    let images = match caps.images.as_str() {
+        "data_uri" => ImageMode::DataUri,
+        "none" => ImageMode::None,
+        other => {
+            p.add(
+                "capabilities.images",
+                format!("unknown mode {other:?}; use \"data_uri\" or \"none\""),
+            );
+            ImageMode::None
+        }
+    };
+    let mut states = BTreeMap::new();
+    for (provider_state, ours) in &raw.states {
+        let class = match ours.as_str() {
+            "queued" => StateClass::Queued,
+            "running" => StateClass::Running,
+            "done" => StateClass::Done,
+            "failed" => StateClass::Failed,
+            other => {
+                p.add(
+                    &format!("states.{provider_state}"),
+                    format!("{other:?} is not one of queued, running, done, failed"),
+                );
+                continue;
+            }
+        };
+        states.insert(provider_state.clone(), class);
+    }
+    if !states.values().any(|c| *c == StateClass::Done) {
+        p.add("states", "no provider state maps to \"done\"");
+    }
+    let mut auth_headers = Vec::new();
+    for (name, code) in &raw.auth.headers {
+        if let Some(e) = p.expr(&format!("auth.headers.{name}"), code) {
+            auth_headers.push((name.clone(), e));
+        }
+    }
+    let mut auth_query = Vec::new();
+    for (name, code) in &raw.auth.query {
+        if let Some(e) = p.expr(&format!("auth.query.{name}"), code) {
+            auth_query.push((name.clone(), e));
+        }
+    }
+    let mut outputs = vec![];
+    for (variant, code) in [
+        (crate::video::Variant::Video, Some(&raw.outputs.video)),
+        (
+            crate::video::Variant::Thumbnail,
+            raw.outputs.thumbnail.as_ref(),
+        ),
+        (
+            crate::video::Variant::Spritesheet,
+            raw.outputs.spritesheet.as_ref(),
+        ),
+    ] {
+        if let Some(Some(e)) = p.opt_expr(&format!("outputs.{}", variant.as_str()), code) {
+            outputs.push((variant, e));
+        }
+    }
+    let errors: Vec<ErrorRule> = raw
+        .errors
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| error_rule(p, i, r))
+        .collect();
+    let size_policy = policy(p, "capabilities.size_policy", &caps.size_policy);
+    let seconds_policy = policy(p, "capabilities.seconds_policy", &caps.seconds_policy);
+    let create = step(p, "create", &raw.create);
+    let poll = step(p, "poll", &raw.poll);
+    let result = match &raw.result {
+        Some(r) => Some(step(p, "result", r)?),
+        None => None,
+    };
+    let job_id = match &raw.create.job_id {
+        Some(c) => p.expr("create.job_id", c),
+        None => {
+            p.add(
+                "create.job_id",
+                "missing: how to read the provider's job id from the create response",
+            );
+            None
+        }
+    };
+    let job_data = p.opt_expr("create.job_data", raw.create.job_data.as_ref())?;
+    let state = match &raw.poll.state {
+        Some(c) => p.expr("poll.state", c),
+        None => {
+            p.add(
+                "poll.state",
+                "missing: how to read the provider's state from the poll response",
+            );
+            None
+        }
+    };
+    let progress = p.opt_expr("poll.progress", raw.poll.progress.as_ref())?;
+    let error = p.opt_expr("poll.error", raw.poll.error.as_ref())?;
+    Some(Mapping {
+        name: raw.mapping.name,
+        version: raw.mapping.version,
+        resubmit_after_lost: raw.mapping.resubmit_after_lost,
+        secrets: raw.auth.secrets,
+        auth_headers,
+        auth_query,
+        operations,
+        size_policy,
+        sizes,
+        seconds_policy,
+        seconds,
+        images,
+        create: create?,
+        job_id: job_id?,
+        job_data,
+        poll: poll?,
+        state: state?,
+        progress,
+        error,
+        result,
+        outputs,
+        download_auth: raw.download.auth,
+        states,
+        errors,
+    })
+}
+
+impl Mapping {
+    /// The provider value for a Sora size, by the size policy; `Err` lists the sizes offered.
+    pub fn map_size(&self, size: Size) -> Result<(Size, Value), Vec<String>> {
+        pick(
+            &self.sizes,
+            self.size_policy,
+            |s| s == &size,
+            |s| {
+                // Nearest: same orientation first, then closest pixel count.
+                let orient = |w: u32, h: u32| w >= h;
+                let penalty = if orient(s.width, s.height) == orient(size.width, size.height) {
+                    0
+                } else {
+                    1 << 40
+                };
+                penalty
+                    + (i64::from(s.width) * i64::from(s.height)
+                        - i64::from(size.width) * i64::from(size.height))
+                    .unsigned_abs()
+            },
+        )
+    }
+
+    pub fn map_seconds(&self, seconds: Seconds) -> Result<(Seconds, Value), Vec<String>> {
+        pick(
+            &self.seconds,
+            self.seconds_policy,
+            |s| s == &seconds,
+            |s| u64::from(s.0.abs_diff(seconds.0)),
+        )
+    }
+}
+
+fn pick<K: Copy + std::fmt::Display>(
+    table: &[(K, Value)],
+    policy: Policy,
+    exact: impl Fn(&K) -> bool,
+    distance: impl Fn(&K) -> u64,
+) -> Result<(K, Value), Vec<String>> {
+    if let Some((k, v)) = table.iter().find(|(k, _)| exact(k)) {
+        return Ok((*k, v.clone()));
+    }
+    match policy {
+        Policy::Reject => Err(table.iter().map(|(k, _)| k.to_string()).collect()),
+        Policy::Nearest => table
+            .iter()
+            .min_by_key(|(k, _)| distance(k))
+            .map(|(k, v)| (*k, v.clone()))
+            .ok_or_else(Vec::new),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_mapping_compiles() {
+        for (name, text) in BUILT_IN {
+            let m = compile(name, text).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+            assert_eq!(&m.name, name);
+        }
+    }
+
+    #[test]
+    fn problems_name_file_and_key() {
+        let text = BUILT_IN[0]
+            .1
+            .replace("job_id = '.response.id'", "job_id = '.response.id |'");
+        let err = compile("m.toml", &text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("m.toml: create.job_id: cannot parse jq"),
+            "{err}"
+        );
+        let text = BUILT_IN[0]
+            .1
+            .replace("completed = \"done\"", "completed = \"finished\"");
+        let err = compile("m.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("m.toml: states.completed:"), "{err}");
+        let err = compile("m.toml", "[mapping]\nname = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("m.toml: "), "{err}");
+    }
+
+    #[test]
+    fn size_and_seconds_policies() {
+        let mut m = compile("openai", BUILT_IN[0].1).unwrap();
+        m.seconds = vec![(Seconds(5), Value::from(5)), (Seconds(10), Value::from(10))];
+        m.seconds_policy = Policy::Nearest;
+        assert_eq!(m.map_seconds(Seconds(4)).unwrap().0, Seconds(5));
+        assert_eq!(m.map_seconds(Seconds(12)).unwrap().0, Seconds(10));
+        m.seconds_policy = Policy::Reject;
+        assert_eq!(m.map_seconds(Seconds(4)).unwrap_err(), vec!["5", "10"]);
+        m.sizes = vec![
+            ("1280x720".parse().unwrap(), Value::from("16:9")),
+            ("720x1280".parse().unwrap(), Value::from("9:16")),
+        ];
+        m.size_policy = Policy::Nearest;
+        assert_eq!(
+            m.map_size("1024x1792".parse().unwrap()).unwrap().1,
+            Value::from("9:16")
+        );
+        assert_eq!(
+            m.map_size("1920x1080".parse().unwrap()).unwrap().1,
+            Value::from("16:9")
+        );
+    }
+}

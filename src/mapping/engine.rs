@@ -1,0 +1,623 @@
+//! [`MappedBackend`]: one [`Backend`] that runs any mapping over HTTP. It builds the JSON context every jq
+//! expression sees, sends the mapping's requests, classifies every answer (by the mapping's error rules, then
+//! by HTTP semantics) and streams outputs into asset storage.
+//!
+//! The context: `kind`, `request` (prompt, model, size, seconds), `size` and `seconds` (the provider's values
+//! from the capability tables), `image` (a data URI or null), `target` (`model`, `options`), `job` (`id`,
+//! `backend_job_id`, `data`), `source` (`backend_job_id` of the video being remixed), and after a request
+//! `response`, `status`, `headers`.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use dashmap::DashSet;
+use futures_util::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use http_body_util::BodyExt;
+use serde_json::{Map, Value, json};
+
+use super::compile::{ImageMode, Mapping, RuleKind, StateClass, Step};
+use super::http::{HttpClient, Reply, SendError};
+use crate::assets::{AssetStore, Stored};
+use crate::backends::{
+    AfterLostSubmit, Backend, BackendError, BackendErrorKind, Output, OutputLocation, Progress,
+    Rejection, Submitted,
+};
+use crate::config::{MappedConfig, Secret};
+use crate::video::{InputRef, Job, JobError, JobKind, NormalizedRequest};
+
+/// Header or query name/value pairs.
+type Pairs = Vec<(String, String)>;
+
+pub struct MappedBackend {
+    name: String,
+    mapping: Arc<Mapping>,
+    base_url: String,
+    host: Option<String>,
+    secrets: BTreeMap<String, Secret>,
+    target: Value,
+    http: HttpClient,
+    limiter: Option<DefaultDirectRateLimiter>,
+    max_concurrent: Option<NonZeroU32>,
+    poll_interval: Option<Duration>,
+    in_flight: DashSet<String>,
+    assets: AssetStore,
+}
+
+/// Which request of the mapping an answer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StepName {
+    Create,
+    Poll,
+    Result,
+}
+
+impl StepName {
+    fn as_str(self) -> &'static str {
+        match self {
+            StepName::Create => "create",
+            StepName::Poll => "poll",
+            StepName::Result => "result",
+        }
+    }
+}
+
+impl MappedBackend {
+    pub fn new(name: &str, config: &MappedConfig, assets: AssetStore) -> MappedBackend {
+        let host = config
+            .base_url
+            .parse::<hyper::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(str::to_owned));
+        MappedBackend {
+            name: name.to_owned(),
+            mapping: Arc::clone(&config.mapping),
+            base_url: config.base_url.clone(),
+            host,
+            secrets: config.secrets.clone(),
+            target: json!({"model": config.model, "options": config.options}),
+            http: HttpClient::new(config.timeout),
+            limiter: config
+                .requests_per_second
+                .map(|n| RateLimiter::direct(Quota::per_second(n))),
+            max_concurrent: config.max_concurrent,
+            poll_interval: config.poll_interval,
+            in_flight: DashSet::new(),
+            assets,
+        }
+    }
+
+    fn error(&self, kind: BackendErrorKind, message: impl Into<String>) -> BackendError {
+        BackendError::new(&self.name, kind, message)
+    }
+
+    /// A mapping that evaluates to nonsense is a configuration problem: the job fails with a clear error.
+    fn mapping_error(&self, message: String) -> BackendError {
+        tracing::error!(backend = %self.name, mapping = %self.mapping.name, %message, "mapping error");
+        self.error(
+            BackendErrorKind::Rejected(JobError {
+                code: "internal_error".into(),
+                message: format!(
+                    "The shim's mapping for backend {:?} failed: {message}",
+                    self.name
+                ),
+            }),
+            message,
+        )
+    }
+
+    fn auth(&self) -> Result<(Pairs, Pairs), BackendError> {
+        let secrets: Map<String, Value> = self
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.expose().to_owned())))
+            .collect();
+        let ctx = json!({ "secrets": secrets });
+        let eval =
+            |pairs: &[(String, super::jq::Expr)]| -> Result<Vec<(String, String)>, BackendError> {
+                pairs
+                    .iter()
+                    .map(|(name, e)| {
+                        e.eval_string(&ctx)
+                            .map(|v| (name.clone(), v))
+                            // The message could quote a secret: say only which key failed.
+                            .map_err(|_| {
+                                self.mapping_error(format!(
+                                    "auth value {name:?} did not evaluate to a string"
+                                ))
+                            })
+                    })
+                    .collect()
+            };
+        Ok((
+            eval(&self.mapping.auth_headers)?,
+            eval(&self.mapping.auth_query)?,
+        ))
+    }
+
+    fn url(&self, path: &str, query: &[(String, String)]) -> String {
+        let mut url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!(
+                "{}{}{path}",
+                self.base_url,
+                if path.starts_with('/') { "" } else { "/" }
+            )
+        };
+        if !query.is_empty() {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&q.finish());
+        }
+        url
+    }
+
+    async fn context(&self, job: &Job) -> Result<Value, BackendError> {
+        let r = &job.request;
+        let size = self
+            .mapping
+            .map_size(r.size)
+            .map(|(_, v)| v)
+            .unwrap_or(Value::Null);
+        let seconds_wanted = r.extension_seconds.unwrap_or(r.seconds);
+        let seconds = self
+            .mapping
+            .map_seconds(seconds_wanted)
+            .map(|(_, v)| v)
+            .unwrap_or(Value::Null);
+        let image = match (&r.input_reference, self.mapping.images) {
+            (
+                Some(InputRef::Stored {
+                    key, content_type, ..
+                }),
+                ImageMode::DataUri,
+            ) => {
+                let bytes = self.stored_input(key).await?;
+                Value::String(format!(
+                    "data:{content_type};base64,{}",
+                    base64::engine::general_purpose::STANDARD.encode(bytes)
+                ))
+            }
+            (Some(InputRef::Url { url }), ImageMode::DataUri) => Value::String(url.clone()),
+            _ => Value::Null,
+        };
+        Ok(json!({
+            "kind": job.kind.as_str(),
+            "request": {
+                "prompt": r.prompt,
+                "model": r.model,
+                "size": r.size.to_string(),
+                "seconds": seconds_wanted.0,
+            },
+            "size": size,
+            "seconds": seconds,
+            "image": image,
+            "target": self.target,
+            "job": {"id": job.id, "backend_job_id": job.backend_job_id, "data": job.backend_data},
+            "source": {"backend_job_id": r.source_backend_job_id},
+        }))
+    }
+
+    async fn stored_input(&self, key: &str) -> Result<Vec<u8>, BackendError> {
+        self.assets.read(key).await.map_err(|e| {
+            self.error(
+                BackendErrorKind::Unavailable,
+                format!("reference image: {e}"),
+            )
+        })
+    }
+
+    /// Sends one step of the mapping and returns the reply with the context extended by it.
+    async fn send(
+        &self,
+        step: &Step,
+        name: StepName,
+        mut ctx: Value,
+    ) -> Result<Value, BackendError> {
+        let path = step
+            .path
+            .eval_string(&ctx)
+            .map_err(|e| self.mapping_error(format!("{}.path: {e}", name.as_str())))?;
+        let body = match &step.body {
+            Some(b) => Some(
+                b.eval(&ctx)
+                    .map_err(|e| self.mapping_error(format!("{}.body: {e}", name.as_str())))?,
+            ),
+            None => None,
+        };
+        let (headers, query) = self.auth()?;
+        if let Some(l) = &self.limiter {
+            l.until_ready().await;
+        }
+        let url = self.url(&path, &query);
+        let reply = self
+            .http
+            .send(&step.method, &url, &headers, body.as_ref())
+            .await;
+        let reply = reply.map_err(|e| self.transport_error(name, e))?;
+        let response = parse_body(&reply);
+        if let Value::Object(map) = &mut ctx {
+            map.insert("status".into(), Value::from(reply.status));
+            map.insert("headers".into(), headers_json(&reply));
+            map.insert("response".into(), response.clone().unwrap_or(Value::Null));
+            map.insert("step".into(), Value::from(name.as_str()));
+        }
+        if let Some(err) = self.classify(name, &reply, &ctx)? {
+            return Err(err);
+        }
+        if response.is_none() {
+            let kind = if name == StepName::Create {
+                BackendErrorKind::Ambiguous
+            } else {
+                BackendErrorKind::Unavailable
+            };
+            return Err(self.error(
+                kind,
+                format!(
+                    "{} answered {} with a body that is not JSON",
+                    name.as_str(),
+                    reply.status
+                ),
+            ));
+        }
+        Ok(ctx)
+    }
+
+    fn transport_error(&self, name: StepName, e: SendError) -> BackendError {
+        let kind = if e.nothing_sent() || name != StepName::Create {
+            BackendErrorKind::Unavailable
+        } else {
+            BackendErrorKind::Ambiguous
+        };
+        self.error(kind, format!("{}: {e}", name.as_str()))
+    }
+
+    /// The mapping's error rules first, then HTTP semantics for any other non-2xx.
+    fn classify(
+        &self,
+        name: StepName,
+        reply: &Reply,
+        ctx: &Value,
+    ) -> Result<Option<BackendError>, BackendError> {
+        let retry_after = retry_after(reply);
+        for rule in &self.mapping.errors {
+            let hit = rule
+                .when
+                .eval(ctx)
+                .map_err(|e| self.mapping_error(format!("errors.when: {e}")))?;
+            if hit != Value::Bool(true) {
+                continue;
+            }
+            let message = match &rule.message {
+                Some(m) => m
+                    .eval_string(ctx)
+                    .map_err(|e| self.mapping_error(format!("errors.message: {e}")))?,
+                None => format!(
+                    "The video backend answered {} to {}.",
+                    reply.status,
+                    name.as_str()
+                ),
+            };
+            let kind = match rule.kind {
+                RuleKind::Rejected => BackendErrorKind::Rejected(JobError {
+                    code: rule.code.clone(),
+                    message: message.clone(),
+                }),
+                RuleKind::Retry => BackendErrorKind::Unavailable,
+                RuleKind::Ambiguous => BackendErrorKind::Ambiguous,
+            };
+            let mut err = self.error(
+                kind,
+                format!("{} answered {}: {message}", name.as_str(), reply.status),
+            );
+            err.retry_after = retry_after;
+            return Ok(Some(err));
+        }
+        if (200..300).contains(&reply.status) {
+            return Ok(None);
+        }
+        let kind = match (reply.status, name) {
+            (404, StepName::Poll) => return Ok(None), // handled as Lost by the caller
+            (408 | 425 | 429 | 503, _) => BackendErrorKind::Unavailable,
+            (500..=599, StepName::Create) => BackendErrorKind::Ambiguous,
+            (500..=599, _) => BackendErrorKind::Unavailable,
+            (status, _) => BackendErrorKind::Rejected(JobError {
+                code: "backend_error".into(),
+                message: format!("The video backend refused the request (HTTP {status})."),
+            }),
+        };
+        let mut err = self.error(
+            kind,
+            format!("{} answered HTTP {}", name.as_str(), reply.status),
+        );
+        err.retry_after = retry_after;
+        Ok(Some(err))
+    }
+
+    fn outputs(&self, ctx: &Value) -> Result<Vec<Output>, BackendError> {
+        let mut out = Vec::new();
+        for (variant, expr) in &self.mapping.outputs {
+            let url = match expr.eval(ctx) {
+                Ok(Value::String(s)) if !s.is_empty() => s,
+                Ok(Value::Null) if *variant != crate::video::Variant::Video => continue,
+                Ok(other) => {
+                    return Err(
+                        self.mapping_error(format!("outputs.{}: gave {other}", variant.as_str()))
+                    );
+                }
+                Err(e) => {
+                    return Err(self.mapping_error(format!("outputs.{}: {e}", variant.as_str())));
+                }
+            };
+            let url = self.url(&url, &[]);
+            let same_host = url
+                .parse::<hyper::Uri>()
+                .ok()
+                .and_then(|u| u.host().map(str::to_owned))
+                == self.host;
+            out.push(Output {
+                variant: *variant,
+                location: OutputLocation::Url {
+                    url,
+                    auth: self.mapping.download_auth && same_host,
+                },
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn parse_body(reply: &Reply) -> Option<Value> {
+    if reply.body.is_empty() {
+        return Some(Value::Null);
+    }
+    serde_json::from_slice(&reply.body).ok()
+}
+
+fn headers_json(reply: &Reply) -> Value {
+    let map: Map<String, Value> = reply
+        .headers
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_owned(), Value::String(v.to_owned())))
+        })
+        .collect();
+    Value::Object(map)
+}
+
+/// `Retry-After` in seconds (an HTTP date is treated as "a little while").
+fn retry_after(reply: &Reply) -> Option<Duration> {
+    let v = reply.headers.get("retry-after")?.to_str().ok()?;
+    Some(
+        v.trim()
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(5)),
+    )
+}
+
+#[async_trait]
+impl Backend for MappedBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> &str {
+        &self.mapping.version
+    }
+
+    fn supports(&self, kind: JobKind) -> bool {
+        self.mapping.operations.contains(&kind)
+    }
+
+    fn after_lost_submit(&self) -> AfterLostSubmit {
+        if self.mapping.resubmit_after_lost {
+            AfterLostSubmit::Resubmit
+        } else {
+            AfterLostSubmit::Fail
+        }
+    }
+
+    fn check(&self, kind: JobKind, request: &NormalizedRequest) -> Result<(), Rejection> {
+        if !self.supports(kind) {
+            return Err(Rejection {
+                param: "model",
+                value: request.model.clone(),
+                supported: vec![],
+                message: Some(format!(
+                    "The video backend serving '{}' does not support {} requests.",
+                    request.model,
+                    kind.as_str()
+                )),
+            });
+        }
+        if let Err(supported) = self.mapping.map_size(request.size) {
+            return Err(Rejection {
+                param: "size",
+                value: request.size.to_string(),
+                supported,
+                message: None,
+            });
+        }
+        let seconds = request.extension_seconds.unwrap_or(request.seconds);
+        if let Err(supported) = self.mapping.map_seconds(seconds) {
+            return Err(Rejection {
+                param: "seconds",
+                value: seconds.to_string(),
+                supported,
+                message: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn poll_interval(&self) -> Option<Duration> {
+        self.poll_interval
+    }
+
+    async fn submit(&self, job: &Job) -> Result<Submitted, BackendError> {
+        if let Some(max) = self.max_concurrent
+            && self.in_flight.len() >= max.get() as usize
+            && !self.in_flight.contains(&job.id)
+        {
+            return Err(self.error(BackendErrorKind::Busy, "at its concurrency limit"));
+        }
+        let ctx = self.context(job).await?;
+        let ctx = self
+            .send(&self.mapping.create, StepName::Create, ctx)
+            .await?;
+        let backend_job_id = self
+            .mapping
+            .job_id
+            .eval_string(&ctx)
+            // Accepted, but we cannot tell which job it is: never send it again blindly.
+            .map_err(|e| self.error(BackendErrorKind::Ambiguous, format!("create.job_id: {e}")))?;
+        let data = match &self.mapping.job_data {
+            Some(e) => Some(e.eval(&ctx).map_err(|e| {
+                self.error(BackendErrorKind::Ambiguous, format!("create.job_data: {e}"))
+            })?),
+            None => None,
+        };
+        self.in_flight.insert(job.id.clone());
+        Ok(Submitted {
+            backend_job_id,
+            data,
+        })
+    }
+
+    async fn poll(&self, job: &Job) -> Result<Progress, BackendError> {
+        self.in_flight.insert(job.id.clone());
+        let ctx = self.context(job).await?;
+        let ctx = self.send(&self.mapping.poll, StepName::Poll, ctx).await?;
+        if ctx["status"] == 404 {
+            return Ok(Progress::Lost);
+        }
+        let state =
+            self.mapping.state.eval_string(&ctx).map_err(|e| {
+                self.error(BackendErrorKind::Unavailable, format!("poll.state: {e}"))
+            })?;
+        let Some(class) = self.mapping.states.get(&state) else {
+            return Err(self.error(
+                BackendErrorKind::Unavailable,
+                format!("unknown provider state {state:?} (not in the mapping's [states])"),
+            ));
+        };
+        match class {
+            StateClass::Queued => Ok(Progress::Queued),
+            StateClass::Running => {
+                let p = match &self.mapping.progress {
+                    Some(e) => e.eval(&ctx).ok().and_then(|v| v.as_f64()).unwrap_or(0.0),
+                    None => 0.0,
+                };
+                Ok(Progress::Running(p.clamp(0.0, 99.0) as u8))
+            }
+            StateClass::Failed => {
+                let error = match &self.mapping.error {
+                    Some(e) => e
+                        .eval(&ctx)
+                        .ok()
+                        .and_then(|v| serde_json::from_value::<JobError>(v).ok()),
+                    None => None,
+                };
+                Ok(Progress::Failed(error.unwrap_or(JobError {
+                    code: "backend_error".into(),
+                    message: "The video backend failed to generate this video.".into(),
+                })))
+            }
+            StateClass::Done => {
+                let ctx = match &self.mapping.result {
+                    Some(step) => self.send(step, StepName::Result, ctx).await?,
+                    None => ctx,
+                };
+                Ok(Progress::Done(self.outputs(&ctx)?))
+            }
+        }
+    }
+
+    async fn release(&self, job: &Job) {
+        self.in_flight.remove(&job.id);
+    }
+
+    async fn fetch(
+        &self,
+        output: &Output,
+        assets: &AssetStore,
+        key: &str,
+    ) -> Result<Stored, BackendError> {
+        let OutputLocation::Url { url, auth } = &output.location else {
+            return Err(self.error(
+                BackendErrorKind::Unavailable,
+                "a mapped backend has only URL outputs",
+            ));
+        };
+        let (headers, query) = if *auth {
+            self.auth()?
+        } else {
+            (vec![], vec![])
+        };
+        let url = if query.is_empty() {
+            url.clone()
+        } else {
+            self.url(url, &query)
+        };
+        if let Some(l) = &self.limiter {
+            l.until_ready().await;
+        }
+        let resp = self
+            .http
+            .download(&url, &headers, self.host.as_deref())
+            .await
+            .map_err(|e| self.error(BackendErrorKind::Unavailable, format!("download: {e}")))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            // Expired or refused: the poll will be asked again for fresh URLs.
+            return Err(self.error(
+                BackendErrorKind::Unavailable,
+                format!("download answered HTTP {status}"),
+            ));
+        }
+        let chunk_timeout = self.http.timeout();
+        let body = resp.into_body().into_data_stream();
+        let stream = body.map(|r| r.map_err(std::io::Error::other));
+        // A provider that stops sending mid-download must not hold the job forever.
+        let stream = tokio_stream_timeout(stream, chunk_timeout);
+        assets
+            .put_stream(key, Box::pin(stream))
+            .await
+            .map_err(|e| self.error(BackendErrorKind::Unavailable, format!("download: {e}")))
+    }
+}
+
+/// Ends a stream with an error when no chunk arrives within `timeout`.
+fn tokio_stream_timeout<S>(
+    stream: S,
+    timeout: Duration,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Unpin,
+{
+    futures_util::stream::unfold(Some(stream), move |state| async move {
+        let mut s = state?;
+        match tokio::time::timeout(timeout, s.next()).await {
+            Ok(Some(item)) => Some((item, Some(s))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "download stalled",
+                )),
+                None,
+            )),
+        }
+    })
+}

@@ -1,0 +1,126 @@
+//! The mapping file as written (`mappings/*.toml`), before validation. Unknown keys are refused. The
+//! documentation of every key is `mappings/README.md`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMapping {
+    pub mapping: RawMeta,
+    #[serde(default)]
+    pub auth: RawAuth,
+    pub capabilities: RawCapabilities,
+    pub create: RawRequest,
+    pub poll: RawRequest,
+    pub result: Option<RawRequest>,
+    pub outputs: RawOutputs,
+    #[serde(default)]
+    pub download: RawDownload,
+    pub states: BTreeMap<String, String>,
+    #[serde(default)]
+    pub errors: Vec<RawErrorRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMeta {
+    pub name: String,
+    pub version: String,
+    /// The provider documentation the mapping follows.
+    pub docs: String,
+    /// Whether a create whose outcome is unknown may be sent again (only for providers that deduplicate).
+    #[serde(default)]
+    pub resubmit_after_lost: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Secret names; the backend config says which environment variable holds each.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Header name → jq over `{secrets}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Query parameter name → jq over `{secrets}`.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapabilities {
+    pub operations: Vec<String>,
+    #[serde(default = "reject")]
+    pub size_policy: String,
+    pub sizes: BTreeMap<String, toml::Value>,
+    #[serde(default = "reject")]
+    pub seconds_policy: String,
+    pub seconds: BTreeMap<String, toml::Value>,
+    /// How a reference image reaches the provider: `data_uri` or `none`.
+    #[serde(default = "none")]
+    pub images: String,
+}
+
+fn reject() -> String {
+    "reject".into()
+}
+
+fn none() -> String {
+    "none".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequest {
+    #[serde(default = "get")]
+    pub method: String,
+    pub path: String,
+    pub body: Option<String>,
+    /// Create: the provider's job id.
+    pub job_id: Option<String>,
+    /// Create: anything else to keep with the job (status URLs, …).
+    pub job_data: Option<String>,
+    /// Poll: the provider's state, a key of `[states]`.
+    pub state: Option<String>,
+    /// Poll: percent done (0–100).
+    pub progress: Option<String>,
+    /// Poll: `{code, message}` when the state is failed.
+    pub error: Option<String>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutputs {
+    pub video: String,
+    pub thumbnail: Option<String>,
+    pub spritesheet: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDownload {
+    /// Send the auth headers and query with downloads (only ever to the backend's own host).
+    #[serde(default)]
+    pub auth: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawErrorRule {
+    /// jq over `{status, response, headers, step}`; the first rule that is true decides.
+    pub when: String,
+    /// `rejected` (the job fails with `code`), `retry` (try again later), `ambiguous` (a create may have happened).
+    pub kind: String,
+    #[serde(default)]
+    pub code: Option<String>,
+    /// jq over the same context; the message the client sees.
+    #[serde(default)]
+    pub message: Option<String>,
+}

@@ -1,0 +1,203 @@
+//! The HTTP client toward providers: hyper with rustls (webpki roots), pooled connections, a timeout on every
+//! request and on every chunk of a download, and errors that say whether anything may have reached the
+//! provider (which decides whether a create may be retried).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
+use hyper::{Method, Request, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Largest JSON answer we read from a provider.
+const MAX_JSON_BYTES: usize = 16 * 1024 * 1024;
+const MAX_REDIRECTS: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The connection could not be made: nothing was sent.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// Sent, but no (complete) answer in time: the provider may have acted on it.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Sent, then the connection failed: the provider may have acted on it.
+    #[error("connection failed: {0}")]
+    Io(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+impl SendError {
+    /// True when the request cannot have reached the provider.
+    pub fn nothing_sent(&self) -> bool {
+        matches!(self, SendError::Connect(_) | SendError::Invalid(_))
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    pub fn new(timeout: Duration) -> HttpClient {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        HttpClient {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(https),
+            timeout,
+        }
+    }
+
+    fn request(
+        method: &Method,
+        uri: &Uri,
+        headers: &[(String, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<Request<Full<Bytes>>, SendError> {
+        let mut builder = Request::builder().method(method.clone()).uri(uri.clone());
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| SendError::Invalid(e.to_string()))?;
+            // Never echo a header's value in an error: it may be a secret.
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| SendError::Invalid(format!("header {name} has an invalid value")))?;
+            builder = builder.header(name, value);
+        }
+        let bytes = match body {
+            Some(v) => {
+                builder = builder.header("content-type", "application/json");
+                Bytes::from(v.to_string())
+            }
+            None => Bytes::new(),
+        };
+        builder
+            .body(Full::new(bytes))
+            .map_err(|e| SendError::Invalid(e.to_string()))
+    }
+
+    async fn send_once(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, SendError> {
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(SendError::Timeout(self.timeout)),
+            Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(source_chain(&e))),
+            Ok(Err(e)) => Err(SendError::Io(source_chain(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// Sends a request and reads a (JSON-sized) answer.
+    pub async fn send(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &[(String, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<Reply, SendError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| SendError::Invalid("not a URL".into()))?;
+        let resp = self
+            .send_once(Self::request(method, &uri, headers, body)?)
+            .await?;
+        let (parts, body) = resp.into_parts();
+        let limited = http_body_util::Limited::new(body, MAX_JSON_BYTES);
+        let bytes = match tokio::time::timeout(self.timeout, limited.collect()).await {
+            Err(_) => return Err(SendError::Timeout(self.timeout)),
+            Ok(Err(e)) => return Err(SendError::Io(e.to_string())),
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+        Ok(Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: bytes,
+        })
+    }
+
+    /// Starts a download, following redirects. `auth` headers go only to `trusted_host` (the provider itself),
+    /// never to the host a redirect points at (a signed storage URL needs none).
+    pub async fn download(
+        &self,
+        url: &str,
+        auth: &[(String, String)],
+        trusted_host: Option<&str>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, SendError> {
+        let mut uri: Uri = url
+            .parse()
+            .map_err(|_| SendError::Invalid("not a URL".into()))?;
+        for _ in 0..=MAX_REDIRECTS {
+            let headers: &[(String, String)] =
+                if trusted_host.is_some() && uri.host() == trusted_host {
+                    auth
+                } else {
+                    &[]
+                };
+            let resp = self
+                .send_once(Self::request(&Method::GET, &uri, headers, None)?)
+                .await?;
+            if !resp.status().is_redirection() {
+                return Ok(resp);
+            }
+            let next = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| SendError::Io("redirect without a Location".into()))?;
+            uri = resolve(&uri, next)?;
+        }
+        Err(SendError::Io(format!(
+            "more than {MAX_REDIRECTS} redirects"
+        )))
+    }
+
+    /// The timeout for one chunk of a download.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// A `Location` may be relative to the URL that answered.
+fn resolve(base: &Uri, location: &str) -> Result<Uri, SendError> {
+    if location.contains("://") {
+        return location
+            .parse()
+            .map_err(|_| SendError::Io("bad redirect Location".into()));
+    }
+    let scheme = base.scheme_str().unwrap_or("https");
+    let authority = base.authority().map(|a| a.as_str()).unwrap_or("");
+    format!("{scheme}://{authority}{location}")
+        .parse()
+        .map_err(|_| SendError::Io("bad redirect Location".into()))
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
