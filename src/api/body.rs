@@ -13,6 +13,10 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 
+/// Oversized bodies up to this size are read and dropped before the 413 (see [`read_limited`]).
+const DRAIN_MAX: u64 = 64 * 1024 * 1024;
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What an uploaded file part stands for in [`Doc::fields`], so schemas can tell a file from text.
 pub const FILE_MARKER: &str = "<binary>";
 
@@ -52,7 +56,16 @@ pub async fn read_limited(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if let Some(n) = declared.filter(|n| *n > limit) {
+        // Most clients only read the answer once they have sent the whole body: read and drop a moderately
+        // oversized body so they see the 413 instead of a broken connection. Huge ones are cut off.
+        if n <= DRAIN_MAX {
+            let drain = async {
+                let mut body = body;
+                while let Some(Ok(_)) = body.frame().await {}
+            };
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+        }
         return Err(ApiError::TooLarge { limit });
     }
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
