@@ -99,6 +99,10 @@ struct RawBackend {
     secrets: BTreeMap<String, String>,
     model: Option<String>,
     options: Option<toml::Table>,
+    /// Name → JSON file (relative to the config file), loaded at start-up and seen as `.target.files.NAME`
+    /// (a ComfyUI workflow, say).
+    #[serde(default)]
+    files: BTreeMap<String, PathBuf>,
     timeout_secs: Option<u64>,
     max_concurrent: Option<u32>,
     requests_per_second: Option<u32>,
@@ -258,6 +262,7 @@ pub struct MappedConfig {
     pub secrets: BTreeMap<String, Secret>,
     pub model: Option<String>,
     pub options: serde_json::Value,
+    pub files: serde_json::Value,
     pub timeout: Duration,
     /// Jobs in flight at the provider at once; more wait in `queued`.
     pub max_concurrent: Option<NonZeroU32>,
@@ -568,12 +573,31 @@ fn validate_mapped(
     }
     let options =
         serde_json::to_value(b.options.unwrap_or_default()).unwrap_or(serde_json::Value::Null);
+    let mut files = serde_json::Map::new();
+    for (name, path) in &b.files {
+        let path = resolve(base_dir, path.clone());
+        let loaded = std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
+            });
+        match loaded {
+            Ok(v) => {
+                files.insert(name.clone(), v);
+            }
+            Err(e) => p.add(
+                &format!("{key}.files.{name}"),
+                format!("{}: {e}", path.display()),
+            ),
+        }
+    }
     Some(MappedConfig {
         mapping: std::sync::Arc::new(mapping),
         base_url,
         secrets,
         model: b.model,
         options,
+        files: serde_json::Value::Object(files),
         timeout: Duration::from_secs(positive(
             p,
             &format!("{key}.timeout_secs"),

@@ -79,7 +79,7 @@ impl MappedBackend {
             base_url: config.base_url.clone(),
             host,
             secrets: config.secrets.clone(),
-            target: json!({"model": config.model, "options": config.options}),
+            target: json!({"model": config.model, "options": config.options, "files": config.files}),
             http: HttpClient::new(config.timeout),
             limiter: config
                 .requests_per_second
