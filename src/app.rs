@@ -24,10 +24,7 @@ pub enum InitError {
     #[error("cannot open the job store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("cannot open asset storage at {path}: {source}")]
-    Assets {
-        path: String,
-        source: std::io::Error,
-    },
+    Assets { path: String, source: std::io::Error },
     #[error("cannot load the request schemas: {0}")]
     Schema(#[from] crate::api::schema::SchemaError),
 }
@@ -57,19 +54,14 @@ impl App {
             }
         };
         let assets = match &config.assets {
-            AssetsConfig::Local { dir } => {
-                AssetStore::new(dir).map_err(|source| InitError::Assets {
-                    path: dir.display().to_string(),
-                    source,
-                })?
-            }
+            AssetsConfig::Local { dir } => AssetStore::new(dir).map_err(|source| InitError::Assets {
+                path: dir.display().to_string(),
+                source,
+            })?,
         };
         match assets.sweep_temporaries().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(
-                files = n,
-                "removed partial asset writes left by an earlier crash"
-            ),
+            Ok(n) => tracing::info!(files = n, "removed partial asset writes left by an earlier crash"),
             Err(e) => tracing::warn!(error = %e, "could not sweep temporary asset files"),
         }
         let schemas = Schemas::load()?;

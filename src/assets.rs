@@ -41,19 +41,15 @@ pub struct AssetStore {
 impl AssetStore {
     pub fn new(root: &Path) -> io::Result<AssetStore> {
         std::fs::create_dir_all(root.join(".tmp"))?;
-        Ok(AssetStore {
-            root: root.to_owned(),
-        })
+        Ok(AssetStore { root: root.to_owned() })
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, AssetError> {
         let ok = !key.is_empty()
-            && key.split('/').all(|part| {
-                !part.is_empty() && part != "." && part != ".." && !part.starts_with(".tmp")
-            })
             && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-./".contains(&b));
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != ".." && !part.starts_with(".tmp"))
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./".contains(&b));
         if ok {
             Ok(self.root.join(key))
         } else {
@@ -166,12 +162,10 @@ impl AssetStore {
 
     /// Reads a whole (small) asset, e.g. a reference image for a backend.
     pub async fn read(&self, key: &str) -> Result<Vec<u8>, AssetError> {
-        fs::read(self.path(key)?)
-            .await
-            .map_err(|source| AssetError::Io {
-                key: key.to_owned(),
-                source,
-            })
+        fs::read(self.path(key)?).await.map_err(|source| AssetError::Io {
+            key: key.to_owned(),
+            source,
+        })
     }
 
     /// Local path of an asset, for backends that work on files.
@@ -212,10 +206,7 @@ mod tests {
     async fn put_read_delete() {
         let dir = tempfile::tempdir().unwrap();
         let store = AssetStore::new(dir.path()).unwrap();
-        let s = store
-            .put_bytes("video_1/video.mp4", b"hello")
-            .await
-            .unwrap();
+        let s = store.put_bytes("video_1/video.mp4", b"hello").await.unwrap();
         assert_eq!(s.bytes, 5);
         assert_eq!(s.sha256, hex::encode(Sha256::digest(b"hello")));
         let src = dir.path().join("src.bin");
@@ -223,13 +214,7 @@ mod tests {
         assert_eq!(store.put_file("video_1/copy.bin", &src).await.unwrap(), s);
         assert_eq!(store.read("video_1/copy.bin").await.unwrap(), b"hello");
         store.delete_prefix("video_1").await.unwrap();
-        assert!(
-            store
-                .open("video_1/video.mp4")
-                .await
-                .unwrap_err()
-                .is_not_found()
-        );
+        assert!(store.open("video_1/video.mp4").await.unwrap_err().is_not_found());
         store.delete_prefix("video_1").await.unwrap();
     }
 
@@ -237,16 +222,7 @@ mod tests {
     fn keys_cannot_escape_the_root() {
         let dir = tempfile::tempdir().unwrap();
         let store = AssetStore::new(dir.path()).unwrap();
-        for bad in [
-            "",
-            "../x",
-            "a/../../x",
-            "/etc/passwd",
-            "a//b",
-            ".tmp/x",
-            "a b",
-            "a\\b",
-        ] {
+        for bad in ["", "../x", "a/../../x", "/etc/passwd", "a//b", ".tmp/x", "a b", "a\\b"] {
             assert!(store.path(bad).is_err(), "{bad}");
         }
         assert!(store.path("video_1/inputs/input_reference.png").is_ok());

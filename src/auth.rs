@@ -12,10 +12,7 @@ pub struct Tenant(pub String);
 
 /// Reads `Authorization: Bearer <key>` (or Azure's `api-key: <key>`).
 pub fn authenticate(headers: &HeaderMap) -> Result<Tenant, ApiError> {
-    let bearer = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
+    let bearer = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::trim);
     let key = match bearer {
         Some(value) => match value.split_once(' ') {
             Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => key.trim(),
@@ -73,10 +70,7 @@ mod tests {
             with("authorization", "Bearer "),
             with("authorization", "Basic abc"),
         ] {
-            assert!(matches!(
-                authenticate(&h),
-                Err(ApiError::Unauthorized { .. })
-            ));
+            assert!(matches!(authenticate(&h), Err(ApiError::Unauthorized { .. })));
         }
     }
 }

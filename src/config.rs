@@ -19,10 +19,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    Read { file: String, source: std::io::Error },
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
     #[error("{}", .0.join("\n"))]
@@ -137,10 +134,7 @@ impl RawConfig {
                 max_body_bytes: pick(o.max_body_bytes, b.max_body_bytes),
                 poll_after_ms: pick(o.poll_after_ms, b.poll_after_ms),
                 shutdown_grace_secs: pick(o.shutdown_grace_secs, b.shutdown_grace_secs),
-                header_read_timeout_secs: pick(
-                    o.header_read_timeout_secs,
-                    b.header_read_timeout_secs,
-                ),
+                header_read_timeout_secs: pick(o.header_read_timeout_secs, b.header_read_timeout_secs),
             }),
             (b, o) => o.or(b),
         };
@@ -317,10 +311,7 @@ impl Config {
         if let Some(listen) = &overrides.listen {
             raw.server.get_or_insert_with(RawServer::default).listen = Some(listen.clone());
         }
-        let data_dir = overrides
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("data"));
+        let data_dir = overrides.data_dir.clone().unwrap_or_else(|| PathBuf::from("data"));
         validate(raw, source, data_dir)
     }
 
@@ -356,57 +347,31 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
     let models = validate_models(raw.models.unwrap_or_default(), &backends, &mut p);
     let api = validate_api(raw.api.unwrap_or_default(), &models, &mut p);
     let store = match raw.store.unwrap_or_default() {
-        RawStore { kind, path } if kind.as_deref().unwrap_or("sqlite") == "sqlite" => {
-            StoreConfig::Sqlite {
-                path: resolve(&data_dir, path.unwrap_or_else(|| "sora-shim.db".into())),
-            }
-        }
+        RawStore { kind, path } if kind.as_deref().unwrap_or("sqlite") == "sqlite" => StoreConfig::Sqlite {
+            path: resolve(&data_dir, path.unwrap_or_else(|| "sora-shim.db".into())),
+        },
         RawStore { kind, .. } => {
-            p.add(
-                "store.kind",
-                format!("unknown store {kind:?}; supported: \"sqlite\""),
-            );
-            StoreConfig::Sqlite {
-                path: PathBuf::new(),
-            }
+            p.add("store.kind", format!("unknown store {kind:?}; supported: \"sqlite\""));
+            StoreConfig::Sqlite { path: PathBuf::new() }
         }
     };
     let assets = match raw.assets.unwrap_or_default() {
-        RawAssets { kind, dir } if kind.as_deref().unwrap_or("local") == "local" => {
-            AssetsConfig::Local {
-                dir: resolve(&data_dir, dir.unwrap_or_else(|| "assets".into())),
-            }
-        }
+        RawAssets { kind, dir } if kind.as_deref().unwrap_or("local") == "local" => AssetsConfig::Local {
+            dir: resolve(&data_dir, dir.unwrap_or_else(|| "assets".into())),
+        },
         RawAssets { kind, .. } => {
             p.add(
                 "assets.kind",
                 format!("unknown asset storage {kind:?}; supported: \"local\""),
             );
-            AssetsConfig::Local {
-                dir: PathBuf::new(),
-            }
+            AssetsConfig::Local { dir: PathBuf::new() }
         }
     };
     let w = raw.worker.unwrap_or_default();
     let worker = WorkerConfig {
-        poll_interval: Duration::from_millis(positive(
-            &mut p,
-            "worker.poll_interval_ms",
-            w.poll_interval_ms,
-            500,
-        )),
-        retry_base: Duration::from_millis(positive(
-            &mut p,
-            "worker.retry_base_ms",
-            w.retry_base_ms,
-            500,
-        )),
-        retry_max: Duration::from_millis(positive(
-            &mut p,
-            "worker.retry_max_ms",
-            w.retry_max_ms,
-            30_000,
-        )),
+        poll_interval: Duration::from_millis(positive(&mut p, "worker.poll_interval_ms", w.poll_interval_ms, 500)),
+        retry_base: Duration::from_millis(positive(&mut p, "worker.retry_base_ms", w.retry_base_ms, 500)),
+        retry_max: Duration::from_millis(positive(&mut p, "worker.retry_max_ms", w.retry_max_ms, 30_000)),
     };
     if !p.lines.is_empty() {
         return Err(ConfigError::Invalid(p.lines));
@@ -425,11 +390,7 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
 }
 
 fn resolve(data_dir: &Path, path: PathBuf) -> PathBuf {
-    if path.is_absolute() {
-        path
-    } else {
-        data_dir.join(path)
-    }
+    if path.is_absolute() { path } else { data_dir.join(path) }
 }
 
 fn positive(p: &mut Problems, key: &str, value: Option<u64>, default: u64) -> u64 {
@@ -506,12 +467,7 @@ fn validate_backends(
     out
 }
 
-fn validate_mapped(
-    key: &str,
-    b: RawBackend,
-    base_dir: &Path,
-    p: &mut Problems,
-) -> Option<MappedConfig> {
+fn validate_mapped(key: &str, b: RawBackend, base_dir: &Path, p: &mut Problems) -> Option<MappedConfig> {
     let Some(reference) = b.mapping else {
         p.add(
             &format!("{key}.mapping"),
@@ -529,21 +485,13 @@ fn validate_mapped(
         }
     };
     let base_url = match b.base_url {
-        Some(u) if u.starts_with("https://") || u.starts_with("http://") => {
-            u.trim_end_matches('/').to_owned()
-        }
+        Some(u) if u.starts_with("https://") || u.starts_with("http://") => u.trim_end_matches('/').to_owned(),
         Some(u) => {
-            p.add(
-                &format!("{key}.base_url"),
-                format!("{u:?} is not an http(s) URL"),
-            );
+            p.add(&format!("{key}.base_url"), format!("{u:?} is not an http(s) URL"));
             return None;
         }
         None => {
-            p.add(
-                &format!("{key}.base_url"),
-                "missing: the provider's base URL",
-            );
+            p.add(&format!("{key}.base_url"), "missing: the provider's base URL");
             return None;
         }
     };
@@ -571,24 +519,18 @@ fn validate_mapped(
             "the mapping does not use this secret",
         );
     }
-    let options =
-        serde_json::to_value(b.options.unwrap_or_default()).unwrap_or(serde_json::Value::Null);
+    let options = serde_json::to_value(b.options.unwrap_or_default()).unwrap_or(serde_json::Value::Null);
     let mut files = serde_json::Map::new();
     for (name, path) in &b.files {
         let path = resolve(base_dir, path.clone());
         let loaded = std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
-            .and_then(|text| {
-                serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
-            });
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string()));
         match loaded {
             Ok(v) => {
                 files.insert(name.clone(), v);
             }
-            Err(e) => p.add(
-                &format!("{key}.files.{name}"),
-                format!("{}: {e}", path.display()),
-            ),
+            Err(e) => p.add(&format!("{key}.files.{name}"), format!("{}: {e}", path.display())),
         }
     }
     Some(MappedConfig {
@@ -598,18 +540,10 @@ fn validate_mapped(
         model: b.model,
         options,
         files: serde_json::Value::Object(files),
-        timeout: Duration::from_secs(positive(
-            p,
-            &format!("{key}.timeout_secs"),
-            b.timeout_secs,
-            30,
-        )),
+        timeout: Duration::from_secs(positive(p, &format!("{key}.timeout_secs"), b.timeout_secs, 30)),
         max_concurrent: b.max_concurrent.and_then(NonZeroU32::new),
         requests_per_second: b.requests_per_second.and_then(NonZeroU32::new),
-        poll_interval: b
-            .poll_interval_ms
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis),
+        poll_interval: b.poll_interval_ms.filter(|ms| *ms > 0).map(Duration::from_millis),
     })
 }
 
@@ -681,15 +615,10 @@ fn validate_api(a: RawApi, models: &BTreeMap<String, ModelConfig>, p: &mut Probl
                 height: 1280,
             }
         });
-    let default_seconds = a
-        .default_seconds
-        .as_deref()
-        .unwrap_or("4")
-        .parse()
-        .unwrap_or_else(|e| {
-            p.add("api.default_seconds", e);
-            Seconds(4)
-        });
+    let default_seconds = a.default_seconds.as_deref().unwrap_or("4").parse().unwrap_or_else(|e| {
+        p.add("api.default_seconds", e);
+        Seconds(4)
+    });
     match models.get(&default_model) {
         None if !models.is_empty() => p.add(
             "api.default_model",
@@ -733,17 +662,12 @@ mod tests {
         assert!(c.is_default());
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.models["sora-2-pro"].sizes.len(), 6);
-        assert!(
-            matches!(c.store, StoreConfig::Sqlite { ref path } if path.ends_with("data/sora-shim.db"))
-        );
+        assert!(matches!(c.store, StoreConfig::Sqlite { ref path } if path.ends_with("data/sora-shim.db")));
     }
 
     #[test]
     fn file_overrides_single_keys_and_keeps_the_rest() {
-        let c = load_text(
-            "[server]\npoll_after_ms = 100\n[backends.local]\nkind = \"local\"\nfps = 8\n",
-        )
-        .unwrap();
+        let c = load_text("[server]\npoll_after_ms = 100\n[backends.local]\nkind = \"local\"\nfps = 8\n").unwrap();
         assert_eq!(c.server.poll_after_ms, 100);
         assert_eq!(c.server.max_body_bytes, 52_428_800);
         assert!(matches!(c.backends["local"], BackendConfig::Local { fps, .. } if fps.get() == 8));
@@ -765,9 +689,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = load_text("[server]\nlisten_on = \"x\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = load_text("[server]\nlisten_on = \"x\"\n").unwrap_err().to_string();
         assert!(err.contains("listen_on"), "{err}");
     }
 }

@@ -46,18 +46,14 @@ impl Admission {
     /// Persists the job (uploads first, then the record) and wakes the worker. With an idempotency key the
     /// tenant already used, answers with the earlier job if the request is the same, or a 409 if not.
     pub async fn admit(&self, tenant: &Tenant, new: NewJob) -> Result<Job, ApiError> {
-        let backend = self.backends.get(&new.backend).ok_or_else(|| {
-            ApiError::internal(
-                "config",
-                format!("no backend named {:?} is running", new.backend),
-            )
+        let backend = self
+            .backends
+            .get(&new.backend)
+            .ok_or_else(|| ApiError::internal("config", format!("no backend named {:?} is running", new.backend)))?;
+        backend.check(new.kind, &new.request).map_err(|r| match r.message {
+            Some(message) => ApiError::invalid(message, Some(r.param), Some("invalid_value")),
+            None => ApiError::invalid_value(r.param, &r.value, &r.supported),
         })?;
-        backend
-            .check(new.kind, &new.request)
-            .map_err(|r| match r.message {
-                Some(message) => ApiError::invalid(message, Some(r.param), Some("invalid_value")),
-                None => ApiError::invalid_value(r.param, &r.value, &r.supported),
-            })?;
         let id = new_id("video");
         let mut request = new.request;
         for upload in &new.uploads {
@@ -133,12 +129,7 @@ impl Admission {
 }
 
 /// A stable digest of a request: the operation, its target, the fields and the uploaded bytes.
-pub fn request_hash(
-    kind: JobKind,
-    target: Option<&str>,
-    fields: &serde_json::Value,
-    files: &[&[u8]],
-) -> String {
+pub fn request_hash(kind: JobKind, target: Option<&str>, fields: &serde_json::Value, files: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     h.update(kind.as_str().as_bytes());
     h.update([0]);

@@ -119,9 +119,7 @@ fn derive(video: &Path, dir: &Path) -> Result<Previews, PreviewError> {
     let track = H264Track::find(&reader)?;
     let total = track.sample_count;
     if total == 0 {
-        return Err(PreviewError::Decode(
-            "the video track has no samples".to_string(),
-        ));
+        return Err(PreviewError::Decode("the video track has no samples".to_string()));
     }
 
     let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
@@ -141,10 +139,7 @@ fn derive(video: &Path, dir: &Path) -> Result<Previews, PreviewError> {
         if picker.is_done() {
             break; // the last tile is at 95%: the rest of the video is not needed
         }
-        let declared = reader
-            .tracks()
-            .get(&track.id)
-            .and_then(|t| sample_size(t, id));
+        let declared = reader.tracks().get(&track.id).and_then(|t| sample_size(t, id));
         if declared.is_some_and(|s| s > MAX_SAMPLE_BYTES || u64::from(s) > size) {
             fail(&mut failed, format!("sample {id} has an impossible size"));
             continue;
@@ -157,10 +152,7 @@ fn derive(video: &Path, dir: &Path) -> Result<Previews, PreviewError> {
             }
             // A truncated file: the samples past its end are lost, the rest still count.
             Err(mp4::Error::IoError(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                fail(
-                    &mut failed,
-                    format!("sample {id} lies past the end of the file"),
-                );
+                fail(&mut failed, format!("sample {id} lies past the end of the file"));
                 continue;
             }
             Err(e) => return Err(mp4_err(e)),
@@ -175,10 +167,7 @@ fn derive(video: &Path, dir: &Path) -> Result<Previews, PreviewError> {
             }
         }
         if !to_annex_b(&sample.bytes, track.length_size, &mut annexb) {
-            fail(
-                &mut failed,
-                format!("sample {id} has a malformed NAL unit length"),
-            );
+            fail(&mut failed, format!("sample {id} has a malformed NAL unit length"));
             continue;
         }
         if annexb.is_empty() {
@@ -203,9 +192,7 @@ fn derive(video: &Path, dir: &Path) -> Result<Previews, PreviewError> {
     let picked = picker.finish()?.ok_or_else(|| {
         PreviewError::Decode(format!(
             "none of the {total} frames could be decoded ({})",
-            first_failure
-                .as_deref()
-                .unwrap_or("the decoder returned no picture")
+            first_failure.as_deref().unwrap_or("the decoder returned no picture")
         ))
     })?;
     if failed > 0 {
@@ -300,8 +287,7 @@ impl H264Track {
             .first()
             .and_then(|sps| parse_sps(&sps.bytes));
         if let Some(info) = &sps_info {
-            if info.chroma_format_idc != 1 || info.bit_depth_luma != 8 || info.bit_depth_chroma != 8
-            {
+            if info.chroma_format_idc != 1 || info.bit_depth_luma != 8 || info.bit_depth_chroma != 8 {
                 return Err(PreviewError::Unsupported(format!(
                     "chroma format {} with {}-bit luma and {}-bit chroma (only 8-bit 4:2:0 decodes)",
                     info.chroma_format_idc, info.bit_depth_luma, info.bit_depth_chroma
@@ -356,9 +342,7 @@ fn to_annex_b(sample: &[u8], length_size: usize, out: &mut Vec<u8>) -> bool {
         let Some((prefix, tail)) = rest.split_at_checked(length_size) else {
             return false;
         };
-        let len = prefix
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = prefix.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         let Some((nal, tail)) = tail.split_at_checked(len) else {
             return false;
         };
@@ -470,11 +454,7 @@ impl FramePicker {
         let due: Vec<u32> = self.wanted.drain(..due).collect();
         for target in due {
             let use_previous = self.previous_pos.is_some_and(|p| target - p < pos - target);
-            let frame = if use_previous {
-                &self.previous
-            } else {
-                &self.current
-            };
+            let frame = if use_previous { &self.previous } else { &self.current };
             let rgb = frame.to_rgb(&self.color)?;
             let (w, h) = (frame.width as u32, frame.height as u32);
             self.deliver(target, w, h, rgb)?;
@@ -538,11 +518,7 @@ impl YuvFrame {
     fn copy_from(&mut self, yuv: &DecodedYUV<'_>) {
         (self.width, self.height) = yuv.dimensions();
         (self.y_stride, self.u_stride, self.v_stride) = yuv.strides();
-        for (dst, src) in [
-            (&mut self.y, yuv.y()),
-            (&mut self.u, yuv.u()),
-            (&mut self.v, yuv.v()),
-        ] {
+        for (dst, src) in [(&mut self.y, yuv.y()), (&mut self.u, yuv.u()), (&mut self.v, yuv.v())] {
             dst.clear();
             dst.extend_from_slice(src);
         }
@@ -814,12 +790,7 @@ impl<'a> BitReader<'a> {
 /// Writes the thumbnail for an RGB24 frame of `width`×`height` into `path`: scaled
 /// down (keeping aspect) so its long side is at most [`THUMBNAIL_MAX_SIDE`], lossless
 /// WebP, synced to disk.
-pub(crate) fn write_thumbnail(
-    path: &Path,
-    width: u32,
-    height: u32,
-    rgb: Vec<u8>,
-) -> Result<(), PreviewError> {
+pub(crate) fn write_thumbnail(path: &Path, width: u32, height: u32, rgb: Vec<u8>) -> Result<(), PreviewError> {
     let img = RgbImage::from_raw(width, height, rgb).ok_or_else(dimension_mismatch)?;
     let (tw, th) = fit_within(width, height, THUMBNAIL_MAX_SIDE);
     let img = if (tw, th) == (width, height) {
@@ -828,22 +799,15 @@ pub(crate) fn write_thumbnail(
         imageops::resize(&img, tw, th, FilterType::Triangle)
     };
     write_image_file(path, |out| {
-        WebPEncoder::new_lossless(out).write_image(
-            img.as_raw(),
-            img.width(),
-            img.height(),
-            ExtendedColorType::Rgb8,
-        )
+        WebPEncoder::new_lossless(out).write_image(img.as_raw(), img.width(), img.height(), ExtendedColorType::Rgb8)
     })
 }
 
 /// An RGB buffer whose length does not match the frame size it came with.
 fn dimension_mismatch() -> PreviewError {
-    PreviewError::Image(image::ImageError::Parameter(
-        image::error::ParameterError::from_kind(
-            image::error::ParameterErrorKind::DimensionMismatch,
-        ),
-    ))
+    PreviewError::Image(image::ImageError::Parameter(image::error::ParameterError::from_kind(
+        image::error::ParameterErrorKind::DimensionMismatch,
+    )))
 }
 
 /// Creates `path`, lets `encode` write an image into it, and syncs it to disk.
@@ -863,9 +827,7 @@ pub(crate) fn fit_within(width: u32, height: u32, max_side: u32) -> (u32, u32) {
     if long <= max_side {
         return (width, height);
     }
-    let scale = |v: u32| {
-        ((u64::from(v) * u64::from(max_side) + u64::from(long) / 2) / u64::from(long)).max(1) as u32
-    };
+    let scale = |v: u32| ((u64::from(v) * u64::from(max_side) + u64::from(long) / 2) / u64::from(long)).max(1) as u32;
     (scale(width), scale(height))
 }
 
@@ -882,14 +844,10 @@ impl SpriteSheet {
     /// A sheet for a `width`×`height` video showing `tile_frames` (see [`sprite_frames`]).
     pub(crate) fn new(width: u32, height: u32, tile_frames: Vec<u32>) -> Self {
         let tile_width = SPRITESHEET_TILE_WIDTH;
-        let tile_height = ((u64::from(height) * u64::from(tile_width) + u64::from(width) / 2)
-            / u64::from(width.max(1)))
-        .max(1) as u32;
+        let tile_height = ((u64::from(height) * u64::from(tile_width) + u64::from(width) / 2) / u64::from(width.max(1)))
+            .max(1) as u32;
         Self {
-            sheet: RgbImage::new(
-                tile_width * SPRITESHEET_COLUMNS,
-                tile_height * SPRITESHEET_ROWS,
-            ),
+            sheet: RgbImage::new(tile_width * SPRITESHEET_COLUMNS, tile_height * SPRITESHEET_ROWS),
             tile_width,
             tile_height,
             tile_frames,
@@ -902,30 +860,14 @@ impl SpriteSheet {
     }
 
     /// Places the RGB24 frame `frame` (`width`×`height`) into every tile that shows it.
-    pub(crate) fn capture(
-        &mut self,
-        frame: u32,
-        width: u32,
-        height: u32,
-        rgb: &[u8],
-    ) -> Result<(), PreviewError> {
+    pub(crate) fn capture(&mut self, frame: u32, width: u32, height: u32, rgb: &[u8]) -> Result<(), PreviewError> {
         if !self.wants(frame) {
             return Ok(());
         }
         let view: ImageBuffer<Rgb<u8>, &[u8]> =
             ImageBuffer::from_raw(width, height, rgb).ok_or_else(dimension_mismatch)?;
-        let tile = imageops::resize(
-            &view,
-            self.tile_width,
-            self.tile_height,
-            FilterType::Triangle,
-        );
-        for (i, _) in self
-            .tile_frames
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| **f == frame)
-        {
+        let tile = imageops::resize(&view, self.tile_width, self.tile_height, FilterType::Triangle);
+        for (i, _) in self.tile_frames.iter().enumerate().filter(|(_, f)| **f == frame) {
             let i = i as u32;
             let x = (i % SPRITESHEET_COLUMNS) * self.tile_width;
             let y = (i / SPRITESHEET_COLUMNS) * self.tile_height;
@@ -1061,10 +1003,7 @@ mod tests {
                 frames: 24
             }
         );
-        assert_eq!(
-            file_names(out.path()),
-            [SPRITESHEET_FILE_NAME, THUMBNAIL_FILE_NAME]
-        );
+        assert_eq!(file_names(out.path()), [SPRITESHEET_FILE_NAME, THUMBNAIL_FILE_NAME]);
 
         let thumb = open_rgb(&out.path().join(THUMBNAIL_FILE_NAME));
         assert_eq!(thumb.dimensions(), (640, 360));
@@ -1131,11 +1070,7 @@ mod tests {
             let mut colours: Vec<[u8; 3]> = thumb.pixels().map(|p| p.0).collect();
             colours.sort_unstable();
             colours.dedup();
-            assert!(
-                colours.len() > 1000,
-                "{preset}: only {} colours",
-                colours.len()
-            );
+            assert!(colours.len() > 1000, "{preset}: only {} colours", colours.len());
             let sheet = open_rgb(&out.join(SPRITESHEET_FILE_NAME));
             assert_eq!(sheet.dimensions(), (5 * 256, 2 * 144));
 
@@ -1241,10 +1176,7 @@ mod tests {
         let mut reader = Mp4Reader::read_header(BufReader::new(file), size).unwrap();
         let first = reader.read_sample(1, 1).unwrap().unwrap().bytes;
         let mut bytes = fs::read(&video).unwrap();
-        let at = bytes
-            .windows(first.len())
-            .position(|w| w == &first[..])
-            .unwrap();
+        let at = bytes.windows(first.len()).position(|w| w == &first[..]).unwrap();
         for b in &mut bytes[at + 8..at + first.len()] {
             *b = 0xff;
         }
@@ -1329,11 +1261,7 @@ mod tests {
     #[test]
     fn converts_length_prefixed_nal_units_to_annex_b() {
         let mut out = Vec::new();
-        assert!(to_annex_b(
-            &[0, 0, 0, 2, 0x65, 1, 0, 0, 0, 1, 0x06],
-            4,
-            &mut out
-        ));
+        assert!(to_annex_b(&[0, 0, 0, 2, 0x65, 1, 0, 0, 0, 1, 0x06], 4, &mut out));
         assert_eq!(out, [0, 0, 0, 1, 0x65, 1, 0, 0, 0, 1, 0x06]);
         out.clear();
         assert!(to_annex_b(&[0, 1, 0x41], 2, &mut out));

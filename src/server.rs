@@ -70,14 +70,8 @@ impl Server {
         drop(self.listener);
         tracing::info!("shutting down: draining in-flight requests");
         let grace = self.app.config.server.shutdown_grace;
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                ?grace,
-                "some connections were still open after the grace period"
-            );
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(?grace, "some connections were still open after the grace period");
         }
         self.app.stop().await;
         tracing::info!("stopped");

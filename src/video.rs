@@ -24,17 +24,10 @@ impl FromStr for Size {
             .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
         match parsed {
             // H.264 at 4:2:0 needs even dimensions; 4096 keeps a frame's memory bounded.
-            Some((w, h))
-                if w >= 16 && h >= 16 && w <= 4096 && h <= 4096 && w % 2 == 0 && h % 2 == 0 =>
-            {
-                Ok(Size {
-                    width: w,
-                    height: h,
-                })
+            Some((w, h)) if w >= 16 && h >= 16 && w <= 4096 && h <= 4096 && w % 2 == 0 && h % 2 == 0 => {
+                Ok(Size { width: w, height: h })
             }
-            _ => Err(format!(
-                "{s:?} is not a size like \"1280x720\" (even, 16..4096)"
-            )),
+            _ => Err(format!("{s:?} is not a size like \"1280x720\" (even, 16..4096)")),
         }
     }
 }
@@ -159,14 +152,9 @@ impl JobKind {
     }
 
     pub fn parse(s: &str) -> Option<JobKind> {
-        [
-            JobKind::Create,
-            JobKind::Remix,
-            JobKind::Edit,
-            JobKind::Extend,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        [JobKind::Create, JobKind::Remix, JobKind::Edit, JobKind::Extend]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 
@@ -328,9 +316,7 @@ impl Job {
     /// crash (back to `accepted`) still shows `in_progress`, since its stored progress is above zero.
     pub fn sora_status(&self) -> &'static str {
         match self.state {
-            State::Accepted | State::Submitting | State::Submitted if self.progress > 0 => {
-                "in_progress"
-            }
+            State::Accepted | State::Submitting | State::Submitted if self.progress > 0 => "in_progress",
             state => state.sora_status(),
         }
     }
@@ -406,16 +392,7 @@ mod tests {
         let s: Size = "1920x1080".parse().unwrap();
         assert_eq!((s.width, s.height), (1920, 1080));
         assert_eq!(s.to_string(), "1920x1080");
-        for bad in [
-            "",
-            "1280",
-            "1280x",
-            "x720",
-            "1281x720",
-            "0x0",
-            "99999x720",
-            "12a0x720",
-        ] {
+        for bad in ["", "1280", "1280x", "x720", "1281x720", "0x0", "99999x720", "12a0x720"] {
             assert!(bad.parse::<Size>().is_err(), "{bad}");
         }
     }
@@ -430,8 +407,7 @@ mod tests {
 
     #[test]
     fn only_four_statuses_are_ever_shown() {
-        let shown: std::collections::BTreeSet<_> =
-            State::ALL.iter().map(|s| s.sora_status()).collect();
+        let shown: std::collections::BTreeSet<_> = State::ALL.iter().map(|s| s.sora_status()).collect();
         assert_eq!(
             shown.into_iter().collect::<Vec<_>>(),
             ["completed", "failed", "in_progress", "queued"]

@@ -58,10 +58,7 @@ async fn create_poll_download_every_variant() {
         assert_eq!(r.status, StatusCode::OK, "{variant}");
         assert_eq!(r.header("content-type"), Some(content_type));
         assert_eq!(
-            r.header("content-length")
-                .unwrap()
-                .parse::<usize>()
-                .unwrap(),
+            r.header("content-length").unwrap().parse::<usize>().unwrap(),
             r.body.len()
         );
         assert!(r.body.len() > 100);
@@ -91,13 +88,7 @@ async fn create_poll_download_every_variant() {
         Some(format!("bytes 10-19/{}", whole.body.len()).as_str())
     );
     let r = shim
-        .call(
-            Method::GET,
-            &path,
-            Some("k1"),
-            &[("range", "bytes=-5")],
-            Bytes::new(),
-        )
+        .call(Method::GET, &path, Some("k1"), &[("range", "bytes=-5")], Bytes::new())
         .await;
     assert_eq!(&r.body[..], &whole.body[whole.body.len() - 5..]);
     let past = format!("bytes={}-", whole.body.len());
@@ -141,12 +132,7 @@ async fn multipart_create_with_reference_image_as_the_sdk_sends_it() {
         ("input_reference", Some("ref.png"), "image/png", &png),
     ]);
     let r = shim.post_multipart("/v1/videos", "k", &ct, body).await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
     let id = r.json()["id"].as_str().unwrap().to_owned();
     assert_eq!(shim.wait(&id, "k").await["status"], "completed");
 
@@ -166,12 +152,7 @@ async fn multipart_create_with_reference_image_as_the_sdk_sends_it() {
         ("input_reference[image_url]", None, "", data_url.as_bytes()),
     ]);
     let r = shim.post_multipart("/v1/videos", "k", &ct, body).await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
@@ -184,24 +165,14 @@ async fn every_bad_input_gets_a_clear_error() {
     let shim = Shim::start();
     let json_ct = [("content-type", "application/json")];
     // No key.
-    let r = shim
-        .call(Method::GET, "/v1/videos", None, &[], Bytes::new())
-        .await;
+    let r = shim.call(Method::GET, "/v1/videos", None, &[], Bytes::new()).await;
     assert_error(&r, 401, None, None);
     // Malformed JSON, not an object, wrong content type.
     let r = shim
-        .call(
-            Method::POST,
-            "/v1/videos",
-            Some("k"),
-            &json_ct,
-            "{\"prompt\": ",
-        )
+        .call(Method::POST, "/v1/videos", Some("k"), &json_ct, "{\"prompt\": ")
         .await;
     assert_error(&r, 400, None, Some("invalid_json"));
-    let r = shim
-        .call(Method::POST, "/v1/videos", Some("k"), &json_ct, "[]")
-        .await;
+    let r = shim.call(Method::POST, "/v1/videos", Some("k"), &json_ct, "[]").await;
     assert_error(&r, 400, None, Some("invalid_type"));
     let r = shim
         .call(
@@ -215,39 +186,17 @@ async fn every_bad_input_gets_a_clear_error() {
     assert_error(&r, 400, None, Some("invalid_content_type"));
     // Oversize (limit is 2 MiB in the test config).
     let big = json!({"prompt": "x".repeat(3 * 1024 * 1024)}).to_string();
-    let r = shim
-        .call(Method::POST, "/v1/videos", Some("k"), &json_ct, big)
-        .await;
+    let r = shim.call(Method::POST, "/v1/videos", Some("k"), &json_ct, big).await;
     assert_error(&r, 413, None, Some("request_too_large"));
     // Fields.
     let cases = [
         (json!({}), "prompt", "missing_required_parameter"),
         (json!({"prompt": ""}), "prompt", "string_below_min_length"),
-        (
-            json!({"prompt": "p", "duration": 4}),
-            "duration",
-            "unknown_parameter",
-        ),
-        (
-            json!({"prompt": "p", "seconds": 8}),
-            "seconds",
-            "invalid_type",
-        ),
-        (
-            json!({"prompt": "p", "seconds": "15"}),
-            "seconds",
-            "invalid_value",
-        ),
-        (
-            json!({"prompt": "p", "size": "1920x1080"}),
-            "size",
-            "invalid_value",
-        ),
-        (
-            json!({"prompt": "p", "model": "sora-9"}),
-            "model",
-            "invalid_value",
-        ),
+        (json!({"prompt": "p", "duration": 4}), "duration", "unknown_parameter"),
+        (json!({"prompt": "p", "seconds": 8}), "seconds", "invalid_type"),
+        (json!({"prompt": "p", "seconds": "15"}), "seconds", "invalid_value"),
+        (json!({"prompt": "p", "size": "1920x1080"}), "size", "invalid_value"),
+        (json!({"prompt": "p", "model": "sora-9"}), "model", "invalid_value"),
         (
             json!({"prompt": "p", "input_reference": {"image_url": "ftp://x"}}),
             "input_reference.image_url",
@@ -282,22 +231,10 @@ async fn every_bad_input_gets_a_clear_error() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     // Unknown ids, routes and methods; bad list parameters and variants.
-    assert_error(
-        &shim.get("/v1/videos/video_nope", "k").await,
-        404,
-        None,
-        None,
-    );
-    assert_error(
-        &shim.get("/v1/videos/video_nope/content", "k").await,
-        404,
-        None,
-        None,
-    );
+    assert_error(&shim.get("/v1/videos/video_nope", "k").await, 404, None, None);
+    assert_error(&shim.get("/v1/videos/video_nope/content", "k").await, 404, None, None);
     assert_error(&shim.get("/v1/images", "k").await, 404, None, None);
-    let r = shim
-        .call(Method::PUT, "/v1/videos", Some("k"), &[], Bytes::new())
-        .await;
+    let r = shim.call(Method::PUT, "/v1/videos", Some("k"), &[], Bytes::new()).await;
     assert_error(&r, 405, None, Some("method_not_allowed"));
     assert_eq!(r.header("allow"), Some("GET, POST"));
     assert_error(
@@ -313,9 +250,7 @@ async fn every_bad_input_gets_a_clear_error() {
         Some("invalid_value"),
     );
     let id = shim.create("k", &json!({"prompt": "p"})).await;
-    let r = shim
-        .get(&format!("/v1/videos/{id}/content?variant=mp4"), "k")
-        .await;
+    let r = shim.get(&format!("/v1/videos/{id}/content?variant=mp4"), "k").await;
     assert_error(&r, 400, Some("variant"), Some("invalid_value"));
 }
 
@@ -324,10 +259,7 @@ async fn a_video_belongs_to_the_key_that_made_it() {
     let shim = Shim::start();
     let id = shim.create("alice", &json!({"prompt": "mine"})).await;
     assert_eq!(shim.wait(&id, "alice").await["status"], "completed");
-    for path in [
-        format!("/v1/videos/{id}"),
-        format!("/v1/videos/{id}/content"),
-    ] {
+    for path in [format!("/v1/videos/{id}"), format!("/v1/videos/{id}/content")] {
         assert_error(&shim.get(&path, "bob").await, 404, None, None);
     }
     let r = shim
@@ -341,11 +273,7 @@ async fn a_video_belongs_to_the_key_that_made_it() {
         .await;
     assert_error(&r, 404, None, None);
     let r = shim
-        .post_json(
-            &format!("/v1/videos/{id}/remix"),
-            "bob",
-            &json!({"prompt": "theirs"}),
-        )
+        .post_json(&format!("/v1/videos/{id}/remix"), "bob", &json!({"prompt": "theirs"}))
         .await;
     assert_error(&r, 404, Some("video_id"), None);
     let list = shim.get("/v1/videos", "bob").await.json();
@@ -361,19 +289,13 @@ async fn list_pages_in_both_orders() {
     let shim = Shim::start();
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(
-            shim.create("lister", &json!({"prompt": format!("video {i}")}))
-                .await,
-        );
+        ids.push(shim.create("lister", &json!({"prompt": format!("video {i}")})).await);
     }
     let mut seen = Vec::new();
     let mut after = String::new();
     loop {
         let r = shim
-            .get(
-                &format!("/v1/videos?limit=2&order=asc&after={after}"),
-                "lister",
-            )
+            .get(&format!("/v1/videos?limit=2&order=asc&after={after}"), "lister")
             .await;
         let page = r.json();
         assert_schema("video_list", &page);
@@ -405,18 +327,9 @@ async fn list_pages_in_both_orders() {
 async fn idempotency_key_never_pays_twice() {
     let shim = Shim::start();
     let body = json!({"prompt": "once"}).to_string();
-    let headers = [
-        ("content-type", "application/json"),
-        ("idempotency-key", "abc"),
-    ];
+    let headers = [("content-type", "application/json"), ("idempotency-key", "abc")];
     let first = shim
-        .call(
-            Method::POST,
-            "/v1/videos",
-            Some("k"),
-            &headers,
-            body.clone(),
-        )
+        .call(Method::POST, "/v1/videos", Some("k"), &headers, body.clone())
         .await
         .json();
     let again = shim
@@ -425,15 +338,8 @@ async fn idempotency_key_never_pays_twice() {
         .json();
     assert_eq!(first["id"], again["id"]);
     let other = json!({"prompt": "something else"}).to_string();
-    let r = shim
-        .call(Method::POST, "/v1/videos", Some("k"), &headers, other)
-        .await;
-    assert_error(
-        &r,
-        409,
-        Some("Idempotency-Key"),
-        Some("idempotency_key_reused"),
-    );
+    let r = shim.call(Method::POST, "/v1/videos", Some("k"), &headers, other).await;
+    assert_error(&r, 409, Some("Idempotency-Key"), Some("idempotency_key_reused"));
     assert_eq!(r.header("x-should-retry"), Some("false"));
     let list = shim.get("/v1/videos", "k").await.json();
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
@@ -443,10 +349,7 @@ async fn idempotency_key_never_pays_twice() {
 async fn remix_edit_extend_and_delete() {
     let shim = Shim::start();
     let src = shim
-        .create(
-            "k",
-            &json!({"prompt": "a boat", "size": "1280x720", "seconds": "4"}),
-        )
+        .create("k", &json!({"prompt": "a boat", "size": "1280x720", "seconds": "4"}))
         .await;
     let r = shim
         .post_json(
@@ -500,51 +403,29 @@ async fn remix_edit_extend_and_delete() {
         ("seconds", None, "", b"8"),
         ("video[id]", None, "", src.as_bytes()),
     ]);
-    let ext = shim
-        .post_multipart("/v1/videos/extensions", "k", &ct, body)
-        .await;
-    assert_eq!(
-        ext.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&ext.body)
-    );
+    let ext = shim.post_multipart("/v1/videos/extensions", "k", &ct, body).await;
+    assert_eq!(ext.status, StatusCode::OK, "{}", String::from_utf8_lossy(&ext.body));
     let ext = ext.json();
-    assert_eq!(
-        ext["seconds"], "12",
-        "an extension reports the stitched total"
-    );
+    assert_eq!(ext["seconds"], "12", "an extension reports the stitched total");
 
     for id in [&remix["id"], &edit["id"], &ext["id"]] {
         let done = shim.wait(id.as_str().unwrap(), "k").await;
         assert_eq!(done["status"], "completed", "{done}");
     }
     // An uploaded MP4 can be edited too.
-    let mp4 = shim
-        .get(&format!("/v1/videos/{src}/content"), "k")
-        .await
-        .body;
+    let mp4 = shim.get(&format!("/v1/videos/{src}/content"), "k").await.body;
     let (ct, body) = multipart(&[
         ("prompt", None, "", b"restyle"),
         ("video", Some("in.mp4"), "video/mp4", &mp4),
     ]);
-    let r = shim
-        .post_multipart("/v1/videos/edits", "k", &ct, body)
-        .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    let r = shim.post_multipart("/v1/videos/edits", "k", &ct, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["size"], "1280x720");
     let (ct, body) = multipart(&[
         ("prompt", None, "", b"restyle"),
         ("video", Some("in.mp4"), "video/mp4", b"not a video"),
     ]);
-    let r = shim
-        .post_multipart("/v1/videos/edits", "k", &ct, body)
-        .await;
+    let r = shim.post_multipart("/v1/videos/edits", "k", &ct, body).await;
     assert_error(&r, 400, Some("video"), Some("invalid_value"));
 
     let r = shim
@@ -559,66 +440,36 @@ async fn remix_edit_extend_and_delete() {
     assert_eq!(r.status, StatusCode::OK);
     let deleted = r.json();
     assert_schema("video_deleted", &deleted);
-    assert_eq!(
-        deleted,
-        json!({"id": src, "object": "video.deleted", "deleted": true})
-    );
-    assert_error(
-        &shim.get(&format!("/v1/videos/{src}"), "k").await,
-        404,
-        None,
-        None,
-    );
+    assert_eq!(deleted, json!({"id": src, "object": "video.deleted", "deleted": true}));
+    assert_error(&shim.get(&format!("/v1/videos/{src}"), "k").await, 404, None, None);
     assert_error(
         &shim.get(&format!("/v1/videos/{src}/content"), "k").await,
         404,
         None,
         None,
     );
-    assert!(
-        !shim.data_dir.join("assets").join(&src).exists(),
-        "assets removed"
-    );
+    assert!(!shim.data_dir.join("assets").join(&src).exists(), "assets removed");
 }
 
 #[tokio::test]
 async fn characters_are_created_and_fetched_per_tenant() {
     let shim = Shim::start();
-    let src = shim
-        .create("k", &json!({"prompt": "a clip", "seconds": "4"}))
-        .await;
+    let src = shim.create("k", &json!({"prompt": "a clip", "seconds": "4"})).await;
     shim.wait(&src, "k").await;
-    let mp4 = shim
-        .get(&format!("/v1/videos/{src}/content"), "k")
-        .await
-        .body;
+    let mp4 = shim.get(&format!("/v1/videos/{src}/content"), "k").await.body;
     let (ct, body) = multipart(&[
         ("name", None, "", b"Mossy"),
         ("video", Some("c.mp4"), "video/mp4", &mp4),
     ]);
-    let r = shim
-        .post_multipart("/v1/videos/characters", "k", &ct, body)
-        .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    let r = shim.post_multipart("/v1/videos/characters", "k", &ct, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
     let c = r.json();
     assert_schema("character", &c);
     let id = c["id"].as_str().unwrap();
     assert!(id.starts_with("char_"));
-    assert_eq!(
-        shim.get(&format!("/v1/videos/characters/{id}"), "k")
-            .await
-            .json(),
-        c
-    );
+    assert_eq!(shim.get(&format!("/v1/videos/characters/{id}"), "k").await.json(), c);
     assert_error(
-        &shim
-            .get(&format!("/v1/videos/characters/{id}"), "other")
-            .await,
+        &shim.get(&format!("/v1/videos/characters/{id}"), "other").await,
         404,
         None,
         None,

@@ -22,8 +22,7 @@ async fn wait_for_status(shim: &Shim, id: &str, key: &str, status: &str) {
 }
 
 fn mp4_seconds(bytes: &[u8]) -> f64 {
-    let reader =
-        mp4::Mp4Reader::read_header(std::io::Cursor::new(bytes), bytes.len() as u64).unwrap();
+    let reader = mp4::Mp4Reader::read_header(std::io::Cursor::new(bytes), bytes.len() as u64).unwrap();
     reader.duration().as_secs_f64()
 }
 
@@ -51,14 +50,8 @@ async fn kill_9_during_a_render_then_restart_completes_the_job_once() {
     assert_eq!(done["status"], "completed", "{done}\n{}", shim.log());
     let second = shim.wait(queued["id"].as_str().unwrap(), "k").await;
     assert_eq!(second["status"], "completed");
-    let video = shim
-        .get(&format!("/v1/videos/{id}/content"), "k")
-        .await
-        .body;
-    assert!(
-        (mp4_seconds(&video) - 20.0).abs() < 0.3,
-        "whole video after the crash"
-    );
+    let video = shim.get(&format!("/v1/videos/{id}/content"), "k").await.body;
+    assert!((mp4_seconds(&video) - 20.0).abs() < 0.3, "whole video after the crash");
     // Exactly once: one record, completed once, and nothing half-written left behind.
     let list = shim.get("/v1/videos?limit=100", "k").await.json();
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
@@ -70,9 +63,7 @@ async fn kill_9_during_a_render_then_restart_completes_the_job_once() {
         1,
         "completed exactly once"
     );
-    let tmp = std::fs::read_dir(shim.data_dir.join("assets/.tmp"))
-        .unwrap()
-        .count();
+    let tmp = std::fs::read_dir(shim.data_dir.join("assets/.tmp")).unwrap().count();
     assert_eq!(tmp, 0, "no partial asset left");
 }
 
@@ -93,10 +84,5 @@ async fn sigterm_drains_and_exits_0_and_the_job_resumes_on_the_next_start() {
     assert!(shim.log().contains("stopped"));
 
     let shim = shim.restart();
-    assert_eq!(
-        shim.wait(&id, "k").await["status"],
-        "completed",
-        "{}",
-        shim.log()
-    );
+    assert_eq!(shim.wait(&id, "k").await["status"], "completed", "{}", shim.log());
 }

@@ -76,12 +76,7 @@ async fn a_429_with_retry_after_on_create_is_retried_and_pays_once() {
         fake.faults(json!({"create": {"status": 429, "retry_after": 1, "times": 1}}))
             .await;
         let id = shim.create("k", &json!({"prompt": "patience"})).await;
-        assert_eq!(
-            shim.wait(&id, "k").await["status"],
-            "completed",
-            "{}",
-            shim.log()
-        );
+        assert_eq!(shim.wait(&id, "k").await["status"], "completed", "{}", shim.log());
         assert_eq!(accepted(&fake).await, 1);
     }
 }
@@ -92,9 +87,7 @@ async fn a_lost_create_response_is_never_resent() {
         let (fake, shim) = start(which, "");
         fake.faults(json!({"create": {"status": 500, "after_accept": true, "times": 1}}))
             .await;
-        let id = shim
-            .create("k", &json!({"prompt": "did it go through?"}))
-            .await;
+        let id = shim.create("k", &json!({"prompt": "did it go through?"})).await;
         let v = shim.wait(&id, "k").await;
         assert_eq!(v["status"], "failed");
         assert_eq!(v["error"]["code"], "submission_outcome_unknown");
@@ -112,23 +105,12 @@ async fn poll_errors_malformed_answers_and_download_resets_are_ridden_out() {
     }))
     .await;
     let id = shim.create("k", &json!({"prompt": "storm"})).await;
-    assert_eq!(
-        shim.wait(&id, "k").await["status"],
-        "completed",
-        "{}",
-        shim.log()
-    );
+    assert_eq!(shim.wait(&id, "k").await["status"], "completed", "{}", shim.log());
 
     let (fake, shim) = start(1, "");
-    fake.faults(json!({"poll": {"malformed": true, "times": 2}}))
-        .await;
+    fake.faults(json!({"poll": {"malformed": true, "times": 2}})).await;
     let id = shim.create("k", &json!({"prompt": "garbled"})).await;
-    assert_eq!(
-        shim.wait(&id, "k").await["status"],
-        "completed",
-        "{}",
-        shim.log()
-    );
+    assert_eq!(shim.wait(&id, "k").await["status"], "completed", "{}", shim.log());
 }
 
 #[tokio::test]
@@ -141,11 +123,7 @@ async fn provider_moderation_becomes_moderation_blocked() {
             .await;
         let v = shim.wait(&id, "k").await;
         assert_eq!(v["status"], "failed", "{}", BACKENDS[which].0);
-        assert_eq!(
-            v["error"]["code"], "moderation_blocked",
-            "{}: {v}",
-            BACKENDS[which].0
-        );
+        assert_eq!(v["error"]["code"], "moderation_blocked", "{}: {v}", BACKENDS[which].0);
     }
 }
 
@@ -155,11 +133,7 @@ async fn an_operation_the_backend_lacks_is_a_clear_400() {
     let id = shim.create("k", &json!({"prompt": "a source"})).await;
     shim.wait(&id, "k").await;
     let r = shim
-        .post_json(
-            &format!("/v1/videos/{id}/remix"),
-            "k",
-            &json!({"prompt": "again"}),
-        )
+        .post_json(&format!("/v1/videos/{id}/remix"), "k", &json!({"prompt": "again"}))
         .await;
     let v = assert_error(&r, 400, Some("model"), Some("invalid_value"));
     assert!(
@@ -185,8 +159,8 @@ async fn a_backend_at_its_concurrency_limit_keeps_jobs_queued() {
 async fn a_secret_missing_from_the_environment_refuses_start_up_naming_key_and_variable() {
     let (mapping, fake_name, model) = BACKENDS[1];
     let fake = Fake::start(fake_name);
-    let config = mapped_config(mapping, &fake, model, "")
-        .replace("SORA_SHIM_TEST_PROVIDER_KEY", "SORA_SHIM_TEST_WRONG_KEY");
+    let config =
+        mapped_config(mapping, &fake, model, "").replace("SORA_SHIM_TEST_PROVIDER_KEY", "SORA_SHIM_TEST_WRONG_KEY");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.toml"), &config).unwrap();
     // The variable the config names is not set: start-up refuses, naming key and variable.
@@ -197,16 +171,18 @@ async fn a_secret_missing_from_the_environment_refuses_start_up_naming_key_and_v
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("backends.prov.secrets.api_key: environment variable SORA_SHIM_TEST_WRONG_KEY is not set"), "{err}");
+    assert!(
+        err.contains("backends.prov.secrets.api_key: environment variable SORA_SHIM_TEST_WRONG_KEY is not set"),
+        "{err}"
+    );
 }
 
 #[test]
 fn check_reports_a_broken_mapping_with_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let mapping =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/runway.toml"))
-            .unwrap()
-            .replace("job_id = '.response.id'", "job_id = '.response.id | ('");
+    let mapping = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/runway.toml"))
+        .unwrap()
+        .replace("job_id = '.response.id'", "job_id = '.response.id | ('");
     std::fs::write(dir.path().join("broken.toml"), mapping).unwrap();
     let config = "[backends.prov]\nkind = \"mapping\"\nmapping = \"broken.toml\"\nbase_url = \"http://127.0.0.1:9\"\n\
                   secrets = { api_key = \"HOME\" }\n[models.\"sora-2\"]\nbackend = \"prov\"\nsizes = [\"1280x720\"]\nseconds = [\"4\"]\n\
@@ -219,8 +195,5 @@ fn check_reports_a_broken_mapping_with_file_and_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("broken.toml: create.job_id: cannot parse jq"),
-        "{err}"
-    );
+    assert!(err.contains("broken.toml: create.job_id: cannot parse jq"), "{err}");
 }

@@ -47,11 +47,7 @@ impl Doc {
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (by `Content-Length` up front, and while reading).
-pub async fn read_limited(
-    headers: &HeaderMap,
-    body: Incoming,
-    limit: u64,
-) -> Result<Bytes, ApiError> {
+pub async fn read_limited(headers: &HeaderMap, body: Incoming, limit: u64) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -71,9 +67,7 @@ pub async fn read_limited(
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::TooLarge { limit })
-        }
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::TooLarge { limit }),
         Err(e) => Err(ApiError::invalid(
             format!("Could not read the request body: {e}"),
             None,
@@ -89,12 +83,7 @@ pub async fn parse(headers: &HeaderMap, bytes: Bytes, allow_json: bool) -> Resul
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match mime.as_str() {
         "application/json" if allow_json => parse_json(&bytes),
         "multipart/form-data" => parse_multipart(&content_type, bytes).await,
@@ -162,17 +151,12 @@ async fn parse_multipart(content_type: &str, bytes: Bytes) -> Result<Doc, ApiErr
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut fields = Map::new();
     let mut files = BTreeMap::new();
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| bad(e.to_string()))?
-    {
+    while let Some(field) = multipart.next_field().await.map_err(|e| bad(e.to_string()))? {
         let name = field.name().unwrap_or("").to_owned();
         if name.is_empty() {
             return Err(bad("a part has no name".into()));
         }
-        let path =
-            parse_key(&name).ok_or_else(|| bad(format!("unsupported field name {name:?}")))?;
+        let path = parse_key(&name).ok_or_else(|| bad(format!("unsupported field name {name:?}")))?;
         if let Some(filename) = field.file_name().map(str::to_owned) {
             let content_type = field.content_type().map(|m| m.to_string());
             let data = field.bytes().await.map_err(|e| bad(e.to_string()))?;
@@ -289,10 +273,7 @@ mod tests {
             json!({"prompt": "p", "input_reference": {"image_url": "https://x/y.png"}, "video": {"id": "video_1"}})
         );
         assert_eq!(
-            fields(&[
-                ("characters[][id]", "char_1"),
-                ("characters[][id]", "char_2")
-            ]),
+            fields(&[("characters[][id]", "char_1"), ("characters[][id]", "char_2")]),
             json!({"characters": [{"id": "char_1"}, {"id": "char_2"}]})
         );
     }
@@ -311,10 +292,7 @@ mod tests {
                     --XX\r\nContent-Disposition: form-data; name=\"input_reference\"; filename=\"r.png\"\r\n\
                     Content-Type: image/png\r\n\r\nPNGDATA\r\n--XX--\r\n";
         let mut headers = HeaderMap::new();
-        headers.insert(
-            CONTENT_TYPE,
-            "multipart/form-data; boundary=XX".parse().unwrap(),
-        );
+        headers.insert(CONTENT_TYPE, "multipart/form-data; boundary=XX".parse().unwrap());
         let doc = parse(&headers, Bytes::from(body), true).await.unwrap();
         assert_eq!(doc.encoding, Encoding::Multipart);
         assert_eq!(
@@ -331,14 +309,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, "text/plain".parse().unwrap());
         let e = parse(&headers, Bytes::from("x"), true).await.unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("Invalid Content-Type header (text/plain)")
-        );
+        assert!(e.to_string().contains("Invalid Content-Type header (text/plain)"));
         headers.insert(CONTENT_TYPE, "application/json".parse().unwrap());
-        let e = parse(&headers, Bytes::from("{\"prompt\":"), true)
-            .await
-            .unwrap_err();
+        let e = parse(&headers, Bytes::from("{\"prompt\":"), true).await.unwrap_err();
         assert!(e.to_string().contains("could not parse the JSON body"));
         let e = parse(&headers, Bytes::from("[1]"), true).await.unwrap_err();
         assert!(e.to_string().contains("must be a JSON object"));

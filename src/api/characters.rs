@@ -14,19 +14,12 @@ use crate::auth::Tenant;
 use crate::media::probe_mp4;
 use crate::video::{Character, new_id, now_unix};
 
-pub async fn create(
-    app: &App,
-    tenant: &Tenant,
-    req: Request<Incoming>,
-) -> Result<Response, ApiError> {
+pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<Response, ApiError> {
     let (parts, incoming) = req.into_parts();
-    let bytes =
-        body::read_limited(&parts.headers, incoming, app.config.server.max_body_bytes).await?;
+    let bytes = body::read_limited(&parts.headers, incoming, app.config.server.max_body_bytes).await?;
     let doc = body::parse(&parts.headers, bytes, false).await?;
-    app.schemas.check(
-        RequestSchema::CreateCharacter,
-        &Value::Object(doc.fields.clone()),
-    )?;
+    app.schemas
+        .check(RequestSchema::CreateCharacter, &Value::Object(doc.fields.clone()))?;
     let upload = doc.files.get("video").ok_or_else(|| {
         ApiError::invalid(
             "Missing required parameter: 'video'.",
@@ -52,10 +45,7 @@ pub async fn create(
         video_key: key,
     };
     if let Err(e) = app.store.insert_character(&character).await {
-        let _ = app
-            .assets
-            .delete_prefix(&format!("characters/{}", character.id))
-            .await;
+        let _ = app.assets.delete_prefix(&format!("characters/{}", character.id)).await;
         return Err(e.into());
     }
     Ok(ok_json(&character.to_resource()))

@@ -4,8 +4,7 @@
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{
-    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderValue,
-    IF_NONE_MATCH, RANGE,
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH, RANGE,
 };
 use hyper::{Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -21,12 +20,7 @@ use crate::video::{State, Variant};
 /// Read size when streaming an asset.
 const CHUNK: usize = 256 * 1024;
 
-pub async fn download(
-    app: &App,
-    tenant: &Tenant,
-    id: &str,
-    req: &Request<Incoming>,
-) -> Result<Response, ApiError> {
+pub async fn download(app: &App, tenant: &Tenant, id: &str, req: &Request<Incoming>) -> Result<Response, ApiError> {
     let variant = variant_of(req.uri().query())?;
     let job = owned_job(app, tenant, id).await?;
     if job.state != State::Completed {
@@ -73,9 +67,7 @@ pub async fn download(
             .map_err(|e| ApiError::internal("assets", e))?;
     }
     let stream = ReaderStream::with_capacity(file.take(count), CHUNK);
-    let body = StreamBody::new(futures_util::StreamExt::map(stream, |chunk| {
-        chunk.map(Frame::data)
-    }));
+    let body = StreamBody::new(futures_util::StreamExt::map(stream, |chunk| chunk.map(Frame::data)));
     builder
         .status(status)
         .header(CONTENT_LENGTH, HeaderValue::from(count))
@@ -100,11 +92,7 @@ fn if_none_match(req: &Request<Incoming>, etag: &str) -> bool {
     req.headers()
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim() == "*"
-                || v.split(',')
-                    .any(|t| t.trim().trim_start_matches("W/") == etag)
-        })
+        .is_some_and(|v| v.trim() == "*" || v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -153,10 +141,7 @@ mod tests {
         assert_eq!(parse_range("bytes=900-", 1000), RangeSpec::Part(900, 999));
         assert_eq!(parse_range("bytes=-100", 1000), RangeSpec::Part(900, 999));
         assert_eq!(parse_range("bytes=-5000", 1000), RangeSpec::Part(0, 999));
-        assert_eq!(
-            parse_range("bytes=990-5000", 1000),
-            RangeSpec::Part(990, 999)
-        );
+        assert_eq!(parse_range("bytes=990-5000", 1000), RangeSpec::Part(990, 999));
         assert_eq!(parse_range("bytes=1000-", 1000), RangeSpec::Unsatisfiable);
         assert_eq!(parse_range("bytes=-0", 1000), RangeSpec::Unsatisfiable);
         assert_eq!(parse_range("bytes=5-1", 1000), RangeSpec::Whole);
@@ -167,10 +152,7 @@ mod tests {
     #[test]
     fn variants() {
         assert_eq!(variant_of(None).unwrap(), Variant::Video);
-        assert_eq!(
-            variant_of(Some("variant=thumbnail")).unwrap(),
-            Variant::Thumbnail
-        );
+        assert_eq!(variant_of(Some("variant=thumbnail")).unwrap(), Variant::Thumbnail);
         let e = variant_of(Some("variant=mp4")).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -26,10 +26,7 @@ pub enum ApiError {
     },
     /// 404: no such resource for this tenant (another tenant's resources are 404 too, never 403).
     #[error("{message}")]
-    NotFound {
-        message: String,
-        param: Option<String>,
-    },
+    NotFound { message: String, param: Option<String> },
     /// 404 for a path we don't serve.
     #[error("Invalid URL ({method} {path})")]
     UnknownRoute { method: String, path: String },
@@ -55,11 +52,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn invalid(
-        message: impl Into<String>,
-        param: Option<&str>,
-        code: Option<&'static str>,
-    ) -> ApiError {
+    pub fn invalid(message: impl Into<String>, param: Option<&str>, code: Option<&'static str>) -> ApiError {
         ApiError::InvalidRequest {
             message: message.into(),
             param: param.map(str::to_owned),
@@ -115,13 +108,7 @@ impl ApiError {
     /// The envelope and status. Logs server errors once, here.
     pub fn into_response(self) -> Response {
         let no_header: Option<(HeaderName, HeaderValue)> = None;
-        let (status, kind, param, code, extra): (
-            StatusCode,
-            &str,
-            Option<String>,
-            Option<&str>,
-            _,
-        ) = match &self {
+        let (status, kind, param, code, extra): (StatusCode, &str, Option<String>, Option<&str>, _) = match &self {
             ApiError::InvalidRequest { param, code, .. } => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -143,13 +130,7 @@ impl ApiError {
                 None,
                 no_header,
             ),
-            ApiError::UnknownRoute { .. } => (
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                None,
-                None,
-                no_header,
-            ),
+            ApiError::UnknownRoute { .. } => (StatusCode::NOT_FOUND, "invalid_request_error", None, None, no_header),
             ApiError::MethodNotAllowed { allow, .. } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request_error",
@@ -180,24 +161,16 @@ impl ApiError {
                     .ok()
                     .map(|v| (CONTENT_RANGE, v)),
             ),
-            ApiError::Internal { .. } => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                None,
-                None,
-                no_header,
-            ),
+            ApiError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, None, no_header),
         };
         let message = match &self {
             ApiError::Internal { kind, detail } => {
                 tracing::error!(kind, detail = %detail, "request failed");
-                "The server had an error while processing your request. Sorry about that!"
-                    .to_owned()
+                "The server had an error while processing your request. Sorry about that!".to_owned()
             }
             other => other.to_string(),
         };
-        let body =
-            json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
+        let body = json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
         let mut response = json_response(status, &body);
         let headers = response.headers_mut();
         // The SDKs retry 408/409/429/5xx unless told not to; none of our 4xx goes away on retry.

@@ -170,10 +170,7 @@ mod tests {
         let post = Method::POST;
         assert_eq!(route(&post, "/v1/videos").unwrap(), Route::CreateVideo);
         assert_eq!(route(&get, "/videos").unwrap(), Route::ListVideos);
-        assert_eq!(
-            route(&get, "/v1/videos/video_1").unwrap(),
-            Route::GetVideo("video_1")
-        );
+        assert_eq!(route(&get, "/v1/videos/video_1").unwrap(), Route::GetVideo("video_1"));
         assert_eq!(
             route(&get, "/v1/videos/video_1/content").unwrap(),
             Route::Content("video_1")
@@ -195,10 +192,7 @@ mod tests {
             route(&get, "/v1/videos/edits"),
             Err(ApiError::MethodNotAllowed { .. })
         ));
-        assert!(matches!(
-            route(&get, "/v1/images"),
-            Err(ApiError::UnknownRoute { .. })
-        ));
+        assert!(matches!(route(&get, "/v1/images"), Err(ApiError::UnknownRoute { .. })));
         assert!(matches!(
             route(&get, "/v1/videos/a/b/c"),
             Err(ApiError::UnknownRoute { .. })

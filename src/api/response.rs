@@ -12,9 +12,7 @@ pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 pub type Response = hyper::Response<Body>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
 pub fn empty() -> Body {

@@ -96,10 +96,7 @@ impl Schemas {
     /// Validates `doc`; the first violation, most useful first, becomes the error.
     pub fn check(&self, which: RequestSchema, doc: &Value) -> Result<(), ApiError> {
         let Some((_, validator)) = self.validators.iter().find(|(w, _)| *w == which) else {
-            return Err(ApiError::internal(
-                "schema",
-                format!("no schema loaded for {which:?}"),
-            ));
+            return Err(ApiError::internal("schema", format!("no schema loaded for {which:?}")));
         };
         let mut errors: Vec<ValidationError<'_>> = validator.iter_errors(doc).collect();
         errors.sort_by_key(|e| rank(e.kind()));
@@ -200,10 +197,7 @@ fn to_api_error(e: &ValidationError<'_>) -> ApiError {
             format!(
                 "Invalid '{shown}': string too short. Expected a string with minimum length {limit}, but got a string \
                  with length {} instead.",
-                e.instance()
-                    .as_str()
-                    .map(|s| s.chars().count())
-                    .unwrap_or(0)
+                e.instance().as_str().map(|s| s.chars().count()).unwrap_or(0)
             ),
             Some(&shown),
             Some("string_below_min_length"),
@@ -212,10 +206,7 @@ fn to_api_error(e: &ValidationError<'_>) -> ApiError {
             format!(
                 "Invalid '{shown}': string too long. Expected a string with maximum length {limit}, but got a string \
                  with length {} instead.",
-                e.instance()
-                    .as_str()
-                    .map(|s| s.chars().count())
-                    .unwrap_or(0)
+                e.instance().as_str().map(|s| s.chars().count()).unwrap_or(0)
             ),
             Some(&shown),
             Some("string_above_max_length"),
@@ -225,13 +216,11 @@ fn to_api_error(e: &ValidationError<'_>) -> ApiError {
             Some(&shown),
             Some("array_above_max_length"),
         ),
-        ValidationErrorKind::MinProperties { .. } | ValidationErrorKind::MaxProperties { .. } => {
-            ApiError::invalid(
-                format!("Invalid '{shown}': provide exactly one of its fields."),
-                Some(&shown),
-                Some("invalid_value"),
-            )
-        }
+        ValidationErrorKind::MinProperties { .. } | ValidationErrorKind::MaxProperties { .. } => ApiError::invalid(
+            format!("Invalid '{shown}': provide exactly one of its fields."),
+            Some(&shown),
+            Some("invalid_value"),
+        ),
         _ => ApiError::invalid(
             format!("Invalid value for '{shown}': {e}."),
             Some(&shown),
@@ -254,11 +243,7 @@ mod tests {
 
     fn err(which: RequestSchema, doc: Value) -> (String, Option<String>, Option<&'static str>) {
         match Schemas::load().unwrap().check(which, &doc) {
-            Err(ApiError::InvalidRequest {
-                message,
-                param,
-                code,
-            }) => (message, param, code),
+            Err(ApiError::InvalidRequest { message, param, code }) => (message, param, code),
             other => panic!("expected a 400, got {other:?}"),
         }
     }
@@ -294,10 +279,7 @@ mod tests {
                 Some("missing_required_parameter")
             )
         );
-        let (m, p, c) = err(
-            RequestSchema::CreateJson,
-            json!({"prompt": "x", "duration": 5}),
-        );
+        let (m, p, c) = err(RequestSchema::CreateJson, json!({"prompt": "x", "duration": 5}));
         assert_eq!(
             (m.as_str(), p.as_deref(), c),
             (
@@ -306,18 +288,12 @@ mod tests {
                 Some("unknown_parameter")
             )
         );
-        let (m, p, c) = err(
-            RequestSchema::CreateJson,
-            json!({"prompt": "x", "seconds": 8}),
-        );
+        let (m, p, c) = err(RequestSchema::CreateJson, json!({"prompt": "x", "seconds": 8}));
         assert_eq!(p.as_deref(), Some("seconds"));
         assert_eq!(c, Some("invalid_type"));
         assert!(m.contains("but got an integer instead"), "{m}");
         let (_, p, c) = err(RequestSchema::CreateJson, json!({"prompt": ""}));
-        assert_eq!(
-            (p.as_deref(), c),
-            (Some("prompt"), Some("string_below_min_length"))
-        );
+        assert_eq!((p.as_deref(), c), (Some("prompt"), Some("string_below_min_length")));
         let (_, p, _) = err(
             RequestSchema::CreateJson,
             json!({"prompt": "x", "input_reference": {"image_url": "u", "bogus": 1}}),

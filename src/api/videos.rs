@@ -34,22 +34,12 @@ pub(crate) async fn owned_job(app: &App, tenant: &Tenant, id: &str) -> Result<Jo
     }
 }
 
-async fn read_doc(
-    app: &App,
-    parts: &Parts,
-    body: Incoming,
-    allow_json: bool,
-) -> Result<Doc, ApiError> {
+async fn read_doc(app: &App, parts: &Parts, body: Incoming, allow_json: bool) -> Result<Doc, ApiError> {
     let bytes = body::read_limited(&parts.headers, body, app.config.server.max_body_bytes).await?;
     body::parse(&parts.headers, bytes, allow_json).await
 }
 
-fn check(
-    app: &App,
-    doc: &Doc,
-    json: RequestSchema,
-    multipart: RequestSchema,
-) -> Result<(), ApiError> {
+fn check(app: &App, doc: &Doc, json: RequestSchema, multipart: RequestSchema) -> Result<(), ApiError> {
     let which = match doc.encoding {
         Encoding::Json => json,
         Encoding::Multipart => multipart,
@@ -132,10 +122,7 @@ fn image_upload(bytes: Bytes, size: Size) -> Result<PendingUpload, ApiError> {
 }
 
 /// `input_reference` as an uploaded file, `{image_url}` (https URL or data URL) or `{file_id}`.
-fn reference_input(
-    doc: &Doc,
-    size: Size,
-) -> Result<(Option<InputRef>, Vec<PendingUpload>), ApiError> {
+fn reference_input(doc: &Doc, size: Size) -> Result<(Option<InputRef>, Vec<PendingUpload>), ApiError> {
     if let Some(upload) = doc.files.get("input_reference") {
         return Ok((None, vec![image_upload(upload.bytes.clone(), size)?]));
     }
@@ -166,12 +153,7 @@ fn reference_input(
         return Ok((None, vec![image_upload(Bytes::from(bytes), size)?]));
     }
     if url.starts_with("https://") || url.starts_with("http://") {
-        return Ok((
-            Some(InputRef::Url {
-                url: url.to_owned(),
-            }),
-            vec![],
-        ));
+        return Ok((Some(InputRef::Url { url: url.to_owned() }), vec![]));
     }
     Err(bad_url())
 }
@@ -197,19 +179,10 @@ async fn check_characters(app: &App, tenant: &Tenant, doc: &Doc) -> Result<Vec<S
     Ok(ids)
 }
 
-pub async fn create(
-    app: &App,
-    tenant: &Tenant,
-    req: Request<Incoming>,
-) -> Result<Response, ApiError> {
+pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let doc = read_doc(app, &parts, body, true).await?;
-    check(
-        app,
-        &doc,
-        RequestSchema::CreateJson,
-        RequestSchema::CreateMultipart,
-    )?;
+    check(app, &doc, RequestSchema::CreateJson, RequestSchema::CreateMultipart)?;
     let api = &app.config.api;
     let model = doc.str("model").unwrap_or(&api.default_model).to_owned();
     let mc = model_config(app, &model)?;
@@ -265,11 +238,7 @@ pub async fn list(app: &App, tenant: &Tenant, query: Option<&str>) -> Result<Res
                     "asc" => Order::Asc,
                     "desc" => Order::Desc,
                     other => {
-                        return Err(ApiError::invalid_value(
-                            "order",
-                            other,
-                            &["asc".into(), "desc".into()],
-                        ));
+                        return Err(ApiError::invalid_value("order", other, &["asc".into(), "desc".into()]));
                     }
                 }
             }
@@ -319,13 +288,10 @@ pub async fn delete(app: &App, tenant: &Tenant, id: &str) -> Result<Response, Ap
         ));
     }
     // The record goes first: a crash in between leaves unreferenced files, never a record without its files.
-    app.store
-        .delete_job(&job.id, job.version)
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Conflict(_) => ApiError::video_not_found(id),
-            other => other.into(),
-        })?;
+    app.store.delete_job(&job.id, job.version).await.map_err(|e| match e {
+        crate::store::StoreError::Conflict(_) => ApiError::video_not_found(id),
+        other => other.into(),
+    })?;
     if let Err(e) = app.assets.delete_prefix(&job.id).await {
         tracing::warn!(job = %job.id, error = %e, "video deleted but its assets could not be removed");
     }
@@ -335,18 +301,11 @@ pub async fn delete(app: &App, tenant: &Tenant, id: &str) -> Result<Response, Ap
 }
 
 /// A source video to derive from: one of the tenant's completed videos.
-async fn completed_source(
-    app: &App,
-    tenant: &Tenant,
-    id: &str,
-    param: &str,
-) -> Result<Job, ApiError> {
-    let job = owned_job(app, tenant, id)
-        .await
-        .map_err(|_| ApiError::NotFound {
-            message: format!("Video with id '{id}' not found."),
-            param: Some(param.to_owned()),
-        })?;
+async fn completed_source(app: &App, tenant: &Tenant, id: &str, param: &str) -> Result<Job, ApiError> {
+    let job = owned_job(app, tenant, id).await.map_err(|_| ApiError::NotFound {
+        message: format!("Video with id '{id}' not found."),
+        param: Some(param.to_owned()),
+    })?;
     if job.state != State::Completed {
         return Err(ApiError::invalid(
             format!(
@@ -372,21 +331,14 @@ fn derived(source: &Job, kind: JobKind, prompt: String) -> NormalizedRequest {
         size: source.request.size,
         seconds: source.request.seconds,
         input_reference: None,
-        source_video: (kind != JobKind::Remix).then(|| InputRef::Video {
-            id: source.id.clone(),
-        }),
+        source_video: (kind != JobKind::Remix).then(|| InputRef::Video { id: source.id.clone() }),
         characters: vec![],
         extension_seconds: None,
         source_backend_job_id: source.backend_job_id.clone(),
     }
 }
 
-pub async fn remix(
-    app: &App,
-    tenant: &Tenant,
-    id: &str,
-    req: Request<Incoming>,
-) -> Result<Response, ApiError> {
+pub async fn remix(app: &App, tenant: &Tenant, id: &str, req: Request<Incoming>) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let source = completed_source(app, tenant, id, "video_id").await?;
     let doc = read_doc(app, &parts, body, true).await?;
@@ -445,46 +397,28 @@ async fn source_of(app: &App, tenant: &Tenant, doc: &Doc) -> Result<Source, ApiE
 }
 
 fn upload_size(info: &crate::media::VideoInfo) -> Result<Size, ApiError> {
-    format!("{}x{}", info.width, info.height)
-        .parse()
-        .map_err(|_| {
-            ApiError::invalid(
-                format!(
-                    "The uploaded video's size {}x{} is not supported.",
-                    info.width, info.height
-                ),
-                Some("video"),
-                Some("invalid_value"),
-            )
-        })
+    format!("{}x{}", info.width, info.height).parse().map_err(|_| {
+        ApiError::invalid(
+            format!(
+                "The uploaded video's size {}x{} is not supported.",
+                info.width, info.height
+            ),
+            Some("video"),
+            Some("invalid_value"),
+        )
+    })
 }
 
-pub async fn edit(
-    app: &App,
-    tenant: &Tenant,
-    req: Request<Incoming>,
-) -> Result<Response, ApiError> {
+pub async fn edit(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let doc = read_doc(app, &parts, body, true).await?;
-    check(
-        app,
-        &doc,
-        RequestSchema::EditJson,
-        RequestSchema::EditMultipart,
-    )?;
+    check(app, &doc, RequestSchema::EditJson, RequestSchema::EditMultipart)?;
     let prompt = doc.str("prompt").unwrap_or_default().to_owned();
     let (request, backend, uploads) = match source_of(app, tenant, &doc).await? {
-        Source::Ours(source) => (
-            derived(&source, JobKind::Edit, prompt),
-            source.backend.clone(),
-            vec![],
-        ),
+        Source::Ours(source) => (derived(&source, JobKind::Edit, prompt), source.backend.clone(), vec![]),
         Source::Upload { info, upload } => {
             // The guide: "If you upload a new video … set `model` explicitly"; we default it like a create.
-            let model = doc
-                .str("model")
-                .unwrap_or(&app.config.api.default_model)
-                .to_owned();
+            let model = doc.str("model").unwrap_or(&app.config.api.default_model).to_owned();
             let mc = model_config(app, &model)?;
             let request = NormalizedRequest {
                 segments: vec![Segment {
@@ -517,53 +451,34 @@ pub async fn edit(
     Ok(ok_json(&job.to_resource()))
 }
 
-pub async fn extend(
-    app: &App,
-    tenant: &Tenant,
-    req: Request<Incoming>,
-) -> Result<Response, ApiError> {
+pub async fn extend(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let doc = read_doc(app, &parts, body, true).await?;
-    check(
-        app,
-        &doc,
-        RequestSchema::ExtendJson,
-        RequestSchema::ExtendMultipart,
-    )?;
+    check(app, &doc, RequestSchema::ExtendJson, RequestSchema::ExtendMultipart)?;
     let prompt = doc.str("prompt").unwrap_or_default().to_owned();
     let mut source_backend_job_id = None;
-    let (model, size, mut segments, source_video, backend, uploads) =
-        match source_of(app, tenant, &doc).await? {
-            Source::Ours(source) => {
-                source_backend_job_id = source.backend_job_id.clone();
-                (
-                    source.request.model.clone(),
-                    source.request.size,
-                    source.request.segments.clone(),
-                    Some(InputRef::Video {
-                        id: source.id.clone(),
-                    }),
-                    source.backend.clone(),
-                    vec![],
-                )
-            }
-            Source::Upload { info, upload } => {
-                let model = app.config.api.default_model.clone();
-                let backend = model_config(app, &model)?.backend.clone();
-                let segments = vec![Segment {
-                    prompt: "uploaded video".into(),
-                    seconds: info.seconds,
-                }];
-                (
-                    model,
-                    upload_size(&info)?,
-                    segments,
-                    None,
-                    backend,
-                    vec![upload],
-                )
-            }
-        };
+    let (model, size, mut segments, source_video, backend, uploads) = match source_of(app, tenant, &doc).await? {
+        Source::Ours(source) => {
+            source_backend_job_id = source.backend_job_id.clone();
+            (
+                source.request.model.clone(),
+                source.request.size,
+                source.request.segments.clone(),
+                Some(InputRef::Video { id: source.id.clone() }),
+                source.backend.clone(),
+                vec![],
+            )
+        }
+        Source::Upload { info, upload } => {
+            let model = app.config.api.default_model.clone();
+            let backend = model_config(app, &model)?.backend.clone();
+            let segments = vec![Segment {
+                prompt: "uploaded video".into(),
+                seconds: info.seconds,
+            }];
+            (model, upload_size(&info)?, segments, None, backend, vec![upload])
+        }
+    };
     let mc = model_config(app, &model)?;
     let extension = pick_seconds(&doc, app.config.api.default_seconds, mc)?;
     let so_far: u32 = segments.iter().map(|s| s.seconds).sum();

@@ -113,11 +113,7 @@ pub trait Backend: Send + Sync + 'static {
     fn supports(&self, kind: JobKind) -> bool;
     fn after_lost_submit(&self) -> AfterLostSubmit;
     /// Can this backend take the request at all (operation, size, duration)? Asked before the job is persisted.
-    fn check(
-        &self,
-        _kind: JobKind,
-        _request: &crate::video::NormalizedRequest,
-    ) -> Result<(), Rejection> {
+    fn check(&self, _kind: JobKind, _request: &crate::video::NormalizedRequest) -> Result<(), Rejection> {
         Ok(())
     }
     /// How often to poll this backend's jobs; `None` is the worker's default.
@@ -129,16 +125,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Frees whatever the backend keeps for a job once its assets are ours (or it failed).
     async fn release(&self, job: &Job);
     /// Copies one output into asset storage under `key`.
-    async fn fetch(
-        &self,
-        output: &Output,
-        assets: &AssetStore,
-        key: &str,
-    ) -> Result<Stored, BackendError> {
+    async fn fetch(&self, output: &Output, assets: &AssetStore, key: &str) -> Result<Stored, BackendError> {
         match &output.location {
-            OutputLocation::LocalFile(path) => assets.put_file(key, path).await.map_err(|e| {
-                BackendError::new(self.name(), BackendErrorKind::Unavailable, e.to_string())
-            }),
+            OutputLocation::LocalFile(path) => assets
+                .put_file(key, path)
+                .await
+                .map_err(|e| BackendError::new(self.name(), BackendErrorKind::Unavailable, e.to_string())),
             OutputLocation::Url { .. } => Err(BackendError::new(
                 self.name(),
                 BackendErrorKind::Rejected(JobError {
@@ -158,30 +150,25 @@ pub struct Backends {
 }
 
 impl Backends {
-    pub fn build(
-        config: &Config,
-        assets: &AssetStore,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> Backends {
+    pub fn build(config: &Config, assets: &AssetStore, shutdown: tokio_util::sync::CancellationToken) -> Backends {
         let mut by_name: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
         for (name, b) in &config.backends {
-            let backend: Arc<dyn Backend> =
-                match b {
-                    BackendConfig::Local {
-                        fps,
-                        concurrent_renders,
-                    } => Arc::new(local::LocalBackend::new(
-                        name,
-                        fps.get(),
-                        concurrent_renders.get(),
-                        config.data_dir.join("work").join(name),
-                        assets.clone(),
-                        shutdown.clone(),
-                    )),
-                    BackendConfig::Mapped(m) => Arc::new(
-                        crate::mapping::engine::MappedBackend::new(name, m, assets.clone()),
-                    ),
-                };
+            let backend: Arc<dyn Backend> = match b {
+                BackendConfig::Local {
+                    fps,
+                    concurrent_renders,
+                } => Arc::new(local::LocalBackend::new(
+                    name,
+                    fps.get(),
+                    concurrent_renders.get(),
+                    config.data_dir.join("work").join(name),
+                    assets.clone(),
+                    shutdown.clone(),
+                )),
+                BackendConfig::Mapped(m) => {
+                    Arc::new(crate::mapping::engine::MappedBackend::new(name, m, assets.clone()))
+                }
+            };
             by_name.insert(name.clone(), backend);
         }
         Backends { by_name }

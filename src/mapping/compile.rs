@@ -70,6 +70,7 @@ pub struct Mapping {
     pub secrets: Vec<String>,
     pub auth_headers: Vec<(String, Expr)>,
     pub auth_query: Vec<(String, Expr)>,
+    pub token: Option<super::token::TokenSpec>,
     pub operations: Vec<JobKind>,
     pub size_policy: Policy,
     pub sizes: Vec<(Size, Value)>,
@@ -86,6 +87,7 @@ pub struct Mapping {
     pub result: Option<Step>,
     pub outputs: Vec<(crate::video::Variant, Expr)>,
     pub download_auth: bool,
+    pub download_auth_hosts: Vec<String>,
     pub states: BTreeMap<String, StateClass>,
     pub errors: Vec<ErrorRule>,
 }
@@ -140,8 +142,8 @@ pub fn load(reference: &str, base_dir: &Path) -> Result<Mapping, MappingError> {
 }
 
 pub fn compile(file: &str, text: &str) -> Result<Mapping, MappingError> {
-    let raw: RawMapping = toml::from_str(text)
-        .map_err(|e| MappingError(vec![format!("{file}: {}", e.to_string().trim_end())]))?;
+    let raw: RawMapping =
+        toml::from_str(text).map_err(|e| MappingError(vec![format!("{file}: {}", e.to_string().trim_end())]))?;
     let mut p = Problems {
         file,
         lines: Vec::new(),
@@ -158,10 +160,7 @@ fn policy(p: &mut Problems, key: &str, value: &str) -> Policy {
         "reject" => Policy::Reject,
         "nearest" => Policy::Nearest,
         other => {
-            p.add(
-                key,
-                format!("unknown policy {other:?}; use \"reject\" or \"nearest\""),
-            );
+            p.add(key, format!("unknown policy {other:?}; use \"reject\" or \"nearest\""));
             Policy::Reject
         }
     }
@@ -174,10 +173,7 @@ fn step(p: &mut Problems, key: &str, raw: &RawRequest) -> Option<Step> {
         "PUT" => hyper::Method::PUT,
         "DELETE" => hyper::Method::DELETE,
         other => {
-            p.add(
-                &format!("{key}.method"),
-                format!("unsupported method {other:?}"),
-            );
+            p.add(&format!("{key}.method"), format!("unsupported method {other:?}"));
             return None;
         }
     };
@@ -218,16 +214,57 @@ fn error_rule(p: &mut Problems, i: usize, r: &RawErrorRule) -> Option<ErrorRule>
     })
 }
 
+fn token_spec(p: &mut Problems, t: &super::format::RawToken, secrets: &[String]) -> Option<super::token::TokenSpec> {
+    let mut secret = |field: &str, value: &Option<String>| -> Option<String> {
+        match value {
+            Some(name) if secrets.contains(name) => Some(name.clone()),
+            Some(name) => {
+                p.add(
+                    &format!("auth.token.{field}"),
+                    format!("{name:?} is not listed in auth.secrets"),
+                );
+                None
+            }
+            None => {
+                p.add(&format!("auth.token.{field}"), "missing");
+                None
+            }
+        }
+    };
+    match t.kind.as_str() {
+        "google_service_account" => Some(super::token::TokenSpec::GoogleServiceAccount {
+            secret: secret("secret", &t.secret)?,
+            scope: t
+                .scope
+                .clone()
+                .unwrap_or_else(|| "https://www.googleapis.com/auth/cloud-platform".into()),
+        }),
+        "hs256_jwt" => {
+            let access_key = secret("access_key", &t.access_key);
+            let secret_key = secret("secret_key", &t.secret_key);
+            Some(super::token::TokenSpec::Hs256Jwt {
+                access_key: access_key?,
+                secret_key: secret_key?,
+                ttl: t.ttl_secs.unwrap_or(1800),
+            })
+        }
+        other => {
+            p.add(
+                "auth.token.kind",
+                format!("unknown token kind {other:?}; use google_service_account or hs256_jwt"),
+            );
+            None
+        }
+    }
+}
+
 fn build(raw: RawMapping, p: &mut Problems) -> Option<Mapping> {
     let caps = &raw.capabilities;
     let mut operations = Vec::new();
     for op in &caps.operations {
         match JobKind::parse(op) {
             Some(k) => operations.push(k),
-            None => p.add(
-                "capabilities.operations",
-                format!("unknown operation {op:?}"),
-            ),
+            None => p.add("capabilities.operations", format!("unknown operation {op:?}")),
         }
     }
     if !operations.contains(&JobKind::Create) {
@@ -293,17 +330,16 @@ fn build(raw: RawMapping, p: &mut Problems) -> Option<Mapping> {
             auth_query.push((name.clone(), e));
         }
     }
+    let token = raw
+        .auth
+        .token
+        .as_ref()
+        .and_then(|t| token_spec(p, t, &raw.auth.secrets));
     let mut outputs = vec![];
     for (variant, code) in [
         (crate::video::Variant::Video, Some(&raw.outputs.video)),
-        (
-            crate::video::Variant::Thumbnail,
-            raw.outputs.thumbnail.as_ref(),
-        ),
-        (
-            crate::video::Variant::Spritesheet,
-            raw.outputs.spritesheet.as_ref(),
-        ),
+        (crate::video::Variant::Thumbnail, raw.outputs.thumbnail.as_ref()),
+        (crate::video::Variant::Spritesheet, raw.outputs.spritesheet.as_ref()),
     ] {
         if let Some(Some(e)) = p.opt_expr(&format!("outputs.{}", variant.as_str()), code) {
             outputs.push((variant, e));
@@ -353,6 +389,7 @@ fn build(raw: RawMapping, p: &mut Problems) -> Option<Mapping> {
         secrets: raw.auth.secrets,
         auth_headers,
         auth_query,
+        token,
         operations,
         size_policy,
         sizes,
@@ -369,6 +406,7 @@ fn build(raw: RawMapping, p: &mut Problems) -> Option<Mapping> {
         result,
         outputs,
         download_auth: raw.download.auth,
+        download_auth_hosts: raw.download.auth_hosts,
         states,
         errors,
     })
@@ -390,9 +428,8 @@ impl Mapping {
                     1 << 40
                 };
                 penalty
-                    + (i64::from(s.width) * i64::from(s.height)
-                        - i64::from(size.width) * i64::from(size.height))
-                    .unsigned_abs()
+                    + (i64::from(s.width) * i64::from(s.height) - i64::from(size.width) * i64::from(size.height))
+                        .unsigned_abs()
             },
         )
     }
@@ -444,18 +481,13 @@ mod tests {
             .1
             .replace("job_id = '.response.id'", "job_id = '.response.id |'");
         let err = compile("m.toml", &text).unwrap_err().to_string();
-        assert!(
-            err.starts_with("m.toml: create.job_id: cannot parse jq"),
-            "{err}"
-        );
+        assert!(err.starts_with("m.toml: create.job_id: cannot parse jq"), "{err}");
         let text = BUILT_IN[0]
             .1
             .replace("completed = \"done\"", "completed = \"finished\"");
         let err = compile("m.toml", &text).unwrap_err().to_string();
         assert!(err.contains("m.toml: states.completed:"), "{err}");
-        let err = compile("m.toml", "[mapping]\nname = 1\n")
-            .unwrap_err()
-            .to_string();
+        let err = compile("m.toml", "[mapping]\nname = 1\n").unwrap_err().to_string();
         assert!(err.starts_with("m.toml: "), "{err}");
     }
 
@@ -473,13 +505,7 @@ mod tests {
             ("720x1280".parse().unwrap(), Value::from("9:16")),
         ];
         m.size_policy = Policy::Nearest;
-        assert_eq!(
-            m.map_size("1024x1792".parse().unwrap()).unwrap().1,
-            Value::from("9:16")
-        );
-        assert_eq!(
-            m.map_size("1920x1080".parse().unwrap()).unwrap().1,
-            Value::from("16:9")
-        );
+        assert_eq!(m.map_size("1024x1792".parse().unwrap()).unwrap().1, Value::from("9:16"));
+        assert_eq!(m.map_size("1920x1080".parse().unwrap()).unwrap().1, Value::from("16:9"));
     }
 }

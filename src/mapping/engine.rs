@@ -22,10 +22,10 @@ use serde_json::{Map, Value, json};
 
 use super::compile::{ImageMode, Mapping, RuleKind, StateClass, Step};
 use super::http::{HttpClient, Reply, SendError};
+use super::token::TokenSource;
 use crate::assets::{AssetStore, Stored};
 use crate::backends::{
-    AfterLostSubmit, Backend, BackendError, BackendErrorKind, Output, OutputLocation, Progress,
-    Rejection, Submitted,
+    AfterLostSubmit, Backend, BackendError, BackendErrorKind, Output, OutputLocation, Progress, Rejection, Submitted,
 };
 use crate::config::{MappedConfig, Secret};
 use crate::video::{InputRef, Job, JobError, JobKind, NormalizedRequest};
@@ -37,7 +37,6 @@ pub struct MappedBackend {
     name: String,
     mapping: Arc<Mapping>,
     base_url: String,
-    host: Option<String>,
     secrets: BTreeMap<String, Secret>,
     target: Value,
     http: HttpClient,
@@ -46,6 +45,9 @@ pub struct MappedBackend {
     poll_interval: Option<Duration>,
     in_flight: DashSet<String>,
     assets: AssetStore,
+    token: Option<TokenSource>,
+    /// Hosts that may receive the credentials: the provider's own and the mapping's `download.auth_hosts`.
+    trusted_hosts: Vec<String>,
 }
 
 /// Which request of the mapping an answer belongs to.
@@ -77,7 +79,6 @@ impl MappedBackend {
             name: name.to_owned(),
             mapping: Arc::clone(&config.mapping),
             base_url: config.base_url.clone(),
-            host,
             secrets: config.secrets.clone(),
             target: json!({"model": config.model, "options": config.options, "files": config.files}),
             http: HttpClient::new(config.timeout),
@@ -88,6 +89,12 @@ impl MappedBackend {
             poll_interval: config.poll_interval,
             in_flight: DashSet::new(),
             assets,
+            token: config.mapping.token.clone().map(TokenSource::new),
+            trusted_hosts: host
+                .iter()
+                .cloned()
+                .chain(config.mapping.download_auth_hosts.iter().cloned())
+                .collect(),
         }
     }
 
@@ -101,46 +108,46 @@ impl MappedBackend {
         self.error(
             BackendErrorKind::Rejected(JobError {
                 code: "internal_error".into(),
-                message: format!(
-                    "The shim's mapping for backend {:?} failed: {message}",
-                    self.name
-                ),
+                message: format!("The shim's mapping for backend {:?} failed: {message}", self.name),
             }),
             message,
         )
     }
 
-    fn auth(&self) -> Result<(Pairs, Pairs), BackendError> {
+    async fn auth(&self) -> Result<(Pairs, Pairs), BackendError> {
         let secrets: Map<String, Value> = self
             .secrets
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.expose().to_owned())))
             .collect();
-        let ctx = json!({ "secrets": secrets });
-        let eval =
-            |pairs: &[(String, super::jq::Expr)]| -> Result<Vec<(String, String)>, BackendError> {
-                pairs
-                    .iter()
-                    .map(|(name, e)| {
-                        e.eval_string(&ctx)
-                            .map(|v| (name.clone(), v))
-                            // The message could quote a secret: say only which key failed.
-                            .map_err(|_| {
-                                self.mapping_error(format!(
-                                    "auth value {name:?} did not evaluate to a string"
-                                ))
-                            })
-                    })
-                    .collect()
-            };
-        Ok((
-            eval(&self.mapping.auth_headers)?,
-            eval(&self.mapping.auth_query)?,
-        ))
+        let token = match &self.token {
+            Some(t) => {
+                let lookup = |name: &str| self.secrets.get(name).map(|s| s.expose().to_owned());
+                let token = t.get(&self.http, lookup).await.map_err(|e| {
+                    // A token endpoint that is down is worth retrying; the message never holds a secret.
+                    self.error(BackendErrorKind::Unavailable, format!("credentials: {e}"))
+                })?;
+                Value::String(token)
+            }
+            None => Value::Null,
+        };
+        let ctx = json!({ "secrets": secrets, "token": token });
+        let eval = |pairs: &[(String, super::jq::Expr)]| -> Result<Vec<(String, String)>, BackendError> {
+            pairs
+                .iter()
+                .map(|(name, e)| {
+                    e.eval_string(&ctx)
+                        .map(|v| (name.clone(), v))
+                        // The message could quote a secret: say only which key failed.
+                        .map_err(|_| self.mapping_error(format!("auth value {name:?} did not evaluate to a string")))
+                })
+                .collect()
+        };
+        Ok((eval(&self.mapping.auth_headers)?, eval(&self.mapping.auth_query)?))
     }
 
     fn url(&self, path: &str, query: &[(String, String)]) -> String {
-        let mut url = if path.starts_with("http://") || path.starts_with("https://") {
+        let mut url = if path.starts_with("http://") || path.starts_with("https://") || path.starts_with("data:") {
             path.to_owned()
         } else {
             format!(
@@ -162,11 +169,7 @@ impl MappedBackend {
 
     async fn context(&self, job: &Job) -> Result<Value, BackendError> {
         let r = &job.request;
-        let size = self
-            .mapping
-            .map_size(r.size)
-            .map(|(_, v)| v)
-            .unwrap_or(Value::Null);
+        let size = self.mapping.map_size(r.size).map(|(_, v)| v).unwrap_or(Value::Null);
         let seconds_wanted = r.extension_seconds.unwrap_or(r.seconds);
         let seconds = self
             .mapping
@@ -174,12 +177,7 @@ impl MappedBackend {
             .map(|(_, v)| v)
             .unwrap_or(Value::Null);
         let image = match (&r.input_reference, self.mapping.images) {
-            (
-                Some(InputRef::Stored {
-                    key, content_type, ..
-                }),
-                ImageMode::DataUri,
-            ) => {
+            (Some(InputRef::Stored { key, content_type, .. }), ImageMode::DataUri) => {
                 let bytes = self.stored_input(key).await?;
                 Value::String(format!(
                     "data:{content_type};base64,{}",
@@ -207,21 +205,14 @@ impl MappedBackend {
     }
 
     async fn stored_input(&self, key: &str) -> Result<Vec<u8>, BackendError> {
-        self.assets.read(key).await.map_err(|e| {
-            self.error(
-                BackendErrorKind::Unavailable,
-                format!("reference image: {e}"),
-            )
-        })
+        self.assets
+            .read(key)
+            .await
+            .map_err(|e| self.error(BackendErrorKind::Unavailable, format!("reference image: {e}")))
     }
 
     /// Sends one step of the mapping and returns the reply with the context extended by it.
-    async fn send(
-        &self,
-        step: &Step,
-        name: StepName,
-        mut ctx: Value,
-    ) -> Result<Value, BackendError> {
+    async fn send(&self, step: &Step, name: StepName, mut ctx: Value) -> Result<Value, BackendError> {
         let path = step
             .path
             .eval_string(&ctx)
@@ -233,15 +224,12 @@ impl MappedBackend {
             ),
             None => None,
         };
-        let (headers, query) = self.auth()?;
+        let (headers, query) = self.auth().await?;
         if let Some(l) = &self.limiter {
             l.until_ready().await;
         }
         let url = self.url(&path, &query);
-        let reply = self
-            .http
-            .send(&step.method, &url, &headers, body.as_ref())
-            .await;
+        let reply = self.http.send(&step.method, &url, &headers, body.as_ref()).await;
         let reply = reply.map_err(|e| self.transport_error(name, e))?;
         let response = parse_body(&reply);
         if let Value::Object(map) = &mut ctx {
@@ -281,12 +269,7 @@ impl MappedBackend {
     }
 
     /// The mapping's error rules first, then HTTP semantics for any other non-2xx.
-    fn classify(
-        &self,
-        name: StepName,
-        reply: &Reply,
-        ctx: &Value,
-    ) -> Result<Option<BackendError>, BackendError> {
+    fn classify(&self, name: StepName, reply: &Reply, ctx: &Value) -> Result<Option<BackendError>, BackendError> {
         let retry_after = retry_after(reply);
         for rule in &self.mapping.errors {
             let hit = rule
@@ -300,11 +283,7 @@ impl MappedBackend {
                 Some(m) => m
                     .eval_string(ctx)
                     .map_err(|e| self.mapping_error(format!("errors.message: {e}")))?,
-                None => format!(
-                    "The video backend answered {} to {}.",
-                    reply.status,
-                    name.as_str()
-                ),
+                None => format!("The video backend answered {} to {}.", reply.status, name.as_str()),
             };
             let kind = match rule.kind {
                 RuleKind::Rejected => BackendErrorKind::Rejected(JobError {
@@ -314,10 +293,7 @@ impl MappedBackend {
                 RuleKind::Retry => BackendErrorKind::Unavailable,
                 RuleKind::Ambiguous => BackendErrorKind::Ambiguous,
             };
-            let mut err = self.error(
-                kind,
-                format!("{} answered {}: {message}", name.as_str(), reply.status),
-            );
+            let mut err = self.error(kind, format!("{} answered {}: {message}", name.as_str(), reply.status));
             err.retry_after = retry_after;
             return Ok(Some(err));
         }
@@ -334,10 +310,7 @@ impl MappedBackend {
                 message: format!("The video backend refused the request (HTTP {status})."),
             }),
         };
-        let mut err = self.error(
-            kind,
-            format!("{} answered HTTP {}", name.as_str(), reply.status),
-        );
+        let mut err = self.error(kind, format!("{} answered HTTP {}", name.as_str(), reply.status));
         err.retry_after = retry_after;
         Ok(Some(err))
     }
@@ -349,25 +322,20 @@ impl MappedBackend {
                 Ok(Value::String(s)) if !s.is_empty() => s,
                 Ok(Value::Null) if *variant != crate::video::Variant::Video => continue,
                 Ok(other) => {
-                    return Err(
-                        self.mapping_error(format!("outputs.{}: gave {other}", variant.as_str()))
-                    );
+                    return Err(self.mapping_error(format!("outputs.{}: gave {other}", variant.as_str())));
                 }
                 Err(e) => {
                     return Err(self.mapping_error(format!("outputs.{}: {e}", variant.as_str())));
                 }
             };
             let url = self.url(&url, &[]);
-            let same_host = url
-                .parse::<hyper::Uri>()
-                .ok()
-                .and_then(|u| u.host().map(str::to_owned))
-                == self.host;
+            let host = url.parse::<hyper::Uri>().ok().and_then(|u| u.host().map(str::to_owned));
+            let trusted = host.is_some_and(|h| self.trusted_hosts.contains(&h));
             out.push(Output {
                 variant: *variant,
                 location: OutputLocation::Url {
                     url,
-                    auth: self.mapping.download_auth && same_host,
+                    auth: self.mapping.download_auth && trusted,
                 },
             });
         }
@@ -473,9 +441,7 @@ impl Backend for MappedBackend {
             return Err(self.error(BackendErrorKind::Busy, "at its concurrency limit"));
         }
         let ctx = self.context(job).await?;
-        let ctx = self
-            .send(&self.mapping.create, StepName::Create, ctx)
-            .await?;
+        let ctx = self.send(&self.mapping.create, StepName::Create, ctx).await?;
         let backend_job_id = self
             .mapping
             .job_id
@@ -483,16 +449,14 @@ impl Backend for MappedBackend {
             // Accepted, but we cannot tell which job it is: never send it again blindly.
             .map_err(|e| self.error(BackendErrorKind::Ambiguous, format!("create.job_id: {e}")))?;
         let data = match &self.mapping.job_data {
-            Some(e) => Some(e.eval(&ctx).map_err(|e| {
-                self.error(BackendErrorKind::Ambiguous, format!("create.job_data: {e}"))
-            })?),
+            Some(e) => Some(
+                e.eval(&ctx)
+                    .map_err(|e| self.error(BackendErrorKind::Ambiguous, format!("create.job_data: {e}")))?,
+            ),
             None => None,
         };
         self.in_flight.insert(job.id.clone());
-        Ok(Submitted {
-            backend_job_id,
-            data,
-        })
+        Ok(Submitted { backend_job_id, data })
     }
 
     async fn poll(&self, job: &Job) -> Result<Progress, BackendError> {
@@ -502,10 +466,11 @@ impl Backend for MappedBackend {
         if ctx["status"] == 404 {
             return Ok(Progress::Lost);
         }
-        let state =
-            self.mapping.state.eval_string(&ctx).map_err(|e| {
-                self.error(BackendErrorKind::Unavailable, format!("poll.state: {e}"))
-            })?;
+        let state = self
+            .mapping
+            .state
+            .eval_string(&ctx)
+            .map_err(|e| self.error(BackendErrorKind::Unavailable, format!("poll.state: {e}")))?;
         let Some(class) = self.mapping.states.get(&state) else {
             return Err(self.error(
                 BackendErrorKind::Unavailable,
@@ -548,23 +513,23 @@ impl Backend for MappedBackend {
         self.in_flight.remove(&job.id);
     }
 
-    async fn fetch(
-        &self,
-        output: &Output,
-        assets: &AssetStore,
-        key: &str,
-    ) -> Result<Stored, BackendError> {
+    async fn fetch(&self, output: &Output, assets: &AssetStore, key: &str) -> Result<Stored, BackendError> {
         let OutputLocation::Url { url, auth } = &output.location else {
-            return Err(self.error(
-                BackendErrorKind::Unavailable,
-                "a mapped backend has only URL outputs",
-            ));
+            return Err(self.error(BackendErrorKind::Unavailable, "a mapped backend has only URL outputs"));
         };
-        let (headers, query) = if *auth {
-            self.auth()?
-        } else {
-            (vec![], vec![])
-        };
+        if let Some(inline) = url.strip_prefix("data:") {
+            // Some providers (Vertex without an output bucket) return the video inline, base64-encoded.
+            let data = inline.split_once(";base64,").map(|(_, d)| d).unwrap_or("");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|_| self.mapping_error("outputs: an inline data URL that is not base64".into()))?;
+            let chunk = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
+            return assets
+                .put_stream(key, chunk)
+                .await
+                .map_err(|e| self.error(BackendErrorKind::Unavailable, format!("store: {e}")));
+        }
+        let (headers, query) = if *auth { self.auth().await? } else { (vec![], vec![]) };
         let url = if query.is_empty() {
             url.clone()
         } else {
@@ -575,7 +540,7 @@ impl Backend for MappedBackend {
         }
         let resp = self
             .http
-            .download(&url, &headers, self.host.as_deref())
+            .download(&url, &headers, &self.trusted_hosts)
             .await
             .map_err(|e| self.error(BackendErrorKind::Unavailable, format!("download: {e}")))?;
         let status = resp.status().as_u16();
@@ -612,10 +577,7 @@ where
             Ok(Some(item)) => Some((item, Some(s))),
             Ok(None) => None,
             Err(_) => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "download stalled",
-                )),
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "download stalled")),
                 None,
             )),
         }

@@ -47,6 +47,22 @@ pub struct RawAuth {
     /// Query parameter name → jq over `{secrets}`.
     #[serde(default)]
     pub query: BTreeMap<String, String>,
+    /// A minted credential, seen by header and query expressions as `.token`.
+    pub token: Option<RawToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// `google_service_account` or `hs256_jwt`.
+    pub kind: String,
+    /// google_service_account: the secret holding the key file JSON.
+    pub secret: Option<String>,
+    pub scope: Option<String>,
+    /// hs256_jwt: the secrets holding the access key (`iss`) and the signing key.
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,9 +122,12 @@ pub struct RawOutputs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDownload {
-    /// Send the auth headers and query with downloads (only ever to the backend's own host).
+    /// Send the auth headers and query with downloads (only ever to the backend's own host and `auth_hosts`).
     #[serde(default)]
     pub auth: bool,
+    /// Other hosts that get the credentials with downloads (e.g. `storage.googleapis.com`).
+    #[serde(default)]
+    pub auth_hosts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

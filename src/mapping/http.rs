@@ -76,8 +76,7 @@ impl HttpClient {
     ) -> Result<Request<Full<Bytes>>, SendError> {
         let mut builder = Request::builder().method(method.clone()).uri(uri.clone());
         for (name, value) in headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| SendError::Invalid(e.to_string()))?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| SendError::Invalid(e.to_string()))?;
             // Never echo a header's value in an error: it may be a secret.
             let value = HeaderValue::from_str(value)
                 .map_err(|_| SendError::Invalid(format!("header {name} has an invalid value")))?;
@@ -95,10 +94,7 @@ impl HttpClient {
             .map_err(|e| SendError::Invalid(e.to_string()))
     }
 
-    async fn send_once(
-        &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, SendError> {
+    async fn send_once(&self, req: Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, SendError> {
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err(SendError::Timeout(self.timeout)),
             Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(source_chain(&e))),
@@ -115,12 +111,12 @@ impl HttpClient {
         headers: &[(String, String)],
         body: Option<&serde_json::Value>,
     ) -> Result<Reply, SendError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| SendError::Invalid("not a URL".into()))?;
-        let resp = self
-            .send_once(Self::request(method, &uri, headers, body)?)
-            .await?;
+        let uri: Uri = url.parse().map_err(|_| SendError::Invalid("not a URL".into()))?;
+        let resp = self.send_once(Self::request(method, &uri, headers, body)?).await?;
+        self.read_reply(resp).await
+    }
+
+    async fn read_reply(&self, resp: hyper::Response<hyper::body::Incoming>) -> Result<Reply, SendError> {
         let (parts, body) = resp.into_parts();
         let limited = http_body_util::Limited::new(body, MAX_JSON_BYTES);
         let bytes = match tokio::time::timeout(self.timeout, limited.collect()).await {
@@ -135,24 +131,31 @@ impl HttpClient {
         })
     }
 
-    /// Starts a download, following redirects. `auth` headers go only to `trusted_host` (the provider itself),
+    /// Posts an `application/x-www-form-urlencoded` body (an OAuth2 token exchange).
+    pub async fn send_form(&self, url: &str, form: &str) -> Result<Reply, SendError> {
+        let uri: Uri = url.parse().map_err(|_| SendError::Invalid("not a URL".into()))?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form.to_owned())))
+            .map_err(|e| SendError::Invalid(e.to_string()))?;
+        let resp = self.send_once(req).await?;
+        self.read_reply(resp).await
+    }
+
+    /// Starts a download, following redirects. `auth` headers go only to `trusted_hosts` (the provider's own),
     /// never to the host a redirect points at (a signed storage URL needs none).
     pub async fn download(
         &self,
         url: &str,
         auth: &[(String, String)],
-        trusted_host: Option<&str>,
+        trusted_hosts: &[String],
     ) -> Result<hyper::Response<hyper::body::Incoming>, SendError> {
-        let mut uri: Uri = url
-            .parse()
-            .map_err(|_| SendError::Invalid("not a URL".into()))?;
+        let mut uri: Uri = url.parse().map_err(|_| SendError::Invalid("not a URL".into()))?;
         for _ in 0..=MAX_REDIRECTS {
-            let headers: &[(String, String)] =
-                if trusted_host.is_some() && uri.host() == trusted_host {
-                    auth
-                } else {
-                    &[]
-                };
+            let trusted = uri.host().is_some_and(|h| trusted_hosts.iter().any(|t| t == h));
+            let headers: &[(String, String)] = if trusted { auth } else { &[] };
             let resp = self
                 .send_once(Self::request(&Method::GET, &uri, headers, None)?)
                 .await?;
@@ -166,9 +169,7 @@ impl HttpClient {
                 .ok_or_else(|| SendError::Io("redirect without a Location".into()))?;
             uri = resolve(&uri, next)?;
         }
-        Err(SendError::Io(format!(
-            "more than {MAX_REDIRECTS} redirects"
-        )))
+        Err(SendError::Io(format!("more than {MAX_REDIRECTS} redirects")))
     }
 
     /// The timeout for one chunk of a download.

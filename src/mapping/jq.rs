@@ -27,30 +27,20 @@ impl fmt::Debug for Expr {
 
 impl Expr {
     pub fn compile(code: &str) -> Result<Expr, String> {
-        let defs = jaq_core::defs()
-            .chain(jaq_std::defs())
-            .chain(jaq_json::defs());
-        let funs = jaq_core::funs()
-            .chain(jaq_std::funs())
-            .chain(jaq_json::funs());
+        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
+        let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
         let loader = Loader::new(defs);
         let arena = Arena::default();
         let modules = loader
             .load(&arena, File { code, path: () })
             .map_err(|errs| format!("cannot parse jq {code:?}: {errs:?}"))?;
-        let filter = Compiler::default()
-            .with_funs(funs)
-            .compile(modules)
-            .map_err(|errs| {
-                let names: Vec<String> = errs
-                    .into_iter()
-                    .flat_map(|(_, es)| {
-                        es.into_iter()
-                            .map(|(name, undef)| format!("{name} ({undef:?})"))
-                    })
-                    .collect();
-                format!("cannot compile jq {code:?}: undefined {}", names.join(", "))
-            })?;
+        let filter = Compiler::default().with_funs(funs).compile(modules).map_err(|errs| {
+            let names: Vec<String> = errs
+                .into_iter()
+                .flat_map(|(_, es)| es.into_iter().map(|(name, undef)| format!("{name} ({undef:?})")))
+                .collect();
+            format!("cannot compile jq {code:?}: undefined {}", names.join(", "))
+        })?;
         Ok(Expr {
             source: code.into(),
             filter: Arc::new(filter),
@@ -78,22 +68,17 @@ impl Expr {
         match self.eval(input)? {
             Value::String(s) => Ok(s),
             Value::Number(n) => Ok(n.to_string()),
-            other => Err(format!(
-                "jq {:?} gave {other}, expected a string",
-                &*self.source
-            )),
+            other => Err(format!("jq {:?} gave {other}, expected a string", &*self.source)),
         }
     }
 }
 
 fn to_val(v: &Value) -> Result<Val, String> {
-    jaq_json::read::parse_single(v.to_string().as_bytes())
-        .map_err(|e| format!("cannot pass JSON to jq: {e:?}"))
+    jaq_json::read::parse_single(v.to_string().as_bytes()).map_err(|e| format!("cannot pass JSON to jq: {e:?}"))
 }
 
 fn from_val(v: &Val) -> Result<Value, String> {
-    serde_json::from_str(&v.to_string())
-        .map_err(|e| format!("jq produced something that is not JSON: {e}"))
+    serde_json::from_str(&v.to_string()).map_err(|e| format!("jq produced something that is not JSON: {e}"))
 }
 
 #[cfg(test)]
@@ -103,21 +88,15 @@ mod tests {
 
     #[test]
     fn evaluates_against_the_context() {
-        let e = Expr::compile(
-            r#"{promptText: .request.prompt, ratio: (.size | sub("x"; ":")), n: (.seconds * 2)}"#,
-        )
-        .unwrap();
+        let e = Expr::compile(r#"{promptText: .request.prompt, ratio: (.size | sub("x"; ":")), n: (.seconds * 2)}"#)
+            .unwrap();
         let out = e
             .eval(&json!({"request": {"prompt": "a fox"}, "size": "1280x720", "seconds": 4}))
             .unwrap();
-        assert_eq!(
-            out,
-            json!({"promptText": "a fox", "ratio": "1280:720", "n": 8})
-        );
+        assert_eq!(out, json!({"promptText": "a fox", "ratio": "1280:720", "n": 8}));
         let s = Expr::compile(r#""/v1/tasks/\(.job.backend_job_id)""#).unwrap();
         assert_eq!(
-            s.eval_string(&json!({"job": {"backend_job_id": "t1"}}))
-                .unwrap(),
+            s.eval_string(&json!({"job": {"backend_job_id": "t1"}})).unwrap(),
             "/v1/tasks/t1"
         );
     }
@@ -127,12 +106,7 @@ mod tests {
         assert!(Expr::compile("{a: }").is_err());
         assert!(Expr::compile("no_such_function(1)").is_err());
         assert!(Expr::compile("empty").unwrap().eval(&json!(null)).is_err());
-        assert!(
-            Expr::compile("error(\"x\")")
-                .unwrap()
-                .eval(&json!(null))
-                .is_err()
-        );
+        assert!(Expr::compile("error(\"x\")").unwrap().eval(&json!(null)).is_err());
     }
 
     #[test]

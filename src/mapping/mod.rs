@@ -7,3 +7,4 @@ pub mod engine;
 pub mod format;
 pub mod http;
 pub mod jq;
+pub mod token;

@@ -31,9 +31,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         }
         let writer = Connection::open(path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
@@ -72,9 +71,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         if version <= current {
             continue;
         }
-        conn.execute_batch(&format!(
-            "BEGIN; {sql}; PRAGMA user_version = {version}; COMMIT;"
-        ))?;
+        conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {version}; COMMIT;"))?;
     }
     if current > MIGRATIONS.len() as i64 {
         return Err(StoreError::Backend(format!(
@@ -91,10 +88,7 @@ const JOB_COLUMNS: &str = "id, tenant, kind, request_json, remixed_from, backend
 
 fn row_to_job(row: &Row<'_>) -> Result<Job, StoreError> {
     let id: String = row.get(0)?;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        id: id.clone(),
-        reason,
-    };
+    let corrupt = |reason: String| StoreError::Corrupt { id: id.clone(), reason };
     let kind: String = row.get(2)?;
     let state: String = row.get(8)?;
     let request_json: String = row.get(3)?;
@@ -106,8 +100,7 @@ fn row_to_job(row: &Row<'_>) -> Result<Job, StoreError> {
     Ok(Job {
         tenant: row.get(1)?,
         kind: JobKind::parse(&kind).ok_or_else(|| corrupt(format!("unknown kind {kind:?}")))?,
-        request: serde_json::from_str(&request_json)
-            .map_err(|e| corrupt(format!("request: {e}")))?,
+        request: serde_json::from_str(&request_json).map_err(|e| corrupt(format!("request: {e}")))?,
         remixed_from: row.get(4)?,
         backend: row.get(5)?,
         backend_version: row.get(6)?,
@@ -129,15 +122,11 @@ fn row_to_job(row: &Row<'_>) -> Result<Job, StoreError> {
         next_attempt_at_ms: row.get(20)?,
         version: row.get(21)?,
         backend_data: match row.get::<_, Option<String>>(22)? {
-            Some(text) => Some(
-                serde_json::from_str(&text).map_err(|e| corrupt(format!("backend_data: {e}")))?,
-            ),
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| corrupt(format!("backend_data: {e}")))?),
             None => None,
         },
         produced: match row.get::<_, Option<String>>(23)? {
-            Some(text) => {
-                Some(serde_json::from_str(&text).map_err(|e| corrupt(format!("produced: {e}")))?)
-            }
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| corrupt(format!("produced: {e}")))?),
             None => None,
         },
         id,
@@ -165,11 +154,7 @@ fn select_job(conn: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
     }
 }
 
-fn select_jobs(
-    conn: &Connection,
-    sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> Result<Vec<Job>, StoreError> {
+fn select_jobs(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Job>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(args)?;
     let mut out = Vec::new();
@@ -454,10 +439,7 @@ mod tests {
         let stored = store.update_job(&changed).await.unwrap();
         assert_eq!(stored.version, 2);
         // A write based on the old version loses.
-        assert!(matches!(
-            store.update_job(&changed).await,
-            Err(StoreError::Conflict(_))
-        ));
+        assert!(matches!(store.update_job(&changed).await, Err(StoreError::Conflict(_))));
         assert_eq!(store.unfinished_jobs().await.unwrap().len(), 1);
         store.delete_job("video_1", 2).await.unwrap();
         assert!(store.get_job("video_1").await.unwrap().is_none());
@@ -468,24 +450,14 @@ mod tests {
     async fn idempotency_key_returns_the_existing_job_per_tenant() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-        store
-            .insert_job(&job("video_1", "t", Some("k")))
-            .await
-            .unwrap();
-        match store
-            .insert_job(&job("video_2", "t", Some("k")))
-            .await
-            .unwrap()
-        {
+        store.insert_job(&job("video_1", "t", Some("k"))).await.unwrap();
+        match store.insert_job(&job("video_2", "t", Some("k"))).await.unwrap() {
             Inserted::Existing(j) => assert_eq!(j.id, "video_1"),
             Inserted::New => panic!("expected the existing job"),
         }
         // Another tenant may use the same key.
         assert!(matches!(
-            store
-                .insert_job(&job("video_3", "u", Some("k")))
-                .await
-                .unwrap(),
+            store.insert_job(&job("video_3", "u", Some("k"))).await.unwrap(),
             Inserted::New
         ));
     }
@@ -495,32 +467,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
         for i in 0..5 {
-            store
-                .insert_job(&job(&format!("video_{i}"), "t", None))
-                .await
-                .unwrap();
+            store.insert_job(&job(&format!("video_{i}"), "t", None)).await.unwrap();
         }
-        store
-            .insert_job(&job("video_x", "other", None))
-            .await
-            .unwrap();
+        store.insert_job(&job("video_x", "other", None)).await.unwrap();
         let ids = |v: Vec<Job>| v.into_iter().map(|j| j.id).collect::<Vec<_>>();
         assert_eq!(
             ids(store.list_jobs("t", None, 2, Order::Asc).await.unwrap()),
             ["video_0", "video_1"]
         );
         assert_eq!(
-            ids(store
-                .list_jobs("t", Some("video_1"), 10, Order::Asc)
-                .await
-                .unwrap()),
+            ids(store.list_jobs("t", Some("video_1"), 10, Order::Asc).await.unwrap()),
             ["video_2", "video_3", "video_4"]
         );
         assert_eq!(
-            ids(store
-                .list_jobs("t", Some("video_3"), 10, Order::Desc)
-                .await
-                .unwrap()),
+            ids(store.list_jobs("t", Some("video_3"), 10, Order::Desc).await.unwrap()),
             ["video_2", "video_1", "video_0"]
         );
     }

@@ -157,9 +157,7 @@ impl Worker {
         let result = match job.state {
             State::Accepted => self.submit(job, backend.as_ref()).await,
             State::Submitting => self.lost_submit(job, backend.as_ref()).await,
-            State::Submitted | State::Running | State::Finalizing => {
-                self.poll(job, backend.as_ref()).await
-            }
+            State::Submitted | State::Running | State::Finalizing => self.poll(job, backend.as_ref()).await,
             State::Completed | State::Failed => Ok(Next::Stop),
         };
         result.unwrap_or_else(|e| match e {
@@ -197,8 +195,7 @@ impl Worker {
                     tracing::warn!(job = %job.id, error = %e, "submit failed before anything was accepted; will retry");
                     let mut job = job;
                     job.state = State::Accepted;
-                    job.next_attempt_at_ms =
-                        now_unix_ms() + self.backoff(job.attempts, e.retry_after);
+                    job.next_attempt_at_ms = now_unix_ms() + self.backoff(job.attempts, e.retry_after);
                     self.save(job).await?;
                     Ok(Next::After(Duration::ZERO))
                 }
@@ -212,8 +209,7 @@ impl Worker {
                     let mut job = job;
                     job.state = State::Accepted;
                     job.attempts -= 1;
-                    job.next_attempt_at_ms =
-                        now_unix_ms() + self.poll_interval(backend).as_millis() as i64;
+                    job.next_attempt_at_ms = now_unix_ms() + self.poll_interval(backend).as_millis() as i64;
                     self.save(job).await?;
                     Ok(Next::After(Duration::ZERO))
                 }
@@ -285,12 +281,7 @@ impl Worker {
     /// Copies every output into our storage, derives the previews a backend did not give, and only then marks
     /// the job completed. A failed copy is retried from a fresh poll (provider URLs expire), a bounded number of
     /// times.
-    async fn finalize(
-        &self,
-        mut job: Job,
-        outputs: Vec<Output>,
-        backend: &dyn Backend,
-    ) -> Result<Next, StoreError> {
+    async fn finalize(&self, mut job: Job, outputs: Vec<Output>, backend: &dyn Backend) -> Result<Next, StoreError> {
         let mut assets = Vec::with_capacity(Variant::ALL.len());
         for output in outputs {
             let key = format!("{}/{}", job.id, output.variant.file_name());
@@ -311,18 +302,13 @@ impl Worker {
             };
             return Ok(self.fail(job, error).await);
         };
-        match self
-            .derive_missing_previews(&job, &video, &mut assets)
-            .await
-        {
+        match self.derive_missing_previews(&job, &video, &mut assets).await {
             Ok(produced) => job.produced = Some(produced),
             Err(message) => {
                 tracing::error!(job = %job.id, %message, "the finished video cannot be read");
                 let error = JobError {
                     code: "internal_error".into(),
-                    message: format!(
-                        "The video backend produced a file that is not a playable MP4: {message}"
-                    ),
+                    message: format!("The video backend produced a file that is not a playable MP4: {message}"),
                 };
                 return Ok(self.fail(job, error).await);
             }
@@ -336,11 +322,7 @@ impl Worker {
         Ok(Next::Stop)
     }
 
-    async fn finalize_failed(
-        &self,
-        mut job: Job,
-        e: crate::backends::BackendError,
-    ) -> Result<Next, StoreError> {
+    async fn finalize_failed(&self, mut job: Job, e: crate::backends::BackendError) -> Result<Next, StoreError> {
         if let BackendErrorKind::Rejected(error) = e.kind {
             return Ok(self.fail(job, error).await);
         }
@@ -368,20 +350,16 @@ impl Worker {
         video: &Asset,
         assets: &mut Vec<Asset>,
     ) -> Result<Produced, String> {
-        let video_path = self
-            .assets
-            .local_path(&video.key)
-            .map_err(|e| e.to_string())?;
+        let video_path = self.assets.local_path(&video.key).map_err(|e| e.to_string())?;
         let missing: Vec<Variant> = [Variant::Thumbnail, Variant::Spritesheet]
             .into_iter()
             .filter(|v| !assets.iter().any(|a| a.variant == *v))
             .collect();
         if missing.is_empty() {
-            let info =
-                tokio::task::spawn_blocking(move || crate::media::probe_mp4_file(&video_path))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| "not an MP4 with a video track".to_owned())?;
+            let info = tokio::task::spawn_blocking(move || crate::media::probe_mp4_file(&video_path))
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "not an MP4 with a video track".to_owned())?;
             return Ok(Produced {
                 width: info.width,
                 height: info.height,
@@ -392,16 +370,12 @@ impl Worker {
             .assets
             .local_path(&format!("{}/previews", job.id))
             .map_err(|e| e.to_string())?;
-        tokio::fs::create_dir_all(&work)
-            .await
-            .map_err(|e| e.to_string())?;
+        tokio::fs::create_dir_all(&work).await.map_err(|e| e.to_string())?;
         let dir = work.clone();
-        let info = tokio::task::spawn_blocking(move || {
-            crate::previews::derive_previews(&video_path, &dir)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        let info = tokio::task::spawn_blocking(move || crate::previews::derive_previews(&video_path, &dir))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         for variant in missing {
             let key = format!("{}/{}", job.id, variant.file_name());
             let stored = self

@@ -114,8 +114,7 @@ impl Shim {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.parent().unwrap().join("shim.log"))
-            .unwrap_or_default()
+        std::fs::read_to_string(self.data_dir.parent().unwrap().join("shim.log")).unwrap_or_default()
     }
 
     pub fn kill9(&mut self) {
@@ -164,8 +163,7 @@ impl Shim {
     }
 
     pub async fn get(&self, path: &str, key: &str) -> Reply {
-        self.call(Method::GET, path, Some(key), &[], Bytes::new())
-            .await
+        self.call(Method::GET, path, Some(key), &[], Bytes::new()).await
     }
 
     pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> Reply {
@@ -179,32 +177,15 @@ impl Shim {
         .await
     }
 
-    pub async fn post_multipart(
-        &self,
-        path: &str,
-        key: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> Reply {
-        self.call(
-            Method::POST,
-            path,
-            Some(key),
-            &[("content-type", content_type)],
-            body,
-        )
-        .await
+    pub async fn post_multipart(&self, path: &str, key: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        self.call(Method::POST, path, Some(key), &[("content-type", content_type)], body)
+            .await
     }
 
     /// Creates a video (JSON body), checks the answer against the schema and returns its id.
     pub async fn create(&self, key: &str, body: &Value) -> String {
         let r = self.post_json("/v1/videos", key, body).await;
-        assert_eq!(
-            r.status,
-            StatusCode::OK,
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
         let v = r.json();
         assert_schema("video", &v);
         v["id"].as_str().unwrap().to_owned()
@@ -216,12 +197,7 @@ impl Shim {
         let mut last_progress = 0;
         loop {
             let r = self.get(&format!("/v1/videos/{id}"), key).await;
-            assert_eq!(
-                r.status,
-                StatusCode::OK,
-                "{}",
-                String::from_utf8_lossy(&r.body)
-            );
+            assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
             let v = r.json();
             let status = v["status"].as_str().unwrap().to_owned();
             assert!(["queued", "in_progress", "completed", "failed"].contains(&status.as_str()));
@@ -236,11 +212,7 @@ impl Shim {
                 return v;
             }
             assert_eq!(r.header("openai-poll-after-ms"), Some("100"));
-            assert!(
-                Instant::now() < deadline,
-                "video {id} still {status}\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "video {id} still {status}\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -282,24 +254,13 @@ pub fn assert_schema(name: &str, value: &Value) {
         .join(format!("{name}.schema.json"));
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let validator = jsonschema::draft202012::new(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(value)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{name} schema violations: {errors:?}\n{value:#}"
-    );
+    let errors: Vec<String> = validator.iter_errors(value).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{name} schema violations: {errors:?}\n{value:#}");
 }
 
 /// An error response: status, envelope shape, and the fields a test cares about.
 pub fn assert_error(r: &Reply, status: u16, param: Option<&str>, code: Option<&str>) -> Value {
-    assert_eq!(
-        r.status.as_u16(),
-        status,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    assert_eq!(r.status.as_u16(), status, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.header("x-request-id").is_some());
     let v = r.json();
     assert_schema("error", &v);

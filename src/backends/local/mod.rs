@@ -13,10 +13,7 @@ use dashmap::DashMap;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    AfterLostSubmit, Backend, BackendError, BackendErrorKind, Output, OutputLocation, Progress,
-    Submitted,
-};
+use super::{AfterLostSubmit, Backend, BackendError, BackendErrorKind, Output, OutputLocation, Progress, Submitted};
 use crate::assets::AssetStore;
 use crate::video::{InputRef, Job, JobError, JobKind, Variant};
 

@@ -17,23 +17,18 @@ use std::time::Instant;
 use bytes::Bytes;
 use font8x8::legacy::{BASIC_LEGACY, LATIN_LEGACY};
 use image::imageops::{self, FilterType};
-use mp4::{
-    AvcConfig, FourCC, MediaConfig, Mp4Config, Mp4Sample, Mp4Writer, TrackConfig, TrackType,
-};
+use mp4::{AvcConfig, FourCC, MediaConfig, Mp4Config, Mp4Sample, Mp4Writer, TrackConfig, TrackType};
 use openh264::OpenH264API;
 use openh264::encoder::{
-    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, RateControlMode,
-    UsageType, VuiConfig,
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, RateControlMode, UsageType, VuiConfig,
 };
 use openh264::formats::YUVSource;
 use sha2::{Digest, Sha256};
 
-use crate::previews::{
-    PreviewError, SpriteSheet, TempFile, sprite_frames, thumbnail_frame, write_thumbnail,
-};
+use crate::previews::{PreviewError, SpriteSheet, TempFile, sprite_frames, thumbnail_frame, write_thumbnail};
 pub use crate::previews::{
-    SPRITESHEET_COLUMNS, SPRITESHEET_FILE_NAME, SPRITESHEET_ROWS, SPRITESHEET_TILE_WIDTH,
-    THUMBNAIL_FILE_NAME, THUMBNAIL_MAX_SIDE,
+    SPRITESHEET_COLUMNS, SPRITESHEET_FILE_NAME, SPRITESHEET_ROWS, SPRITESHEET_TILE_WIDTH, THUMBNAIL_FILE_NAME,
+    THUMBNAIL_MAX_SIDE,
 };
 
 /// File name of the rendered video inside the output directory.
@@ -171,9 +166,7 @@ pub fn render(
         if frame == thumb_frame {
             thumbnail = Some(canvas.rgb.clone());
         }
-        sprite
-            .capture(frame, width, height, &canvas.rgb)
-            .map_err(preview_err)?;
+        sprite.capture(frame, width, height, &canvas.rgb).map_err(preview_err)?;
         video.push_frame(frame, &canvas)?;
         progress.report(scale_progress(frame + 1, total_frames, 95));
     }
@@ -256,10 +249,9 @@ impl VideoWriter {
             ],
             timescale,
         };
-        let muxer = Mp4Writer::write_start(BufWriter::with_capacity(1 << 20, file), &config)
-            .map_err(mux_err)?;
-        let encoder = Encoder::with_api_config(OpenH264API::from_source(), encoder_config(spec))
-            .map_err(encoder_err)?;
+        let muxer = Mp4Writer::write_start(BufWriter::with_capacity(1 << 20, file), &config).map_err(mux_err)?;
+        let encoder =
+            Encoder::with_api_config(OpenH264API::from_source(), encoder_config(spec)).map_err(encoder_err)?;
         Ok(Self {
             encoder,
             muxer,
@@ -381,11 +373,7 @@ impl VideoWriter {
             self.write_sample(&prev)?;
         }
         self.muxer.write_end().map_err(mux_err)?;
-        let file = self
-            .muxer
-            .into_writer()
-            .into_inner()
-            .map_err(|e| e.into_error())?;
+        let file = self.muxer.into_writer().into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         Ok(self.samples_written)
     }
@@ -422,9 +410,7 @@ fn validate(spec: &RenderSpec) -> Result<u32, RenderError> {
     if seconds == 0 {
         return Err(invalid("total duration must be at least one second"));
     }
-    seconds
-        .checked_mul(spec.fps)
-        .ok_or_else(|| invalid("too many frames"))
+    seconds.checked_mul(spec.fps).ok_or_else(|| invalid("too many frames"))
 }
 
 /// Media timescale and per-frame sample duration; chosen so that the movie and track
@@ -473,8 +459,7 @@ fn strip_start_code(nal: &[u8]) -> &[u8] {
 }
 
 fn push_length_prefixed(out: &mut Vec<u8>, nal: &[u8]) -> Result<(), RenderError> {
-    let len = u32::try_from(nal.len())
-        .map_err(|_| RenderError::Encoder("NAL unit larger than 4 GiB".to_string()))?;
+    let len = u32::try_from(nal.len()).map_err(|_| RenderError::Encoder("NAL unit larger than 4 GiB".to_string()))?;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(nal);
     Ok(())
@@ -761,10 +746,7 @@ impl Yuv420 {
             let (a_rest, b_rest) = (a_blocks.remainder(), b_blocks.remainder());
             let mut u_blocks = urow.chunks_exact_mut(8);
             let mut v_blocks = vrow.chunks_exact_mut(8);
-            for ((a, b), (u, v)) in a_blocks
-                .zip(b_blocks)
-                .zip((&mut u_blocks).zip(&mut v_blocks))
-            {
+            for ((a, b), (u, v)) in a_blocks.zip(b_blocks).zip((&mut u_blocks).zip(&mut v_blocks)) {
                 let (mut sr, mut sg, mut sb) = ([0i32; 8], [0i32; 8], [0i32; 8]);
                 for i in 0..8 {
                     let (rr, gg, bb) = sum_2x2(&a[6 * i..6 * i + 6], &b[6 * i..6 * i + 6]);
@@ -791,8 +773,7 @@ impl Yuv420 {
 /// Sums R, G and B over a 2x2 block given as two rows of two RGB pixels.
 #[inline]
 fn sum_2x2(a: &[u8], b: &[u8]) -> (i32, i32, i32) {
-    let s =
-        |i: usize| i32::from(a[i]) + i32::from(a[i + 3]) + i32::from(b[i]) + i32::from(b[i + 3]);
+    let s = |i: usize| i32::from(a[i]) + i32::from(a[i + 3]) + i32::from(b[i]) + i32::from(b[i + 3]);
     (s(0), s(1), s(2))
 }
 
@@ -960,10 +941,7 @@ impl Look {
                 size: rng.range(0.05, 0.15),
                 aspect: (rng.range(0.6, 1.5), rng.range(0.6, 1.5)),
                 amp: (rng.range(0.15, 0.4), rng.range(0.15, 0.38)),
-                speed: (
-                    rng.sign() * rng.range(0.5, 1.6),
-                    rng.sign() * rng.range(0.5, 1.6),
-                ),
+                speed: (rng.sign() * rng.range(0.5, 1.6), rng.sign() * rng.range(0.5, 1.6)),
                 phase: (
                     rng.range(0.0, std::f32::consts::TAU),
                     rng.range(0.0, std::f32::consts::TAU),
@@ -1177,10 +1155,7 @@ fn prepare_reference(bytes: &[u8], width: u32, height: u32) -> Result<Vec<u8>, R
     if iw == 0 || ih == 0 {
         return Err(invalid("reference image is empty"));
     }
-    let scale = f64::max(
-        f64::from(width) / f64::from(iw),
-        f64::from(height) / f64::from(ih),
-    );
+    let scale = f64::max(f64::from(width) / f64::from(iw), f64::from(height) / f64::from(ih));
     let sw = ((f64::from(iw) * scale).ceil() as u32).max(width);
     let sh = ((f64::from(ih) * scale).ceil() as u32).max(height);
     let resized = if (sw, sh) == (iw, ih) {
@@ -1188,8 +1163,7 @@ fn prepare_reference(bytes: &[u8], width: u32, height: u32) -> Result<Vec<u8>, R
     } else {
         imageops::resize(&img, sw, sh, FilterType::Triangle)
     };
-    let cropped =
-        imageops::crop_imm(&resized, (sw - width) / 2, (sh - height) / 2, width, height).to_image();
+    let cropped = imageops::crop_imm(&resized, (sw - width) / 2, (sh - height) / 2, width, height).to_image();
     Ok(cropped.into_raw())
 }
 
@@ -1272,13 +1246,7 @@ mod tests {
     #[test]
     fn renders_valid_outputs() {
         let dir = tempfile::tempdir().unwrap();
-        let out = render(
-            &spec("a red fox in the snow"),
-            dir.path(),
-            &mut |_| {},
-            &|| false,
-        )
-        .unwrap();
+        let out = render(&spec("a red fox in the snow"), dir.path(), &mut |_| {}, &|| false).unwrap();
         assert_eq!(out.frames, 24);
         assert_eq!(out.duration_ms, 2000);
 
@@ -1320,26 +1288,10 @@ mod tests {
     fn different_prompts_give_different_frames() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        render(
-            &short_spec("a red fox in the snow"),
-            a.path(),
-            &mut |_| {},
-            &|| false,
-        )
-        .unwrap();
-        render(
-            &short_spec("a blue whale at dawn"),
-            b.path(),
-            &mut |_| {},
-            &|| false,
-        )
-        .unwrap();
-        let ta = image::open(a.path().join(THUMBNAIL_FILE_NAME))
-            .unwrap()
-            .to_rgb8();
-        let tb = image::open(b.path().join(THUMBNAIL_FILE_NAME))
-            .unwrap()
-            .to_rgb8();
+        render(&short_spec("a red fox in the snow"), a.path(), &mut |_| {}, &|| false).unwrap();
+        render(&short_spec("a blue whale at dawn"), b.path(), &mut |_| {}, &|| false).unwrap();
+        let ta = image::open(a.path().join(THUMBNAIL_FILE_NAME)).unwrap().to_rgb8();
+        let tb = image::open(b.path().join(THUMBNAIL_FILE_NAME)).unwrap().to_rgb8();
         let diff: u64 = ta
             .as_raw()
             .iter()
@@ -1378,10 +1330,7 @@ mod tests {
 
         let scene = Scene::new(&s, 24).unwrap();
         assert_eq!(scene.segments.len(), 2);
-        assert_ne!(
-            scene.segments[0].look.gradient,
-            scene.segments[1].look.gradient
-        );
+        assert_ne!(scene.segments[0].look.gradient, scene.segments[1].look.gradient);
     }
 
     #[test]
@@ -1433,13 +1382,7 @@ mod tests {
     fn progress_is_monotonic_and_reaches_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let mut seen = Vec::new();
-        render(
-            &short_spec("progress"),
-            dir.path(),
-            &mut |p| seen.push(p),
-            &|| false,
-        )
-        .unwrap();
+        render(&short_spec("progress"), dir.path(), &mut |p| seen.push(p), &|| false).unwrap();
         assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
         assert_eq!(seen.first(), Some(&0));
         assert_eq!(seen.last(), Some(&99));
