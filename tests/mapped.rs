@@ -197,3 +197,71 @@ fn check_reports_a_broken_mapping_with_file_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("broken.toml: create.job_id: cannot parse jq"), "{err}");
 }
+
+#[tokio::test]
+async fn vertex_service_account_tokens_are_minted_cached_and_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("sa.pem");
+    let public = dir.path().join("sa.pub.pem");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success()
+        && std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok, "openssl could not make a test key");
+    let fake = Fake::start_with_env("veo_vertex", &[("VERTEX_PUBLIC_KEY_PEM", public.to_str().unwrap())]);
+    let service_account = json!({
+        "type": "service_account",
+        "client_email": "shim@test-project.iam.gserviceaccount.com",
+        "private_key": std::fs::read_to_string(&key).unwrap(),
+        "token_uri": format!("{}/token", fake.url),
+    })
+    .to_string();
+    let config = mapped_config(
+        "veo-vertex",
+        &fake,
+        "veo-3.0-generate-001",
+        "options = { project = \"test-project\" }",
+    )
+    .replace("SORA_SHIM_TEST_PROVIDER_KEY", "SORA_SHIM_TEST_SERVICE_ACCOUNT");
+    let shim = Shim::start_with_env(&config, &[("SORA_SHIM_TEST_SERVICE_ACCOUNT", &service_account)]);
+    let a = shim
+        .create(
+            "k",
+            &json!({"prompt": "vertex one", "size": "1280x720", "seconds": "4"}),
+        )
+        .await;
+    let b = shim.create("k", &json!({"prompt": "vertex two"})).await;
+    for id in [&a, &b] {
+        let v = shim.wait(id, "k").await;
+        assert_eq!(v["status"], "completed", "{v}\n{}", shim.log());
+    }
+    let video = shim.get(&format!("/v1/videos/{a}/content"), "k").await;
+    assert_eq!(&video.body[4..8], b"ftyp");
+    // The key never reaches the log.
+    assert!(!shim.log().contains("PRIVATE KEY"));
+    let stats = fake.stats().await;
+    let token_calls = stats["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"] == "/token")
+        .count();
+    assert_eq!(token_calls, 1, "one token, cached for every later call: {stats}");
+}

@@ -17,6 +17,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("replicate", include_str!("../../mappings/replicate.toml")),
     ("fal", include_str!("../../mappings/fal.toml")),
     ("veo-gemini", include_str!("../../mappings/veo-gemini.toml")),
+    ("veo-vertex", include_str!("../../mappings/veo-vertex.toml")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,6 +32,7 @@ pub struct Shim {
     pub addr: String,
     pub data_dir: PathBuf,
     config: PathBuf,
+    env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
@@ -58,12 +59,18 @@ impl Shim {
     }
 
     pub fn start_with(config: &str) -> Shim {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Shim {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
         let config_path = tmp.path().join("sora-shim.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut shim = Self::spawn(&data_dir, &config_path);
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut shim = Self::spawn(&data_dir, &config_path, &env);
         shim._tmp = Some(tmp);
+        shim.env = env;
         shim
     }
 
@@ -72,12 +79,13 @@ impl Shim {
         let tmp = self._tmp.take();
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let mut again = Self::spawn(&self.data_dir, &self.config);
+        let mut again = Self::spawn(&self.data_dir, &self.config, &self.env);
+        again.env = std::mem::take(&mut self.env);
         again._tmp = tmp;
         again
     }
 
-    fn spawn(data_dir: &Path, config: &Path) -> Shim {
+    fn spawn(data_dir: &Path, config: &Path, env: &[(String, String)]) -> Shim {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -90,6 +98,7 @@ impl Shim {
             .arg(config)
             .env("SORA_SHIM_LOG", "info")
             .env("SORA_SHIM_TEST_PROVIDER_KEY", FAKE_KEY)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -108,6 +117,7 @@ impl Shim {
             addr,
             data_dir: data_dir.to_owned(),
             config: config.to_owned(),
+            env: Vec::new(),
             _tmp: None,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
@@ -282,12 +292,17 @@ pub const FAKE_KEY: &str = "test-key";
 
 impl Fake {
     pub fn start(name: &str) -> Fake {
+        Self::start_with_env(name, &[])
+    }
+
+    pub fn start_with_env(name: &str, env: &[(&str, &str)]) -> Fake {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fakes")
             .join(format!("{name}.py"));
         let mut child = Command::new("python3")
             .arg(script)
             .args(["--port", "0", "--key", FAKE_KEY])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -370,6 +385,7 @@ seconds = ["4", "8", "12"]
         secret = match mapping {
             "replicate" => "api_token",
             "fal" => "key",
+            "veo-vertex" => "service_account",
             _ => "api_key",
         },
     )
