@@ -10,18 +10,33 @@ use hyper::StatusCode;
 use serde_json::json;
 
 /// (mapping, fake, provider model)
-const BACKENDS: [(&str, &str, &str); 5] = [
+const BACKENDS: [(&str, &str, &str); 7] = [
     ("openai", "openai_videos", "wan-2.2"),
     ("runway", "runway", "gen4.5"),
     ("replicate", "replicate", "google/veo-3.1"),
     ("fal", "fal", "fal-ai/veo3"),
     ("veo-gemini", "veo_gemini", "veo-3.1-generate-preview"),
+    ("seedance", "seedance", "seedance-1-0-pro-250528"),
+    ("comfyui", "comfyui", "wan2.2-ti2v-5b"),
 ];
+
+/// Backend settings a mapping needs beyond the common ones.
+fn settings(mapping: &str) -> String {
+    match mapping {
+        "comfyui" => format!(
+            "files = {{ workflow = \"{}/mappings/comfyui/wan-t2v.json\" }}\n\
+             options = {{ prompt_node = \"6\", latent_node = \"55\", save_node = \"58\", fps = 24 }}",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+        _ => String::new(),
+    }
+}
 
 fn start(which: usize, extra: &str) -> (Fake, Shim) {
     let (mapping, fake, model) = BACKENDS[which];
     let fake = Fake::start(fake);
-    let shim = Shim::start_with(&mapped_config(mapping, &fake, model, extra));
+    let extra = format!("{}\n{extra}", settings(mapping));
+    let shim = Shim::start_with(&mapped_config(mapping, &fake, model, &extra));
     (fake, shim)
 }
 
@@ -115,7 +130,7 @@ async fn poll_errors_malformed_answers_and_download_resets_are_ridden_out() {
 
 #[tokio::test]
 async fn provider_moderation_becomes_moderation_blocked() {
-    for which in [1, 2, 4] {
+    for which in [1, 2, 4, 5] {
         let (fake, shim) = start(which, "");
         fake.faults(json!({"outcome": "moderated"})).await;
         let id = shim

@@ -18,6 +18,8 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("fal", include_str!("../../mappings/fal.toml")),
     ("veo-gemini", include_str!("../../mappings/veo-gemini.toml")),
     ("veo-vertex", include_str!("../../mappings/veo-vertex.toml")),
+    ("seedance", include_str!("../../mappings/seedance.toml")),
+    ("comfyui", include_str!("../../mappings/comfyui.toml")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -102,13 +102,17 @@ impl MappedBackend {
         BackendError::new(&self.name, kind, message)
     }
 
-    /// A mapping that evaluates to nonsense is a configuration problem: the job fails with a clear error.
+    /// A mapping that evaluates to nonsense is a configuration problem: the job fails with a clear error. The
+    /// detail (which may quote the mapping's jq) goes to the log, not to the client.
     fn mapping_error(&self, message: String) -> BackendError {
         tracing::error!(backend = %self.name, mapping = %self.mapping.name, %message, "mapping error");
         self.error(
             BackendErrorKind::Rejected(JobError {
                 code: "internal_error".into(),
-                message: format!("The shim's mapping for backend {:?} failed: {message}", self.name),
+                message: format!(
+                    "The shim's mapping for video backend {:?} could not handle this job; the shim's log has the detail.",
+                    self.name
+                ),
             }),
             message,
         )
@@ -321,6 +325,15 @@ impl MappedBackend {
             let url = match expr.eval(ctx) {
                 Ok(Value::String(s)) if !s.is_empty() => s,
                 Ok(Value::Null) if *variant != crate::video::Variant::Video => continue,
+                Ok(Value::Null) => {
+                    return Err(self.error(
+                        BackendErrorKind::Rejected(JobError {
+                            code: "backend_error".into(),
+                            message: "The video backend finished without a video.".into(),
+                        }),
+                        "outputs.video is null",
+                    ));
+                }
                 Ok(other) => {
                     return Err(self.mapping_error(format!("outputs.{}: gave {other}", variant.as_str())));
                 }

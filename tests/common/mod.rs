@@ -372,7 +372,7 @@ retry_max_ms = 400
 kind = "mapping"
 mapping = "{mapping}"
 base_url = "{url}"
-secrets = {{ {secret} = "SORA_SHIM_TEST_PROVIDER_KEY" }}
+{secrets}
 model = "{model}"
 timeout_secs = 5
 {extra}
@@ -382,11 +382,13 @@ sizes = ["720x1280", "1280x720"]
 seconds = ["4", "8", "12"]
 "#,
         url = fake.url,
-        secret = match mapping {
-            "replicate" => "api_token",
-            "fal" => "key",
-            "veo-vertex" => "service_account",
-            _ => "api_key",
+        secrets = match mapping {
+            // A self-hosted ComfyUI takes no credentials.
+            "comfyui" => String::new(),
+            "replicate" => "secrets = { api_token = \"SORA_SHIM_TEST_PROVIDER_KEY\" }".to_owned(),
+            "fal" => "secrets = { key = \"SORA_SHIM_TEST_PROVIDER_KEY\" }".to_owned(),
+            "veo-vertex" => "secrets = { service_account = \"SORA_SHIM_TEST_PROVIDER_KEY\" }".to_owned(),
+            _ => "secrets = { api_key = \"SORA_SHIM_TEST_PROVIDER_KEY\" }".to_owned(),
         },
     )
 }

@@ -4,7 +4,8 @@ Run: python -m pytest tests/fakes/test_fakes.py   (needs ffmpeg and ffprobe on P
 
 Each fake is started as a subprocess on port 0. For every fake the test drives one job to success and
 checks the MP4 with ffprobe, then expires it; drives one job to a moderation failure; checks auth
-rejection; injects a 429 with Retry-After on create and a connection reset on poll.
+rejection; injects a 429 with Retry-After on create and a connection reset on poll. Then protocol details
+per fake (validation, control API, cancel, ...).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import threading
 import zlib
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
+WORKFLOW = HERE.parent.parent / "mappings" / "comfyui" / "wan-t2v.json"
 KEY = "sekrit-test-key"
 STARTUP_S = 15
 
@@ -105,7 +107,7 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fakes") / "mp4"
 
 
-FAKES = ["openai_videos", "runway", "replicate", "fal", "veo_gemini"]
+FAKES = ["openai_videos", "runway", "replicate", "fal", "veo_gemini", "seedance", "comfyui"]
 
 
 @pytest.fixture(scope="session")
@@ -353,9 +355,98 @@ class VeoDriver(Driver):
         assert body["error"]["details"][0]["reason"] == "API_KEY_INVALID"
 
 
+class SeedanceDriver(Driver):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    terminal = {"succeeded", "failed", "cancelled", "expired"}
+    states = ["queued", "running", "succeeded"]
+    expired_status = 403
+
+    def create(self, f, prompt, headers=None):
+        return f.json("POST", "/api/v3/contents/generations/tasks",
+                      body={"model": "seedance-1-5-pro-251215", "content": [{"type": "text", "text": prompt}],
+                            "resolution": "720p", "ratio": "16:9", "duration": 4, "watermark": False},
+                      headers=headers or self.auth)
+
+    def ref(self, body):
+        assert body["id"].startswith("cgt-") and list(body) == ["id"]
+        return body["id"]
+
+    def poll(self, f, ref):
+        return f.json("GET", f"/api/v3/contents/generations/tasks/{ref}", headers=self.auth)
+
+    def state(self, body):
+        assert ("content" in body) == (body["status"] == "succeeded")
+        return body["status"]
+
+    def output(self, f, ref, body):
+        assert body["usage"]["completion_tokens"] > 0 and body["error"] is None
+        return body["content"]["video_url"], {}
+
+    def check_moderated(self, create_status, body):
+        assert body["status"] == "failed" and body["error"]["code"] == "OutputVideoSensitiveContentDetected"
+
+    def check_bad_auth(self, status, body):
+        assert status == 401 and body["error"]["code"] == "AuthenticationError"
+        assert body["error"]["type"] == "Unauthorized" and "Request id: " in body["error"]["message"]
+
+
+def comfy_workflow(prompt: str, width: int = 1280, height: int = 704, length: int = 97) -> dict:
+    wf = json.loads(WORKFLOW.read_text())
+    wf["6"]["inputs"]["text"] = prompt
+    wf["55"]["inputs"].update(width=width, height=height, length=length)
+    return wf
+
+
+class ComfyUIDriver(Driver):
+    auth: dict = {}  # ComfyUI has no auth
+    terminal = {"success", "error"}
+    states = ["pending", "pending", "success"]  # /history is {} while queued and while running
+    expected = (1280, 704, 97 / 24)
+    expired_status = 404
+
+    def create(self, f, prompt, headers=None):
+        status, h, raw = f.request("POST", "/prompt", body={"prompt": comfy_workflow(prompt), "client_id": "test"},
+                                   headers=headers or self.auth)
+        body = json.loads(raw) if h.get("content-type", "").startswith("application/json") else raw.decode()
+        return status, h, body
+
+    def ref(self, body):
+        assert body["node_errors"] == {} and isinstance(body["number"], (int, float))
+        self._ref = body["prompt_id"]
+        return body["prompt_id"]
+
+    def poll(self, f, ref):
+        return f.json("GET", f"/history/{ref}", headers=self.auth)
+
+    def state(self, body):
+        if body == {}:
+            return "pending"
+        (entry,) = body.values()
+        return entry["status"]["status_str"]
+
+    def output(self, f, ref, body):
+        entry = body[ref]
+        assert entry["status"]["completed"] is True and entry["prompt"][1] == ref
+        out = entry["outputs"]["58"]
+        assert out["animated"] == [True]  # core SaveVideo reports its file under "images"
+        file = out["images"][0]
+        assert file["subfolder"] == "video" and file["filename"].endswith("_.mp4") and file["type"] == "output"
+        return f"/view?filename={quote(file['filename'])}&subfolder={quote(file['subfolder'])}&type=output", {}
+
+    def check_moderated(self, create_status, body):
+        # ComfyUI has no moderation: the job fails like any other, with an execution_error
+        (entry,) = body.values()
+        assert entry["status"]["status_str"] == "error" and entry["outputs"] == {}
+        assert [m[0] for m in entry["status"]["messages"]][-1] == "execution_error"
+
+    def check_bad_auth(self, status, body):
+        assert (status, body) == (401, "401: Unauthorized")
+
+
 DRIVERS = {"openai_videos": OpenAIDriver(), "runway": RunwayDriver(), "replicate": ReplicateDriver(),
-           "fal": FalDriver(), "veo_gemini": VeoDriver()}
-CREATED = {"openai_videos": 200, "runway": 200, "replicate": 201, "fal": 200, "veo_gemini": 200}
+           "fal": FalDriver(), "veo_gemini": VeoDriver(), "seedance": SeedanceDriver(), "comfyui": ComfyUIDriver()}
+CREATED = {"openai_videos": 200, "runway": 200, "replicate": 201, "fal": 200, "veo_gemini": 200, "seedance": 200,
+           "comfyui": 200}
 
 
 def run_to_end(d: Driver, f: Fake, ref: str) -> tuple[list, Any]:
@@ -425,6 +516,8 @@ def test_moderated(fake: Fake):
 @pytest.mark.parametrize("fake", FAKES, indirect=True)
 def test_auth_rejected(fake: Fake):
     d = DRIVERS[fake.name]
+    if fake.name == "comfyui":  # no auth of its own: a token-checking proxy in front
+        fake.plan({"comfyui_auth": True})
     bad = {k: (v.replace(KEY, "wrong-key") if KEY in v else v) for k, v in d.auth.items()}
     status, _, body = d.create(fake, "x", headers=bad)
     d.check_bad_auth(status, body)
@@ -521,3 +614,158 @@ def test_validation_errors(fakes):
                                                                            "mimeType": "image/png"}}]},
                              headers=VeoDriver.auth)
     assert status == 200, body
+
+
+def test_seedance_protocol(fakes, tmp_path):
+    f = fakes["seedance"]
+    f.reset()
+    tasks = "/api/v3/contents/generations/tasks"
+    auth = SeedanceDriver.auth
+
+    def create(body):
+        return f.json("POST", tasks, body=body, headers=auth)
+
+    text = [{"type": "text", "text": "a fox"}]
+    # validation: the Ark error envelope with code, param and a request id
+    status, _, body = create({"model": "seedance-1-5-pro-251215", "content": text, "duration": 2})
+    assert status == 400 and body["error"]["code"] == "InvalidParameter" and body["error"]["param"] == "duration"
+    assert body["error"]["type"] == "BadRequest" and "Request id: " in body["error"]["message"]
+    status, _, body = create({"model": "seedance-1-5-pro-251215"})
+    assert status == 400 and (body["error"]["code"], body["error"]["param"]) == ("MissingParameter", "content")
+    status, _, body = create({"model": "no-such-model", "content": text})
+    assert status == 404 and body["error"]["code"] == "InvalidEndpointOrModel.NotFound"
+    status, _, body = create({"model": "dreamina-seedance-2-0-fast-260128", "content": text, "resolution": "1080p"})
+    assert status == 400 and body["error"]["param"] == "resolution"
+    # 1.x text commands (no fields): 1.0 pro's own 720p 9:16 size; Volcengine's doubao- id is accepted
+    status, _, body = create({"model": "doubao-seedance-1-0-pro-250528",
+                              "content": [{"type": "text", "text": "a fox --rs 720p --rt 9:16 --dur 5 --cf false"}]})
+    assert status == 200, body
+    task = f.json("GET", f"{tasks}/{body['id']}", headers=auth)[2]
+    assert (task["resolution"], task["ratio"], task["duration"]) == ("720p", "9:16", 5)
+    details = f.stats()["job_details"][body["id"]]
+    assert (details["width"], details["height"], details["seconds"]) == (704, 1248, 5)
+    # an image as the first frame (data URI)
+    img = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    status, _, body = create({"model": "seedance-1-5-pro-251215", "ratio": "16:9",
+                              "content": text + [{"type": "image_url", "image_url": {"url": img},
+                                                  "role": "first_frame"}]})
+    assert status == 200, body
+    status, _, body = create({"model": "seedance-1-5-pro-251215",
+                              "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]})
+    assert status == 400 and body["error"]["code"] == "InvalidParameter"
+    # moderation at create: no task is made
+    f.reset()
+    f.plan({"seedance_moderation_stage": "input"})
+    status, _, body = create({"model": "seedance-1-5-pro-251215",
+                              "content": [{"type": "text", "text": "flagged [fake:moderated]"}]})
+    assert status == 400 and body["error"]["code"] == "InputTextSensitiveContentDetected"
+    assert f.stats()["jobs"] == {}
+    # fail / expired
+    f.plan({"outcome": "fail", "steps": 1})
+    tid = create({"model": "seedance-1-5-pro-251215", "content": text})[2]["id"]
+    task = f.json("GET", f"{tasks}/{tid}", headers=auth)[2]
+    assert task["status"] == "failed" and task["error"]["code"] == "InternalServiceError"
+    f.plan({"outcome": "fail", "steps": 1, "seedance_failure": "expired"})
+    tid = create({"model": "seedance-1-5-pro-251215", "content": text})[2]["id"]
+    assert f.json("GET", f"{tasks}/{tid}", headers=auth)[2]["status"] == "expired"
+    # cancel: a queued task is cancelled, a running one refused, a finished one deleted
+    f.plan({"steps": 3})
+    queued = create({"model": "seedance-1-5-pro-251215", "content": text})[2]["id"]
+    assert f.json("DELETE", f"{tasks}/{queued}", headers=auth)[:1] == (200,)
+    assert f.json("GET", f"{tasks}/{queued}", headers=auth)[2]["status"] == "cancelled"
+    running = create({"model": "seedance-1-5-pro-251215", "content": text})[2]["id"]
+    f.json("GET", f"{tasks}/{running}", headers=auth)
+    f.json("GET", f"{tasks}/{running}", headers=auth)
+    assert f.json("DELETE", f"{tasks}/{running}", headers=auth)[0] == 400
+    assert f.json("DELETE", f"{tasks}/{tid}", headers=auth)[0] == 200
+    assert f.json("GET", f"{tasks}/{tid}", headers=auth)[0] == 404
+    listing = f.json("GET", f"{tasks}?page_num=1&page_size=10&filter.status=cancelled", headers=auth)[2]
+    assert listing["total"] == 1 and listing["items"][0]["id"] == queued
+    # return_last_frame: a PNG next to the video, same signed-URL rules
+    f.plan({"steps": 1})
+    tid = create({"model": "seedance-1-5-pro-251215", "content": text, "return_last_frame": True,
+                  "duration": 4, "resolution": "480p"})[2]["id"]
+    task = f.json("GET", f"{tasks}/{tid}", headers=auth)[2]
+    assert task["content"]["video_url"] == f.json("GET", f"{tasks}/{tid}", headers=auth)[2]["content"]["video_url"]
+    status, h, png = f.request("GET", task["content"]["last_frame_url"])
+    assert status == 200 and h["content-type"] == "image/png" and png.startswith(b"\x89PNG")
+    # signed URLs: tampering is refused
+    assert f.request("GET", task["content"]["video_url"].split("?")[0])[0] == 403
+
+
+def test_comfyui_protocol(fakes):
+    f = fakes["comfyui"]
+    f.reset()
+
+    def post(body, path="/prompt"):
+        return f.json("POST", path, body=body)
+
+    # validation errors: ComfyUI's error object plus node_errors by node id
+    wf = comfy_workflow("x")
+    wf["37"]["inputs"]["unet_name"] = "missing.safetensors"
+    del wf["6"]["inputs"]["text"]
+    wf["55"]["inputs"]["width"] = 8
+    wf["3"]["inputs"]["negative"] = ["39", 0]  # a VAE where CONDITIONING belongs
+    status, _, body = post({"prompt": wf})
+    assert status == 400 and body["error"]["type"] == "prompt_outputs_failed_validation"
+    errs = {nid: [e["type"] for e in v["errors"]] for nid, v in body["node_errors"].items()}
+    assert errs == {"37": ["value_not_in_list"], "6": ["required_input_missing"], "55": ["value_smaller_than_min"],
+                    "3": ["return_type_mismatch"]}
+    assert all(v["dependent_outputs"] == ["58"] for v in body["node_errors"].values())
+    assert body["node_errors"]["37"]["class_type"] == "UNETLoader"
+    status, _, body = post({"client_id": "x"})
+    assert (status, body["error"]["type"], body["node_errors"]) == (400, "no_prompt", {})
+    status, _, body = post({"prompt": {"1": {"class_type": "NoSuchNode", "inputs": {}}}})
+    assert status == 400 and body["error"]["type"] == "missing_node_type"
+    wf = comfy_workflow("x")
+    del wf["58"]
+    assert post({"prompt": wf})[2]["error"]["type"] == "prompt_no_outputs"
+    status, _, raw = f.request("POST", "/prompt", raw=b"{not json", headers={"Content-Type": "application/json"})
+    assert status == 500 and raw.startswith(b"500 Internal Server Error")
+    # a client prompt_id is used as given; /api prefix; queue and history
+    f.plan({"steps": 3})
+    status, _, body = post({"prompt": comfy_workflow("a fox"), "prompt_id": "my-id-1", "client_id": "c"},
+                           "/api/prompt")
+    assert status == 200 and body["prompt_id"] == "my-id-1"
+    queue = f.json("GET", "/queue")[2]
+    assert [i[1] for i in queue["queue_pending"]] == ["my-id-1"] and queue["queue_running"] == []
+    assert f.json("GET", "/prompt")[2] == {"exec_info": {"queue_remaining": 1}}
+    assert f.json("GET", "/history/my-id-1")[2] == {}
+    assert f.json("GET", "/history/my-id-1")[2] == {}
+    assert [i[1] for i in f.json("GET", "/queue")[2]["queue_running"]] == ["my-id-1"]
+    entry = f.json("GET", "/history/my-id-1")[2]["my-id-1"]
+    assert entry["prompt"][3]["client_id"] == "c" and entry["status"]["status_str"] == "success"
+    assert [m[0] for m in entry["status"]["messages"]] == ["execution_start", "execution_cached",
+                                                           "execution_success"]
+    assert "my-id-1" in f.json("GET", "/history?max_items=5")[2]
+    # /view refuses paths outside the output directory
+    assert f.request("GET", "/view?filename=../secret.txt&type=output")[0] == 400
+    assert f.request("GET", "/view?filename=x.mp4&subfolder=../..&type=output")[0] == 403
+    assert f.request("GET", "/view?filename=nope.mp4&subfolder=video&type=output")[0] == 404
+    # pending prompts can be deleted from the queue (and never reach the history); a running one interrupted
+    pending = post({"prompt": comfy_workflow("later")})[2]["prompt_id"]
+    assert f.request("POST", "/queue", body={"delete": [pending]})[0] == 200
+    assert f.json("GET", "/history/" + pending)[2] == {} and f.json("GET", "/queue")[2]["queue_pending"] == []
+    running = post({"prompt": comfy_workflow("run")})[2]["prompt_id"]
+    f.json("GET", "/history/" + running)
+    f.json("GET", "/history/" + running)
+    assert f.request("POST", "/interrupt", body={"prompt_id": "someone-else"})[0] == 200
+    assert f.json("GET", "/queue")[2]["queue_running"] != []
+    assert f.request("POST", "/interrupt", body={"prompt_id": running})[0] == 200
+    entry = f.json("GET", "/history/" + running)[2][running]
+    assert entry["status"]["status_str"] == "error" and entry["status"]["messages"][-1][0] == "execution_interrupted"
+    # VHS_VideoCombine reports its file under "gifs"; fps from frame_rate
+    wf = comfy_workflow("vhs", width=832, height=480, length=33)
+    del wf["57"]
+    wf["58"] = {"class_type": "VHS_VideoCombine",
+                "inputs": {"images": ["8", 0], "frame_rate": 16, "loop_count": 0, "filename_prefix": "wan/clip",
+                           "format": "video/h264-mp4", "pingpong": False, "save_output": True}}
+    f.plan({"steps": 1})
+    pid = post({"prompt": wf})[2]["prompt_id"]
+    gif = f.json("GET", "/history/" + pid)[2][pid]["outputs"]["58"]["gifs"][0]
+    assert (gif["subfolder"], gif["type"], gif["format"]) == ("wan", "output", "video/h264-mp4")
+    assert gif["filename"].startswith("clip_") and gif["filename"].endswith(".mp4")
+    details = f.stats()["job_details"][pid]
+    assert (details["width"], details["height"], details["seconds"]) == (832, 480, 33 / 16)
+    status, h, _ = f.request("HEAD", f"/view?filename={gif['filename']}&subfolder=wan&type=output")
+    assert status == 200 and h["content-type"] == "video/mp4"
