@@ -11,6 +11,7 @@ ROOT=$PWD
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 WORK=$(mktemp -d /tmp/sora-shim-bench.XXXXXX)
+chmod 755 "$WORK"  # nginx's worker user reads the file it serves from here
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -48,7 +49,9 @@ measure() {
   local name=$1 conns=$2
   shift 2
   for run in $(seq 1 "$RUNS"); do
-    wrk -t2 -c"$conns" -d"${DURATION}s" --latency "$@" >"$WORK/wrk.txt" 2>&1 || true
+    local threads=2
+    [ "$conns" -lt 2 ] && threads=1
+    wrk -t"$threads" -c"$conns" -d"${DURATION}s" --timeout 60s --latency "$@" >"$WORK/wrk.txt" 2>&1 || true
     python3 "$ROOT/benches/report.py" parse "$name" "$conns" "$run" <"$WORK/wrk.txt" >>"$WORK/results.jsonl"
   done
 }
@@ -122,9 +125,9 @@ def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zl
 png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b"")
 open(sys.argv[1], "wb").write(png)
 PY
-measure "shim: POST /v1/videos JSON" 16 -s benches/create_json.lua "http://$SHIM"
+measure "shim: POST /v1/videos JSON" 16 -s benches/create_json.lua "http://$SHIM/v1/videos"
 IMAGE_FILE=$WORK/ref.png measure "shim: POST /v1/videos multipart + $(($(stat -c %s "$WORK/ref.png") / 1024)) KiB image" 16 \
-  -s benches/create_multipart.lua "http://$SHIM"
+  -s benches/create_multipart.lua "http://$SHIM/v1/videos"
 
 echo "== content delivery: one 50 MB MP4, shim vs nginx (sendfile)"
 ffmpeg -v error -y -f lavfi -i testsrc2=size=1920x1080:rate=24 -t 20 -pix_fmt yuv420p -c:v libx264 -preset ultrafast \
@@ -132,7 +135,7 @@ ffmpeg -v error -y -f lavfi -i testsrc2=size=1920x1080:rate=24 -t 20 -pix_fmt yu
 BIG=$(head -n1 "$WORK/ids.txt")
 # The shim serves whatever file its record points at: put the 50 MB file in place of a finished video's asset.
 cp "$WORK/big.mp4" "$WORK/data/assets/$BIG/video.mp4"
-mkdir -p "$WORK/www" && cp "$WORK/big.mp4" "$WORK/www/big.mp4"
+mkdir -p "$WORK/www" && cp "$WORK/big.mp4" "$WORK/www/big.mp4" && chmod -R a+rX "$WORK/www"
 cat >"$WORK/nginx.conf" <<EOF
 worker_processes 1;
 pid $WORK/nginx.pid;
@@ -150,6 +153,7 @@ PIDS+=($!)
 sleep 0.5
 for conns in 1 200; do
   measure "nginx: GET 50 MB file" "$conns" "http://127.0.0.1:18571/big.mp4"
+  echo 5 >/proc/"$SHIM_PID"/clear_refs  # resets the peak (VmHWM) to the current RSS
   before=$(grep VmHWM /proc/"$SHIM_PID"/status | awk '{print $2}')
   measure "shim: GET /v1/videos/{id}/content (50 MB)" "$conns" -s benches/auth.lua "http://$SHIM/v1/videos/$BIG/content"
   after=$(grep VmHWM /proc/"$SHIM_PID"/status | awk '{print $2}')

@@ -13,6 +13,7 @@
 //! - [`media`]    — looks inside uploads (image and MP4 dimensions, durations).
 //! - [`video`]    — domain types: jobs, states, sizes, durations, variants.
 //! - [`app`]      — the runtime that holds all of the above.
+//! - [`conformance`] — `sora-shim conformance`: the Sora-contract scenarios, run against any endpoint over HTTP.
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod assets;
 pub mod auth;
 pub mod backends;
 pub mod config;
+pub mod conformance;
 pub mod jobs;
 pub mod mapping;
 pub mod media;

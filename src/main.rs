@@ -28,6 +28,8 @@ enum Command {
     Serve(ConfigArgs),
     /// Validate a configuration offline and exit non-zero on any problem.
     Check(ConfigArgs),
+    /// Run the Sora-contract scenarios against an endpoint over HTTP; exit non-zero on any failure.
+    Conformance(sora_shim::conformance::Args),
 }
 
 #[derive(clap::Args)]
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
+        Command::Conformance(args) => sora_shim::conformance::cli(args),
         Command::Check(args) => match args.load() {
             Ok(config) => {
                 eprintln!(

@@ -2,7 +2,9 @@
 //! one writer connection and one reader connection, each used on the blocking pool.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -47,20 +49,17 @@ impl SqliteStore {
         })
     }
 
+    /// Runs `f` on a connection on the blocking pool. The connection's lock is taken asynchronously first, so
+    /// callers queue as tasks rather than as blocked threads (one blocking thread per connection at a time).
     async fn with<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Backend("connection lock poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        let mut guard = Arc::clone(conn).lock_owned().await;
+        tokio::task::spawn_blocking(move || f(&mut guard))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
 }
 

@@ -1,0 +1,268 @@
+//! `sora-shim conformance` as a user runs it: the real binary as a subprocess, against the real shim (quick
+//! profile, which must pass) and against a broken endpoint that answers every request `200 {}` (which must fail).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::Shim;
+
+fn conformance(base_url: &str, extra: &[&str]) -> (Output, String, Duration) {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_sora-shim"))
+        .args(["conformance", "--base-url", base_url, "--api-key", "k1"])
+        .args(extra)
+        .env("SORA_SHIM_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    (out, stdout, started.elapsed())
+}
+
+/// Tags balance and attributes are quoted: enough to call the JUnit file well-formed for CI readers.
+fn assert_well_formed_xml(xml: &str) {
+    assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"), "{xml}");
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = &xml[xml.find("?>").unwrap() + 2..];
+    while let Some(open) = rest.find('<') {
+        assert!(!rest[..open].contains('>'), "stray '>' in text: {:?}", &rest[..open]);
+        let close = rest[open..].find('>').unwrap() + open;
+        let tag = &rest[open + 1..close];
+        assert!(!tag.contains('<'), "'<' inside a tag: {tag:?}");
+        assert_eq!(tag.matches('"').count() % 2, 0, "unbalanced quotes in {tag:?}");
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(stack.pop().as_deref(), Some(name), "mismatched </{name}>");
+        } else if !tag.ends_with('/') {
+            stack.push(tag.split_whitespace().next().unwrap().to_owned());
+        }
+        rest = &rest[close + 1..];
+    }
+    assert!(stack.is_empty(), "unclosed: {stack:?}");
+}
+
+fn attr<'a>(xml: &'a str, element: &str, name: &str) -> &'a str {
+    let start = xml.find(&format!("<{element} ")).unwrap();
+    let tag = &xml[start..start + xml[start..].find('>').unwrap()];
+    let at = tag.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+    &tag[at..at + tag[at..].find('"').unwrap()]
+}
+
+#[test]
+fn quick_profile_passes_against_the_shim() {
+    let shim = Shim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (junit, report) = (dir.path().join("junit.xml"), dir.path().join("report.md"));
+    let base = format!("http://{}/v1", shim.addr);
+    let (out, stdout, took) = conformance(
+        &base,
+        &[
+            "--second-api-key",
+            "k2",
+            "--profile",
+            "quick",
+            "--max-body-bytes",
+            "2097152",
+            "--junit",
+            junit.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    eprintln!("{stdout}\n(quick profile took {took:?})");
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        shim.log()
+    );
+
+    let lines: Vec<&str> = stdout.lines().collect();
+    let last = *lines.last().unwrap();
+    let closing = regex_like_closing(last).unwrap_or_else(|| panic!("closing line {last:?}"));
+    assert_eq!(closing.1, 0);
+    assert!(
+        stdout.contains("\ngenerations requested: 4 (16 s of video); "),
+        "{stdout}"
+    );
+    let scenario_lines: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL ") || l.starts_with("SKIP "))
+        .collect();
+    assert_eq!(scenario_lines.len(), closing.0 + closing.1 + closing.2);
+    for must_pass in [
+        "create.json",
+        "create.multipart",
+        "poll.until_terminal",
+        "content.video",
+        "content.thumbnail",
+        "content.spritesheet",
+        "content.range",
+        "idempotency.create",
+        "remix",
+        "edit",
+        "extend",
+        "characters",
+        "list.pagination",
+        "error.bad_size",
+        "error.bad_seconds",
+        "error.missing_prompt",
+        "error.malformed_json",
+        "error.oversize_body",
+        "error.unknown_id",
+        "error.missing_key",
+        "error.other_key",
+        "error.bad_variant",
+        "delete",
+        "headers.request_id",
+        "schemas.every_response",
+    ] {
+        let prefix = format!("PASS {must_pass} (");
+        assert!(
+            scenario_lines.iter().any(|l| l.starts_with(&prefix)),
+            "{must_pass} did not pass:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("SKIP headers.rate_limit ("), "{stdout}");
+    assert!(
+        stdout.contains("SKIP generate.size.1920x1080 (0.0 s): full profile only"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("answered with the source video"),
+        "the multipart create generated a video:\n{stdout}"
+    );
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_well_formed_xml(&xml);
+    assert_eq!(attr(&xml, "testsuites", "tests"), scenario_lines.len().to_string());
+    assert_eq!(attr(&xml, "testsuites", "failures"), "0");
+    assert_eq!(attr(&xml, "testsuites", "skipped"), closing.2.to_string());
+    assert_eq!(xml.matches("<testcase ").count(), scenario_lines.len());
+    assert!(xml.contains("<property name=\"generations\" value=\"4\"/>"));
+
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains(&format!("| Endpoint | `{base}` |")), "{md}");
+    assert!(
+        md.contains(&format!("| Shim version | {} |", env!("CARGO_PKG_VERSION"))),
+        "{md}"
+    );
+    assert!(md.contains(&format!("| Results | {last} |")), "{md}");
+    assert!(md.contains("| Generations used | 4 (16 s of video) |"), "{md}");
+    assert!(md.contains("| Date | 20"), "{md}");
+    assert_eq!(
+        md.lines().filter(|l| l.starts_with("| `")).count(),
+        scenario_lines.len()
+    );
+    assert!(
+        !md.contains("k1") && !xml.contains("k1") && !stdout.contains("k2"),
+        "an API key leaked"
+    );
+}
+
+/// `N passed, N failed[, N skipped]` → (passed, failed, skipped).
+fn regex_like_closing(line: &str) -> Option<(usize, usize, usize)> {
+    let mut parts = line.split(", ");
+    let num = |part: Option<&str>, word: &str| part?.strip_suffix(word)?.trim().parse::<usize>().ok();
+    let passed = num(parts.next(), " passed")?;
+    let failed = num(parts.next(), " failed")?;
+    let skipped = match parts.next() {
+        Some(p) => num(Some(p), " skipped")?,
+        None => 0,
+    };
+    parts.next().is_none().then_some((passed, failed, skipped))
+}
+
+/// An endpoint that answers every request `200 {}` (after reading it whole).
+fn broken_endpoint() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                    if stream.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+#[test]
+fn a_broken_endpoint_fails() {
+    let base = broken_endpoint();
+    let (out, stdout, _) = conformance(
+        &base,
+        &[
+            "--second-api-key",
+            "k2",
+            "--timeout-secs",
+            "5",
+            "--max-body-bytes",
+            "4096",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap();
+    let (_, failed, _) = regex_like_closing(last).unwrap_or_else(|| panic!("closing line {last:?}"));
+    assert!(failed >= 10, "{stdout}");
+    for line in [
+        "FAIL create.json (",
+        "FAIL error.bad_size (",
+        "FAIL error.missing_key (",
+        "FAIL headers.request_id (",
+        "FAIL schemas.every_response (",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in\n{stdout}");
+    }
+    assert!(stdout.contains("expected HTTP 400, got 200: {}"), "{stdout}");
+    assert!(
+        stdout.contains("SKIP content.video (") && stdout.contains("no finished source video"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let (out, _, _) = conformance("ftp://nowhere", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --base-url"));
+    let (out, _, _) = conformance("http://127.0.0.1:9/v1", &["--only", "no-such-scenario"]);
+    assert_eq!(out.status.code(), Some(2));
+}
