@@ -13,6 +13,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use crate::mapping::http::source_chain;
 use serde_json::Value;
 
 use super::schema::Recorder;
@@ -272,17 +274,6 @@ impl Api {
     pub async fn delete(&self, path: &str, key: Option<&str>) -> Result<Reply, CallError> {
         self.call(Method::DELETE, path, key, &[], Body::Empty).await
     }
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -192,7 +192,8 @@ fn resolve(base: &Uri, location: &str) -> Result<Uri, SendError> {
         .map_err(|_| SendError::Io("bad redirect Location".into()))
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
+/// An error and all its sources, `a: b: c`, for messages that must say what really failed.
+pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
