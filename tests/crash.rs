@@ -86,3 +86,59 @@ async fn sigterm_drains_and_exits_0_and_the_job_resumes_on_the_next_start() {
     let shim = shim.restart();
     assert_eq!(shim.wait(&id, "k").await["status"], "completed", "{}", shim.log());
 }
+
+/// Polls the fake's stats until `pred` holds.
+async fn until_fake(fake: &common::Fake, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = fake.stats().await;
+        if pred(&stats) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never saw {what}: {stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn kill_9_in_every_state_against_a_provider_never_pays_twice() {
+    use common::{Fake, mapped_config};
+    let fake = Fake::start("runway");
+    // One job at a time at the provider, so a second job waits in `accepted`; each job runs for 40 polls.
+    fake.faults(json!({"steps": 40, "create": {"delay_ms": 3000, "times": 1}}))
+        .await;
+    let mut shim = Shim::start_with(&mapped_config("runway", &fake, "gen4.5", "max_concurrent = 1"));
+
+    // submitting: the first create is held by the provider for 3 s; the shim dies while it waits.
+    let lost = shim
+        .create("k", &json!({"prompt": "in flight when the shim died"}))
+        .await;
+    until_fake(&fake, "the first create", |s| s["creates"] == 1).await;
+    shim.kill9();
+    let mut shim = shim.restart();
+    let v = shim.wait(&lost, "k").await;
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["error"]["code"], "submission_outcome_unknown", "never resent: {v}");
+
+    // running + accepted: one job generating at the provider, one waiting its turn in the shim.
+    let running = shim
+        .create("k", &json!({"prompt": "generating when the shim died"}))
+        .await;
+    let waiting = shim.create("k", &json!({"prompt": "waiting when the shim died"})).await;
+    wait_for_status(&shim, &running, "k", "in_progress").await;
+    assert_eq!(
+        shim.get(&format!("/v1/videos/{waiting}"), "k").await.json()["status"],
+        "queued"
+    );
+    shim.kill9();
+    let shim = shim.restart();
+    for id in [&running, &waiting] {
+        assert_eq!(shim.wait(id, "k").await["status"], "completed", "{}", shim.log());
+    }
+    // Exactly once: the lost create plus one per later job, never a second paid generation.
+    let stats = fake.stats().await;
+    assert_eq!(stats["creates"], 3, "{stats}");
+    assert_eq!(stats["jobs"].as_object().unwrap().len(), 3, "{stats}");
+    let tmp = std::fs::read_dir(shim.data_dir.join("assets/.tmp")).unwrap().count();
+    assert_eq!(tmp, 0, "no partial asset left");
+}
