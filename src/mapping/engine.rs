@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
-use dashmap::DashSet;
 use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
@@ -43,7 +42,8 @@ pub struct MappedBackend {
     limiter: Option<DefaultDirectRateLimiter>,
     max_concurrent: Option<NonZeroU32>,
     poll_interval: Option<Duration>,
-    in_flight: DashSet<String>,
+    /// Our job ids at the provider now (for `max_concurrent`); a slot is taken before the create is sent.
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
     assets: AssetStore,
     token: Option<TokenSource>,
     /// Hosts that may receive the credentials: the provider's own and the mapping's `download.auth_hosts`.
@@ -87,7 +87,7 @@ impl MappedBackend {
                 .map(|n| RateLimiter::direct(Quota::per_second(n))),
             max_concurrent: config.max_concurrent,
             poll_interval: config.poll_interval,
-            in_flight: DashSet::new(),
+            in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
             assets,
             token: config.mapping.token.clone().map(TokenSource::new),
             trusted_hosts: host
@@ -354,6 +354,94 @@ impl MappedBackend {
         }
         Ok(out)
     }
+
+    fn in_flight_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        // The set holds no invariant a panic could break half-way: use it even if poisoned.
+        self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a slot for `id` unless the backend is at `max_concurrent`: checked and taken under one lock, so
+    /// two jobs cannot both pass the check before either is counted.
+    fn take_slot(&self, id: &str) -> bool {
+        let mut set = self.in_flight_set();
+        if set.contains(id) {
+            return true;
+        }
+        if self.max_concurrent.is_some_and(|max| set.len() >= max.get() as usize) {
+            return false;
+        }
+        set.insert(id.to_owned());
+        true
+    }
+
+    /// Sends the mapping's create and reads the provider's job id.
+    async fn create(&self, job: &Job) -> Result<Submitted, BackendError> {
+        let ctx = self.context(job).await?;
+        let ctx = self.send(&self.mapping.create, StepName::Create, ctx).await?;
+        let backend_job_id = self
+            .mapping
+            .job_id
+            .eval_string(&ctx)
+            // Accepted, but we cannot tell which job it is: never send it again blindly.
+            .map_err(|e| self.error(BackendErrorKind::Ambiguous, format!("create.job_id: {e}")))?;
+        let data = match &self.mapping.job_data {
+            Some(e) => Some(
+                e.eval(&ctx)
+                    .map_err(|e| self.error(BackendErrorKind::Ambiguous, format!("create.job_data: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Submitted { backend_job_id, data })
+    }
+
+    async fn poll_job(&self, job: &Job) -> Result<Progress, BackendError> {
+        let ctx = self.context(job).await?;
+        let ctx = self.send(&self.mapping.poll, StepName::Poll, ctx).await?;
+        if ctx["status"] == 404 {
+            return Ok(Progress::Lost);
+        }
+        let state = self
+            .mapping
+            .state
+            .eval_string(&ctx)
+            .map_err(|e| self.error(BackendErrorKind::Unavailable, format!("poll.state: {e}")))?;
+        let Some(class) = self.mapping.states.get(&state) else {
+            return Err(self.error(
+                BackendErrorKind::Unavailable,
+                format!("unknown provider state {state:?} (not in the mapping's [states])"),
+            ));
+        };
+        match class {
+            StateClass::Queued => Ok(Progress::Queued),
+            StateClass::Running => {
+                let p = match &self.mapping.progress {
+                    Some(e) => e.eval(&ctx).ok().and_then(|v| v.as_f64()).unwrap_or(0.0),
+                    None => 0.0,
+                };
+                Ok(Progress::Running(p.clamp(0.0, 99.0) as u8))
+            }
+            StateClass::Failed => {
+                let error = match &self.mapping.error {
+                    Some(e) => e
+                        .eval(&ctx)
+                        .ok()
+                        .and_then(|v| serde_json::from_value::<JobError>(v).ok()),
+                    None => None,
+                };
+                Ok(Progress::Failed(error.unwrap_or(JobError {
+                    code: "backend_error".into(),
+                    message: "The video backend failed to generate this video.".into(),
+                })))
+            }
+            StateClass::Done => {
+                let ctx = match &self.mapping.result {
+                    Some(step) => self.send(step, StepName::Result, ctx).await?,
+                    None => ctx,
+                };
+                Ok(Progress::Done(self.outputs(&ctx)?))
+            }
+        }
+    }
 }
 
 fn parse_body(reply: &Reply) -> Option<Value> {
@@ -447,83 +535,25 @@ impl Backend for MappedBackend {
     }
 
     async fn submit(&self, job: &Job) -> Result<Submitted, BackendError> {
-        if let Some(max) = self.max_concurrent
-            && self.in_flight.len() >= max.get() as usize
-            && !self.in_flight.contains(&job.id)
-        {
+        if !self.take_slot(&job.id) {
             return Err(self.error(BackendErrorKind::Busy, "at its concurrency limit"));
         }
-        let ctx = self.context(job).await?;
-        let ctx = self.send(&self.mapping.create, StepName::Create, ctx).await?;
-        let backend_job_id = self
-            .mapping
-            .job_id
-            .eval_string(&ctx)
-            // Accepted, but we cannot tell which job it is: never send it again blindly.
-            .map_err(|e| self.error(BackendErrorKind::Ambiguous, format!("create.job_id: {e}")))?;
-        let data = match &self.mapping.job_data {
-            Some(e) => Some(
-                e.eval(&ctx)
-                    .map_err(|e| self.error(BackendErrorKind::Ambiguous, format!("create.job_data: {e}")))?,
-            ),
-            None => None,
-        };
-        self.in_flight.insert(job.id.clone());
-        Ok(Submitted { backend_job_id, data })
+        let submitted = self.create(job).await;
+        if submitted.is_err() {
+            // Nothing is running for it at the provider (or the job fails as ambiguous): free the slot.
+            self.in_flight_set().remove(&job.id);
+        }
+        submitted
     }
 
     async fn poll(&self, job: &Job) -> Result<Progress, BackendError> {
-        self.in_flight.insert(job.id.clone());
-        let ctx = self.context(job).await?;
-        let ctx = self.send(&self.mapping.poll, StepName::Poll, ctx).await?;
-        if ctx["status"] == 404 {
-            return Ok(Progress::Lost);
-        }
-        let state = self
-            .mapping
-            .state
-            .eval_string(&ctx)
-            .map_err(|e| self.error(BackendErrorKind::Unavailable, format!("poll.state: {e}")))?;
-        let Some(class) = self.mapping.states.get(&state) else {
-            return Err(self.error(
-                BackendErrorKind::Unavailable,
-                format!("unknown provider state {state:?} (not in the mapping's [states])"),
-            ));
-        };
-        match class {
-            StateClass::Queued => Ok(Progress::Queued),
-            StateClass::Running => {
-                let p = match &self.mapping.progress {
-                    Some(e) => e.eval(&ctx).ok().and_then(|v| v.as_f64()).unwrap_or(0.0),
-                    None => 0.0,
-                };
-                Ok(Progress::Running(p.clamp(0.0, 99.0) as u8))
-            }
-            StateClass::Failed => {
-                let error = match &self.mapping.error {
-                    Some(e) => e
-                        .eval(&ctx)
-                        .ok()
-                        .and_then(|v| serde_json::from_value::<JobError>(v).ok()),
-                    None => None,
-                };
-                Ok(Progress::Failed(error.unwrap_or(JobError {
-                    code: "backend_error".into(),
-                    message: "The video backend failed to generate this video.".into(),
-                })))
-            }
-            StateClass::Done => {
-                let ctx = match &self.mapping.result {
-                    Some(step) => self.send(step, StepName::Result, ctx).await?,
-                    None => ctx,
-                };
-                Ok(Progress::Done(self.outputs(&ctx)?))
-            }
-        }
+        // After a restart the set is empty: a job we poll is at the provider and holds a slot.
+        self.in_flight_set().insert(job.id.clone());
+        self.poll_job(job).await
     }
 
     async fn release(&self, job: &Job) {
-        self.in_flight.remove(&job.id);
+        self.in_flight_set().remove(&job.id);
     }
 
     async fn fetch(&self, output: &Output, assets: &AssetStore, key: &str) -> Result<Stored, BackendError> {
