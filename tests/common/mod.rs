@@ -103,15 +103,7 @@ impl Shim {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let addr = listening_on(&mut child).trim_start_matches("http://").to_owned();
         Shim {
             child,
             addr,
@@ -235,6 +227,18 @@ impl Drop for Shim {
     }
 }
 
+/// The URL from the first stdout line every server here prints: `listening on http://ADDR`.
+fn listening_on(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned()
+}
+
 /// A multipart/form-data body: `(name, filename, content type, bytes)`; text parts have no filename.
 pub fn multipart(parts: &[(&str, Option<&str>, &str, &[u8])]) -> (String, Vec<u8>) {
     let boundary = "sorashimtestboundary7MA4YWxkTrZu0gW";
@@ -307,15 +311,7 @@ impl Fake {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("fake {name}: unexpected first line {line:?}"))
-            .to_owned();
+        let url = listening_on(&mut child);
         Fake {
             child,
             url,
