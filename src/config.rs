@@ -101,9 +101,12 @@ struct RawBackend {
     #[serde(default)]
     files: BTreeMap<String, PathBuf>,
     timeout_secs: Option<u64>,
+    /// Fewer operations than the mapping offers (a server behind the `openai` mapping may lack remix, say).
+    operations: Option<Vec<String>>,
     max_concurrent: Option<u32>,
     requests_per_second: Option<u32>,
     poll_interval_ms: Option<u64>,
+    max_response_mib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -262,6 +265,8 @@ pub struct MappedConfig {
     pub max_concurrent: Option<NonZeroU32>,
     pub requests_per_second: Option<NonZeroU32>,
     pub poll_interval: Option<Duration>,
+    /// The largest provider answer read into memory (JSON; or a poll carrying the video inline).
+    pub max_response_bytes: usize,
 }
 
 /// A credential read from the environment at start-up. Prints as `*****`.
@@ -475,7 +480,7 @@ fn validate_mapped(key: &str, b: RawBackend, base_dir: &Path, p: &mut Problems) 
         );
         return None;
     };
-    let mapping = match crate::mapping::compile::load(&reference, base_dir) {
+    let mut mapping = match crate::mapping::compile::load(&reference, base_dir) {
         Ok(m) => m,
         Err(e) => {
             for line in e.0 {
@@ -519,6 +524,9 @@ fn validate_mapped(key: &str, b: RawBackend, base_dir: &Path, p: &mut Problems) 
             "the mapping does not use this secret",
         );
     }
+    if let Some(wanted) = &b.operations {
+        narrow_operations(&format!("{key}.operations"), wanted, &mut mapping, p);
+    }
     let options = serde_json::to_value(b.options.unwrap_or_default()).unwrap_or(serde_json::Value::Null);
     let mut files = serde_json::Map::new();
     for (name, path) in &b.files {
@@ -544,7 +552,29 @@ fn validate_mapped(key: &str, b: RawBackend, base_dir: &Path, p: &mut Problems) 
         max_concurrent: b.max_concurrent.and_then(NonZeroU32::new),
         requests_per_second: b.requests_per_second.and_then(NonZeroU32::new),
         poll_interval: b.poll_interval_ms.filter(|ms| *ms > 0).map(Duration::from_millis),
+        max_response_bytes: usize::try_from(positive(p, &format!("{key}.max_response_mib"), b.max_response_mib, 64))
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1024 * 1024),
     })
+}
+
+/// Keeps only the operations the operator lists; each must be one the mapping offers, and `create` stays.
+fn narrow_operations(key: &str, wanted: &[String], mapping: &mut crate::mapping::compile::Mapping, p: &mut Problems) {
+    let mut kept = Vec::new();
+    for name in wanted {
+        match crate::video::JobKind::parse(name) {
+            Some(kind) if mapping.operations.contains(&kind) => kept.push(kind),
+            Some(_) => p.add(key, format!("the mapping does not offer {name:?}")),
+            None => p.add(
+                key,
+                format!("unknown operation {name:?}; use create, remix, edit or extend"),
+            ),
+        }
+    }
+    if !kept.contains(&crate::video::JobKind::Create) {
+        p.add(key, "must include \"create\"");
+    }
+    mapping.operations = kept;
 }
 
 fn validate_models(

@@ -50,23 +50,31 @@ impl Admission {
             .backends
             .get(&new.backend)
             .ok_or_else(|| ApiError::internal("config", format!("no backend named {:?} is running", new.backend)))?;
-        backend.check(new.kind, &new.request).map_err(|r| match r.message {
-            Some(message) => ApiError::invalid(message, Some(r.param), Some("invalid_value")),
-            None => ApiError::invalid_value(r.param, &r.value, &r.supported),
-        })?;
         let id = new_id("video");
         let mut request = new.request;
+        // The request as the job will hold it (uploads as stored inputs), so the backend judges what it really gets.
+        let mut keys = Vec::with_capacity(new.uploads.len());
         for upload in &new.uploads {
             let key = format!("{id}/inputs/{}.{}", upload.role, upload.extension);
-            let stored = self.assets.put_bytes(&key, &upload.bytes).await?;
             let input = InputRef::Stored {
-                key,
+                key: key.clone(),
                 content_type: upload.content_type.clone(),
-                bytes: stored.bytes,
+                bytes: upload.bytes.len() as u64,
             };
             match upload.role {
                 "source_video" => request.source_video = Some(input),
                 _ => request.input_reference = Some(input),
+            }
+            keys.push(key);
+        }
+        backend.check(new.kind, &request).map_err(|r| match r.message {
+            Some(message) => ApiError::invalid(message, Some(r.param), Some("invalid_value")),
+            None => ApiError::invalid_value(r.param, &r.value, &r.supported),
+        })?;
+        for (upload, key) in new.uploads.iter().zip(&keys) {
+            if let Err(e) = self.assets.put_bytes(key, &upload.bytes).await {
+                self.discard_uploads(&id).await;
+                return Err(e.into());
             }
         }
         let now = now_unix();

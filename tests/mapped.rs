@@ -86,59 +86,82 @@ async fn every_mapping_completes_a_video_and_serves_all_three_variants() {
 
 #[tokio::test]
 async fn a_429_with_retry_after_on_create_is_retried_and_pays_once() {
-    for which in [1, 2] {
+    for (which, (name, _, _)) in BACKENDS.iter().enumerate() {
         let (fake, shim) = start(which, "");
         fake.faults(json!({"create": {"status": 429, "retry_after": 1, "times": 1}}))
             .await;
         let id = shim.create("k", &json!({"prompt": "patience"})).await;
-        assert_eq!(shim.wait(&id, "k").await["status"], "completed", "{}", shim.log());
-        assert_eq!(accepted(&fake).await, 1);
+        assert_eq!(
+            shim.wait(&id, "k").await["status"],
+            "completed",
+            "{name}: {}",
+            shim.log()
+        );
+        assert_eq!(accepted(&fake).await, 1, "{name}");
     }
 }
 
 #[tokio::test]
 async fn a_lost_create_response_is_never_resent() {
-    for which in [0, 3] {
+    for (which, (name, _, _)) in BACKENDS.iter().enumerate() {
         let (fake, shim) = start(which, "");
         fake.faults(json!({"create": {"status": 500, "after_accept": true, "times": 1}}))
             .await;
         let id = shim.create("k", &json!({"prompt": "did it go through?"})).await;
         let v = shim.wait(&id, "k").await;
-        assert_eq!(v["status"], "failed");
-        assert_eq!(v["error"]["code"], "submission_outcome_unknown");
+        assert_eq!(v["status"], "failed", "{name}");
+        assert_eq!(v["error"]["code"], "submission_outcome_unknown", "{name}");
         let stats = fake.stats().await;
-        assert_eq!(stats["creates"], 1, "the create was sent once: {stats}");
+        assert_eq!(stats["creates"], 1, "{name}: the create was sent once: {stats}");
     }
 }
 
 #[tokio::test]
 async fn poll_errors_malformed_answers_and_download_resets_are_ridden_out() {
-    let (fake, shim) = start(4, "");
-    fake.faults(json!({
-        "poll": {"status": 503, "times": 2},
-        "download": {"reset": true, "times": 1},
-    }))
-    .await;
-    let id = shim.create("k", &json!({"prompt": "storm"})).await;
-    assert_eq!(shim.wait(&id, "k").await["status"], "completed", "{}", shim.log());
+    for (which, (name, _, _)) in BACKENDS.iter().enumerate() {
+        let (fake, shim) = start(which, "");
+        fake.faults(json!({
+            "poll": {"status": 503, "times": 2},
+            "download": {"reset": true, "times": 1},
+        }))
+        .await;
+        let id = shim.create("k", &json!({"prompt": "storm"})).await;
+        assert_eq!(
+            shim.wait(&id, "k").await["status"],
+            "completed",
+            "{name}: {}",
+            shim.log()
+        );
 
-    let (fake, shim) = start(1, "");
-    fake.faults(json!({"poll": {"malformed": true, "times": 2}})).await;
-    let id = shim.create("k", &json!({"prompt": "garbled"})).await;
-    assert_eq!(shim.wait(&id, "k").await["status"], "completed", "{}", shim.log());
+        fake.faults(json!({"poll": {"malformed": true, "times": 2}})).await;
+        let id = shim.create("k", &json!({"prompt": "garbled"})).await;
+        assert_eq!(
+            shim.wait(&id, "k").await["status"],
+            "completed",
+            "{name}: {}",
+            shim.log()
+        );
+        assert_eq!(accepted(&fake).await, 2, "{name}: one generation per video");
+    }
 }
 
 #[tokio::test]
 async fn provider_moderation_becomes_moderation_blocked() {
-    for which in [1, 2, 4, 5] {
+    for (which, (name, _, _)) in BACKENDS.iter().enumerate() {
         let (fake, shim) = start(which, "");
         fake.faults(json!({"outcome": "moderated"})).await;
         let id = shim
             .create("k", &json!({"prompt": "something the provider refuses"}))
             .await;
         let v = shim.wait(&id, "k").await;
-        assert_eq!(v["status"], "failed", "{}", BACKENDS[which].0);
-        assert_eq!(v["error"]["code"], "moderation_blocked", "{}: {v}", BACKENDS[which].0);
+        // A self-hosted ComfyUI has no moderation: its fake fails such a job as a node error.
+        let code = if *name == "comfyui" {
+            "backend_error"
+        } else {
+            "moderation_blocked"
+        };
+        assert_eq!(v["status"], "failed", "{name}");
+        assert_eq!(v["error"]["code"], code, "{name}: {v}");
     }
 }
 
@@ -157,6 +180,41 @@ async fn an_operation_the_backend_lacks_is_a_clear_400() {
             .unwrap()
             .contains("does not support remix"),
         "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_backend_can_offer_fewer_operations_than_its_mapping() {
+    // The openai mapping offers remix; a vLLM-Omni server behind it has none, so the operator narrows it.
+    let (fake, shim) = start(0, "operations = [\"create\"]");
+    let id = shim.create("k", &json!({"prompt": "a source"})).await;
+    assert_eq!(shim.wait(&id, "k").await["status"], "completed");
+    let r = shim
+        .post_json(&format!("/v1/videos/{id}/remix"), "k", &json!({"prompt": "again"}))
+        .await;
+    let v = assert_error(&r, 400, Some("model"), Some("invalid_value"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("'prov'"), "{v}");
+    assert_eq!(fake.stats().await["creates"], 1, "the refused remix was never sent");
+}
+
+#[test]
+fn check_refuses_an_operation_the_mapping_does_not_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[backends.prov]\nkind = \"mapping\"\nmapping = \"runway\"\nbase_url = \"http://127.0.0.1:9\"\n\
+                  secrets = { api_key = \"HOME\" }\noperations = [\"create\", \"remix\"]\n\
+                  [models.\"sora-2\"]\nbackend = \"prov\"\nsizes = [\"1280x720\"]\nseconds = [\"4\"]\n\
+                  [api]\ndefault_size = \"1280x720\"\n";
+    std::fs::write(dir.path().join("c.toml"), config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sora-shim"))
+        .args(["check", "--config"])
+        .arg(dir.path().join("c.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("backends.prov.operations: the mapping does not offer \"remix\""),
+        "{err}"
     );
 }
 
@@ -279,4 +337,24 @@ async fn vertex_service_account_tokens_are_minted_cached_and_accepted() {
         .filter(|r| r["path"] == "/token")
         .count();
     assert_eq!(token_calls, 1, "one token, cached for every later call: {stats}");
+
+    // Without a bucket the video comes inline in the poll answer; one larger than max_response_mib fails the job
+    // with a message naming the setting, instead of being polled forever.
+    let small = Shim::start_with_env(
+        &config.replace("[models.", "max_response_mib = 1\n[models."),
+        &[("SORA_SHIM_TEST_SERVICE_ACCOUNT", &service_account)],
+    );
+    let c = small
+        .create(
+            "k",
+            &json!({"prompt": "vertex too big", "size": "1280x720", "seconds": "4"}),
+        )
+        .await;
+    let v = small.wait(&c, "k").await;
+    assert_eq!(v["status"], "failed", "{v}\n{}", small.log());
+    assert_eq!(v["error"]["code"], "backend_error");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("max_response_mib"),
+        "{v}"
+    );
 }

@@ -272,7 +272,28 @@ pub async fn retrieve(app: &App, tenant: &Tenant, id: &str) -> Result<Response, 
             response.headers_mut().insert("openai-poll-after-ms", v);
         }
     }
+    describe_origin(&job, response.headers_mut());
     Ok(response)
+}
+
+/// Which backend made the video and what it really produced, for operators comparing backends. Not part of the
+/// Sora contract: extra headers that SDKs ignore. Backend names are the operator's config names, never secrets.
+fn describe_origin(job: &Job, headers: &mut HeaderMap) {
+    if let Ok(v) = HeaderValue::from_str(&job.backend) {
+        headers.insert("x-sora-shim-backend", v);
+    }
+    if let Some(p) = &job.produced {
+        let value = format!(
+            "{}x{}; seconds={}.{:03}",
+            p.width,
+            p.height,
+            p.duration_ms / 1000,
+            p.duration_ms % 1000
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert("x-sora-shim-produced", v);
+        }
+    }
 }
 
 pub async fn delete(app: &App, tenant: &Tenant, id: &str) -> Result<Response, ApiError> {

@@ -30,7 +30,10 @@ pub enum Policy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageMode {
+    /// `.image` is a data URI (or the https URL the client gave).
     DataUri,
+    /// `.image_base64` and `.image_mime_type` carry the bytes; a client's URL is refused (we do not fetch it).
+    Base64,
     None,
 }
 
@@ -292,11 +295,12 @@ fn build(raw: RawMapping, p: &mut Problems) -> Option<Mapping> {
     }
     let images = match caps.images.as_str() {
         "data_uri" => ImageMode::DataUri,
+        "base64" => ImageMode::Base64,
         "none" => ImageMode::None,
         other => {
             p.add(
                 "capabilities.images",
-                format!("unknown mode {other:?}; use \"data_uri\" or \"none\""),
+                format!("unknown mode {other:?}; use \"data_uri\", \"base64\" or \"none\""),
             );
             ImageMode::None
         }

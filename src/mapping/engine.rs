@@ -81,7 +81,7 @@ impl MappedBackend {
             base_url: config.base_url.clone(),
             secrets: config.secrets.clone(),
             target: json!({"model": config.model, "options": config.options, "files": config.files}),
-            http: HttpClient::new(config.timeout),
+            http: HttpClient::new(config.timeout, config.max_response_bytes),
             limiter: config
                 .requests_per_second
                 .map(|n| RateLimiter::direct(Quota::per_second(n))),
@@ -180,16 +180,17 @@ impl MappedBackend {
             .map_seconds(seconds_wanted)
             .map(|(_, v)| v)
             .unwrap_or(Value::Null);
-        let image = match (&r.input_reference, self.mapping.images) {
-            (Some(InputRef::Stored { key, content_type, .. }), ImageMode::DataUri) => {
-                let bytes = self.stored_input(key).await?;
-                Value::String(format!(
-                    "data:{content_type};base64,{}",
-                    base64::engine::general_purpose::STANDARD.encode(bytes)
-                ))
+        let (image, image_base64, image_mime_type) = match (&r.input_reference, self.mapping.images) {
+            (Some(InputRef::Stored { key, content_type, .. }), ImageMode::DataUri | ImageMode::Base64) => {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(self.stored_input(key).await?);
+                (
+                    Value::String(format!("data:{content_type};base64,{encoded}")),
+                    Value::String(encoded),
+                    Value::String(content_type.clone()),
+                )
             }
-            (Some(InputRef::Url { url }), ImageMode::DataUri) => Value::String(url.clone()),
-            _ => Value::Null,
+            (Some(InputRef::Url { url }), ImageMode::DataUri) => (Value::String(url.clone()), Value::Null, Value::Null),
+            _ => (Value::Null, Value::Null, Value::Null),
         };
         Ok(json!({
             "kind": job.kind.as_str(),
@@ -202,10 +203,29 @@ impl MappedBackend {
             "size": size,
             "seconds": seconds,
             "image": image,
+            "image_base64": image_base64,
+            "image_mime_type": image_mime_type,
             "target": self.target,
             "job": {"id": job.id, "backend_job_id": job.backend_job_id, "data": job.backend_data},
             "source": {"backend_job_id": r.source_backend_job_id},
         }))
+    }
+
+    /// Why this backend cannot take the request's reference image (a sentence ending the error), if it cannot.
+    /// An image is never dropped silently: a text-to-video result for an image-to-video request is wrong.
+    fn image_refusal(&self, request: &NormalizedRequest) -> Option<&'static str> {
+        match (&request.input_reference, self.mapping.images) {
+            (None, _) => None,
+            (Some(_), ImageMode::None) => Some("does not accept an input_reference image."),
+            (Some(InputRef::FileId { .. }), _) => {
+                Some("cannot read OpenAI file ids: upload the image or send it as image_url.")
+            }
+            (Some(InputRef::Url { .. }), ImageMode::Base64) => {
+                Some("needs the image itself: upload the file or send it as a data URL.")
+            }
+            (Some(InputRef::Video { .. }), _) => Some("does not accept a video as input_reference."),
+            (Some(InputRef::Stored { .. } | InputRef::Url { .. }), ImageMode::DataUri | ImageMode::Base64) => None,
+        }
     }
 
     async fn stored_input(&self, key: &str) -> Result<Vec<u8>, BackendError> {
@@ -264,6 +284,18 @@ impl MappedBackend {
     }
 
     fn transport_error(&self, name: StepName, e: SendError) -> BackendError {
+        if matches!(e, SendError::TooLarge(_)) && name != StepName::Create {
+            // Polling again gets the same oversized answer: fail the job, saying which setting to raise.
+            return self.error(
+                BackendErrorKind::Rejected(JobError {
+                    code: "backend_error".into(),
+                    message: "The video backend's answer is larger than this shim accepts; the operator can raise \
+                              max_response_mib for this backend."
+                        .into(),
+                }),
+                format!("{}: {e}", name.as_str()),
+            );
+        }
         let kind = if e.nothing_sent() || name != StepName::Create {
             BackendErrorKind::Unavailable
         } else {
@@ -504,9 +536,32 @@ impl Backend for MappedBackend {
                 value: request.model.clone(),
                 supported: vec![],
                 message: Some(format!(
-                    "The video backend serving '{}' does not support {} requests.",
+                    "The video backend '{}' serving '{}' does not support {} requests.",
+                    self.name,
                     request.model,
                     kind.as_str()
+                )),
+            });
+        }
+        if let Some(reason) = self.image_refusal(request) {
+            return Err(Rejection {
+                param: "input_reference",
+                value: String::new(),
+                supported: vec![],
+                message: Some(format!(
+                    "The video backend '{}' serving '{}' {reason}",
+                    self.name, request.model
+                )),
+            });
+        }
+        if !request.characters.is_empty() {
+            return Err(Rejection {
+                param: "characters",
+                value: String::new(),
+                supported: vec![],
+                message: Some(format!(
+                    "The video backend '{}' serving '{}' does not support characters.",
+                    self.name, request.model
                 )),
             });
         }

@@ -14,7 +14,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// Largest JSON answer we read from a provider.
-const MAX_JSON_BYTES: usize = 16 * 1024 * 1024;
 const MAX_REDIRECTS: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +29,9 @@ pub enum SendError {
     Io(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The answer is larger than the backend's `max_response_mib`: asking again gives the same answer.
+    #[error("the answer is larger than {} MiB (max_response_mib)", .0 / (1024 * 1024))]
+    TooLarge(usize),
 }
 
 impl SendError {
@@ -50,10 +52,12 @@ pub struct Reply {
 pub struct HttpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
+    /// The largest answer read into memory (a poll with the video inline, as Vertex sends without a bucket).
+    max_answer_bytes: usize,
 }
 
 impl HttpClient {
-    pub fn new(timeout: Duration) -> HttpClient {
+    pub fn new(timeout: Duration, max_answer_bytes: usize) -> HttpClient {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
@@ -65,6 +69,7 @@ impl HttpClient {
                 .pool_idle_timeout(Duration::from_secs(60))
                 .build(https),
             timeout,
+            max_answer_bytes,
         }
     }
 
@@ -118,9 +123,12 @@ impl HttpClient {
 
     async fn read_reply(&self, resp: hyper::Response<hyper::body::Incoming>) -> Result<Reply, SendError> {
         let (parts, body) = resp.into_parts();
-        let limited = http_body_util::Limited::new(body, MAX_JSON_BYTES);
+        let limited = http_body_util::Limited::new(body, self.max_answer_bytes);
         let bytes = match tokio::time::timeout(self.timeout, limited.collect()).await {
             Err(_) => return Err(SendError::Timeout(self.timeout)),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(SendError::TooLarge(self.max_answer_bytes));
+            }
             Ok(Err(e)) => return Err(SendError::Io(e.to_string())),
             Ok(Ok(c)) => c.to_bytes(),
         };

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::assets::AssetStore;
-use crate::backends::{AfterLostSubmit, Backend, BackendErrorKind, Backends, Output, Progress};
+use crate::backends::{AfterLostSubmit, Backend, BackendError, BackendErrorKind, Backends, Output, Progress};
 use crate::config::WorkerConfig;
 use crate::store::{JobStore, StoreError};
 use crate::video::{Asset, Job, JobError, Produced, State, Variant, now_unix, now_unix_ms};
@@ -246,6 +246,15 @@ impl Worker {
     async fn poll(&self, job: Job, backend: &dyn Backend) -> Result<Next, StoreError> {
         let progress = match backend.poll(&job).await {
             Ok(p) => p,
+            Err(BackendError {
+                kind: BackendErrorKind::Rejected(error),
+                message,
+                ..
+            }) => {
+                // Asking again would get the same answer (the backend says so, or the answer is unreadable).
+                tracing::warn!(job = %job.id, error = %message, "poll failed for good");
+                return Ok(self.fail(job, error).await);
+            }
             Err(e) => {
                 tracing::warn!(job = %job.id, error = %e, "poll failed; will retry");
                 let pause = self.backoff(job.attempts.max(1), e.retry_after);

@@ -13,8 +13,6 @@ Environment:
 from __future__ import annotations
 
 import os
-import queue
-import re
 import signal
 import subprocess
 import sys
@@ -30,11 +28,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import backends  # noqa: E402
 from support import MAX_BODY_BYTES, REPO, Recorder, assert_completed, create_and_poll, new_key  # noqa: E402
 
 SHIM_CONFIG_TEMPLATE = """\
 [server]
-max_body_bytes = {max_body}        # 2 MiB, so the oversize test is cheap
+max_body_bytes = {max_body}        # see MAX_BODY_BYTES in support.py
 poll_after_ms = 100             # sent as openai-poll-after-ms on GET of unfinished videos
 
 [backends.local]
@@ -44,7 +43,14 @@ fps = 8                         # keep renders fast in tests
 
 SHIM_CONFIG = SHIM_CONFIG_TEMPLATE.format(max_body=MAX_BODY_BYTES)
 
-READY_RE = re.compile(r"^listening on (http://127\.0\.0\.1:\d+)\s*$")
+# With a mapping backend: poll the fake provider often, and retry quickly.
+MAPPED_CONFIG = """
+[worker]
+poll_interval_ms = 50
+retry_base_ms = 50
+retry_max_ms = 400
+
+"""
 STARTUP_TIMEOUT_S = 60
 TEST_TIMEOUT_S = int(os.environ.get("SORA_CONTRACT_TEST_TIMEOUT", "300"))
 
@@ -87,43 +93,35 @@ def shim(tmp_path_factory: pytest.TempPathFactory):
         pytest.fail(f"sora-shim binary not found at {binary}: run `cargo build` or set SORA_SHIM_BIN", pytrace=False)
 
     tmp = tmp_path_factory.mktemp("shim")
+    try:
+        fake = backends.start_fake(tmp)
+    except Exception as e:  # noqa: BLE001
+        pytest.fail(f"could not start the fake provider for {backends.describe()}: {e}", pytrace=False)
+    _STATE["fake"] = fake
     data_dir = tmp / "data"
     data_dir.mkdir()
     config = tmp / "sora-shim.toml"
-    config.write_text(SHIM_CONFIG)
+    text = SHIM_CONFIG
+    env = dict(os.environ)
+    if fake is not None:
+        text += MAPPED_CONFIG + fake.backend_toml() + "\n" + backends.models_toml("prov")
+        env.update(fake.env_for_shim)
+    config.write_text(text)
     stderr_path = tmp / "shim.stderr.log"
     stderr_file = open(stderr_path, "wb")
     proc = subprocess.Popen(
         [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=stderr_file, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=stderr_file, stdin=subprocess.DEVNULL, env=env,
     )
     shim = Shim(url="", data_dir=data_dir, stderr_path=stderr_path, proc=proc)
     _STATE["shim"] = shim
-
-    lines: "queue.Queue[Optional[bytes]]" = queue.Queue()
-
-    def pump() -> None:  # read stdout forever so the pipe never fills
-        assert proc.stdout is not None
-        for line in iter(proc.stdout.readline, b""):
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, name="shim-stdout", daemon=True).start()
     try:
-        first = lines.get(timeout=STARTUP_TIMEOUT_S)
-    except queue.Empty:
-        first = None
-    m = READY_RE.match(first.decode(errors="replace")) if first else None
-    if not m:
-        proc.kill()
-        proc.wait()
+        shim.url = backends._listening_on(proc, "sora-shim", STARTUP_TIMEOUT_S)
+    except RuntimeError as e:
         stderr_file.close()
-        pytest.fail(
-            f"sora-shim did not print 'listening on http://127.0.0.1:PORT' within {STARTUP_TIMEOUT_S}s "
-            f"(first stdout line: {first!r}, exit code: {proc.poll()}); its stderr is shown below",
-            pytrace=False,
-        )
-    shim.url = m.group(1)
+        if fake is not None:
+            fake.stop()
+        pytest.fail(f"{e}; its stderr is shown below", pytrace=False)
     try:
         yield shim
     finally:
@@ -137,6 +135,8 @@ def shim(tmp_path_factory: pytest.TempPathFactory):
                 stderr_file.close()
                 pytest.fail("sora-shim did not exit within 20s of SIGTERM", pytrace=False)
         stderr_file.close()
+        if fake is not None:
+            fake.stop()
         if proc.returncode != 0:
             pytest.fail(
                 f"sora-shim exited with {proc.returncode} after SIGTERM (expected 0); its stderr is shown below",
@@ -151,6 +151,13 @@ def pytest_runtest_makereport(item, call):
     shim = _STATE.get("shim")
     if rep.failed and shim is not None and shim.stderr_path is not None:
         rep.sections.append(("sora-shim stderr (last 200 lines)", shim.stderr_tail()))
+    fake = _STATE.get("fake")
+    if rep.failed and fake is not None:
+        rep.sections.append((f"fake {fake.spec.script} stderr (last 60 lines)", fake.stderr_tail()))
+
+
+def pytest_report_header(config) -> str:
+    return f"sora-shim contract suite through {backends.describe()} (SORA_CONTRACT_BACKEND={backends.BACKEND})"
 
 
 @pytest.fixture(autouse=True)
@@ -264,6 +271,7 @@ class Source:
     key: str
     video: object  # openai.types.Video (completed, sora-2, 720x1280, 4 s)
     mp4: bytes
+    produced: Optional[str]  # its x-sora-shim-produced header
 
 
 @pytest.fixture(scope="session")
@@ -279,13 +287,20 @@ def source(shim) -> Source:
                                 size="720x1280", seconds="4", poll_interval_ms=100)
         assert_completed(video)
         mp4 = client.videos.download_content(video.id, variant="video").content
+        produced = client.videos.with_raw_response.retrieve(video.id).headers.get("x-sora-shim-produced")
         # (no factory.check() here: a response-schema violation would error every test using the
         # source video; the tests themselves report such violations)
     finally:
         client.close()
-    return Source(key=key, video=video, mp4=mp4)
+    return Source(key=key, video=video, mp4=mp4, produced=produced)
 
 
 @pytest.fixture
 def source_client(clients, source) -> openai.OpenAI:
     return clients.sync(source.key)
+
+
+@pytest.fixture
+def fake(shim):
+    """The fake provider behind the shim (None with the local backend)."""
+    return _STATE.get("fake")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -19,6 +20,8 @@ import openai
 import pytest
 from jsonschema import Draft202012Validator
 
+from backends import CAPS
+
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = REPO / "schemas" / "sora"
 
@@ -26,7 +29,9 @@ STATUSES = ("queued", "in_progress", "completed", "failed")
 TERMINAL = ("completed", "failed")
 MAX_WAIT_S = 120.0  # longest a single video may take to reach a terminal state
 POLL_MS = 100
-MAX_BODY_BYTES = 2 * 1024 * 1024  # [server] max_body_bytes in the test config
+# [server] max_body_bytes in the test config: small so the oversize test is cheap, but a fake provider's MP4s
+# (real H.264 test patterns, ~3 MB for 4 s of 720p) must fit when tests upload them back.
+MAX_BODY_BYTES = (2 if CAPS.local else 16) * 1024 * 1024
 
 SORA2_SIZES = ("720x1280", "1280x720")
 PRO_SIZES = ("720x1280", "1280x720", "1024x1792", "1792x1024", "1080x1920", "1920x1080")
@@ -345,3 +350,39 @@ def assert_mp4(data: bytes, size: str, seconds: str, tolerance: float = 0.2) -> 
     assert (info["width"], info["height"]) == (w, h), info
     assert abs(info["duration"] - float(seconds)) <= tolerance, f"duration {info['duration']} vs {seconds}: {info}"
     return info
+
+
+PRODUCED_RE = re.compile(r"^(\d+)x(\d+); seconds=(\d+\.\d{3})$")
+
+
+def assert_video_file(data: bytes, size: str, seconds: str, produced: Optional[str]) -> dict:
+    """The downloaded MP4 of a completed video asked for at `size`/`seconds`.
+
+    `produced` is the `x-sora-shim-produced` header of GET /videos/{id}: what the shim measured in the file it
+    stored. It must describe this very file. The local backend makes exactly what was asked; a provider may round
+    the size or the length (the mapping's policy), but never turns a portrait video into a landscape one."""
+    assert produced, "a completed video without an x-sora-shim-produced header"
+    m = PRODUCED_RE.match(produced)
+    assert m, f"x-sora-shim-produced {produced!r} is not 'WxH; seconds=S.mmm'"
+    pw, ph, ps = int(m.group(1)), int(m.group(2)), m.group(3)
+    info = assert_mp4(data, f"{pw}x{ph}", ps, tolerance=0.1)
+    w, h = map(int, size.split("x"))
+    if CAPS.local:
+        assert (pw, ph) == (w, h) and abs(float(ps) - float(seconds)) <= 0.2, (produced, size, seconds)
+    else:
+        assert (pw > ph) == (w > h), f"asked for {size}, the backend produced {pw}x{ph}: orientation changed"
+    return info
+
+
+def assert_downloaded(client: openai.OpenAI, video_id: str, size: str, seconds: str) -> bytes:
+    """Downloads a completed video and checks it with assert_video_file."""
+    produced = client.videos.with_raw_response.retrieve(video_id).headers.get("x-sora-shim-produced")
+    data = client.videos.download_content(video_id).content
+    assert_video_file(data, size, seconds, produced)
+    return data
+
+
+def assert_refused_by_backend(exc: Any, param: str) -> dict:
+    """The 400 a mapped backend gives for what it cannot do: invalid_request_error naming the param, before any
+    job exists."""
+    return assert_error(exc, 400, param=param)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
+import openai
 import pytest
 
+from backends import CAPS
 from support import (
     ALL_SECONDS,
     POLL_MS,
     STATUSES,
     acreate_and_poll,
     assert_completed,
-    assert_mp4,
+    assert_downloaded,
+    assert_refused_by_backend,
     assert_valid,
+    assert_video_file,
     check_status_history,
     create_and_poll,
     is_jpeg,
@@ -73,7 +77,8 @@ def test_create_and_poll_async(clients):
             assert listed == [video.id]
 
             mp4 = (await client.videos.download_content(video.id)).content
-            assert_mp4(mp4, "1280x720", "4")
+            produced = (await client.videos.with_raw_response.retrieve(video.id)).headers.get("x-sora-shim-produced")
+            assert_video_file(mp4, "1280x720", "4", produced)
             thumb = (await client.videos.download_content(video.id, variant="thumbnail")).content
             assert is_webp(thumb)
             sprite = (await client.videos.download_content(video.id, variant="spritesheet")).content
@@ -92,7 +97,7 @@ def test_download_all_variants(source_client, source):
     raw = source_client.videos.with_raw_response.download_content(vid)  # default variant = video
     mp4 = _check_assets_headers(raw.http_response, "video/mp4")
     assert mp4 == source.mp4
-    assert_mp4(mp4, "720x1280", "4")
+    assert_video_file(mp4, "720x1280", "4", source.produced)
 
     raw = source_client.videos.with_raw_response.download_content(vid, variant="video")
     assert _check_assets_headers(raw.http_response, "video/mp4") == mp4
@@ -154,21 +159,31 @@ SIZES = [
 
 @pytest.mark.parametrize("model,size", SIZES, ids=[f"{m}-{s}" for m, s in SIZES])
 def test_every_size(client, model, size):
+    if CAPS.refuses_size(size):
+        with pytest.raises(openai.BadRequestError) as exc:
+            client.videos.create(prompt="too big for this backend", model=model, size=size, seconds="4")
+        assert_refused_by_backend(exc.value, "size")
+        return
     video = create_and_poll(client, prompt=f"A lighthouse at dusk, {size}", model=model, size=size, seconds="4",
                             poll_interval_ms=POLL_MS)
     assert_completed(video)
     assert (video.model, video.size, video.seconds) == (model, size, "4")
-    assert_mp4(client.videos.download_content(video.id).content, size, "4")
+    assert_downloaded(client, video.id, size, "4")
 
 
 # "4" is covered by test_every_size (720x1280 / 4 s)
 @pytest.mark.parametrize("seconds", [s for s in ALL_SECONDS if s != "4"])
 def test_every_duration(client, seconds):
+    if CAPS.refuses_seconds(seconds):
+        with pytest.raises(openai.BadRequestError) as exc:
+            client.videos.create(prompt="too long for this backend", size="720x1280", seconds=seconds)
+        assert_refused_by_backend(exc.value, "seconds")
+        return
     video = create_and_poll(client, prompt=f"Waves for {seconds} seconds", size="720x1280", seconds=seconds,
                             poll_interval_ms=POLL_MS)
     assert_completed(video)
     assert video.seconds == seconds
-    assert_mp4(client.videos.download_content(video.id).content, "720x1280", seconds)
+    assert_downloaded(client, video.id, "720x1280", seconds)
 
 
 def test_defaults(client):

@@ -33,8 +33,10 @@ def test_delete_completed_video(client):
 
 
 def test_delete_unfinished_video_is_rejected(client):
-    # the slowest render the test config allows, so it is still queued/in_progress when we delete it
-    video = client.videos.create(prompt="Long 1080p render", model="sora-2-pro", size="1920x1080", seconds="20")
+    # the slowest render the test config allows, so it is still queued/in_progress when we delete it (a fake
+    # provider takes 40 polls for it)
+    video = client.videos.create(prompt="Long 1080p render [fake:steps=40]", model="sora-2-pro", size="1920x1080",
+                                 seconds="20")
     assert video.status in ("queued", "in_progress")
     with pytest.raises(openai.BadRequestError) as exc:
         client.videos.delete(video.id)

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from backends import CAPS
 from support import new_key
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 
 
+@pytest.mark.skipif(not CAPS.local, reason="the Node SDK run (remix, edit, extend, characters) checks the front door "
+                                          "once, with the local backend")
 def test_node_sdk_end_to_end(shim):
     node = shutil.which("node")
     if node is None or not (NODE_DIR / "node_modules" / "openai").exists():

@@ -75,6 +75,7 @@ DEFAULT_STEPS = 3
 
 #: Prompt markers that override the plan's outcome for one job, e.g. "a cat [fake:moderated]".
 PROMPT_OUTCOME_RE = re.compile(r"\[fake:(succeed|fail|moderated)\]")
+PROMPT_STEPS_RE = re.compile(r"\[fake:steps=([1-9][0-9]{0,3})\]")
 
 
 def validate_plan(plan: Any, extra_keys: dict[str, str]) -> list[str]:
@@ -242,13 +243,16 @@ class Store:
             self.counters[COUNTER_NAMES[category]] += 1
 
     def new_job_settings(self, prompt: str = "") -> tuple[str, int]:
-        """(outcome, steps) for a job created now; a [fake:OUTCOME] prompt marker wins over the plan."""
+        """(outcome, steps) for a job created now; [fake:OUTCOME] and [fake:steps=N] prompt markers win over the plan."""
         with self.lock:
             outcome = self.plan.get("outcome", "succeed")
             steps = self.plan.get("steps", DEFAULT_STEPS)
         m = PROMPT_OUTCOME_RE.search(prompt or "")
         if m:
             outcome = m.group(1)
+        m = PROMPT_STEPS_RE.search(prompt or "")
+        if m:
+            steps = int(m.group(1))
         return outcome, steps
 
     def add_job(self, job: Job) -> Job:
