@@ -66,6 +66,23 @@ pub fn expect_ok(r: &Reply, kind: Kind) -> Checked<Value> {
     Ok(v)
 }
 
+/// An endpoint may decline an optional capability (an operation, an input image, characters, a size or length
+/// its backend lacks) with a 400 naming the parameter. That is a configuration choice, not a contract breach:
+/// the scenario is skipped, and the skip carries the endpoint's own message so the report shows it.
+pub fn declined(r: &Reply) -> Checked<()> {
+    if r.status != 400 {
+        return Ok(());
+    }
+    let Some(v) = r.json() else { return Ok(()) };
+    match v["error"]["param"].as_str() {
+        Some(param @ ("model" | "size" | "seconds" | "input_reference" | "characters")) => Err(Stop::Skip(format!(
+            "not offered by this endpoint ({param}): {}",
+            v["error"]["message"].as_str().unwrap_or("")
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub fn str_field<'a>(v: &'a Value, name: &str) -> Checked<&'a str> {
     v.get(name)
         .and_then(Value::as_str)

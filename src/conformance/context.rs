@@ -12,7 +12,7 @@ use tokio::sync::OnceCell;
 use super::Options;
 use super::checks::{Checked, Stop, ensure, expect_json, expect_status, fail, str_field};
 use super::client::{Api, Body, Reply};
-use super::media::{Mp4Facts, check_mp4};
+use super::media::{Mp4Facts, check_mp4, check_mp4_declared};
 
 pub const STATUSES: [&str; 4] = ["queued", "in_progress", "completed", "failed"];
 /// The cheapest video the Sora contract offers: the smallest size of `sora-2`, the shortest duration.
@@ -272,7 +272,12 @@ impl Ctx {
         expect_status(&r, 200)?;
         check_asset_headers(&r, "video/mp4")?;
         let (size, seconds) = (str_field(video, "size")?, str_field(video, "seconds")?);
-        let facts = check_mp4(&r.body, size, seconds).map_err(|e| Stop::Fail(format!("video {id}: {e}")))?;
+        let meta = self.api.get(&format!("/videos/{id}"), key).await?;
+        let facts = match meta.header("x-sora-shim-produced") {
+            Some(declared) => check_mp4_declared(&r.body, size, declared),
+            None => check_mp4(&r.body, size, seconds),
+        }
+        .map_err(|e| Stop::Fail(format!("video {id}: {e}")))?;
         Ok((r.body, facts))
     }
 

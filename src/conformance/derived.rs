@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::Profile;
-use super::checks::{Checked, Param, Stop, ensure, expect_error, expect_fields, expect_ok, str_field};
+use super::checks::{Checked, Param, Stop, declined, ensure, expect_error, expect_fields, expect_ok, str_field};
 use super::client::Form;
 use super::context::{Ctx, SOURCE_MODEL, SOURCE_SECONDS, SOURCE_SIZE};
 use super::schema::Kind;
@@ -42,6 +42,7 @@ pub async fn remix(ctx: &Ctx) -> Checked<String> {
             &json!({"prompt": ctx.prompt("The same boat, at night")}),
         )
         .await?;
+    declined(&r)?;
     let v = expect_ok(&r, Kind::Video)?;
     expect_fields(&v, &same, "remix")?;
     ensure(v["id"] != src["id"], || "the remix has the source's id".into())?;
@@ -64,7 +65,9 @@ pub async fn edit(ctx: &Ctx) -> Checked<String> {
     let form = Form::new()
         .text("prompt", &ctx.prompt("Make the water purple"))
         .text("video[id]", src_id);
-    let v = expect_ok(&ctx.api.post_form("/videos/edits", ctx.key(), form).await?, Kind::Video)?;
+    let r = ctx.api.post_form("/videos/edits", ctx.key(), form).await?;
+    declined(&r)?;
+    let v = expect_ok(&r, Kind::Video)?;
     expect_fields(&v, &same, "edit")?;
     let (done, _) = ctx.complete(&v).await?;
     let mut note = format!("{} completed ({})", str_field(&done, "id")?, shape(&done));
@@ -104,10 +107,9 @@ pub async fn extend(ctx: &Ctx) -> Checked<String> {
         ("model", str_field(src, "model")?),
     ];
     let body = json!({"prompt": ctx.prompt("The boat reaches the shore"), "seconds": added.to_string(), "video": {"id": src_id}});
-    let v = expect_ok(
-        &ctx.api.post_json("/videos/extensions", ctx.key(), &body).await?,
-        Kind::Video,
-    )?;
+    let r = ctx.api.post_json("/videos/extensions", ctx.key(), &body).await?;
+    declined(&r)?;
+    let v = expect_ok(&r, Kind::Video)?;
     expect_fields(&v, &same, "extension")?;
     let (done, facts) = ctx.complete(&v).await?;
     expect_fields(&done, &same[..1], "finished extension")?;
@@ -164,7 +166,12 @@ pub async fn characters(ctx: &Ctx) -> Checked<String> {
         let form = Form::new()
             .text("prompt", &ctx.prompt("Mossy waves hello"))
             .text("characters[][id]", id);
-        let v = expect_ok(&ctx.api.post_form("/videos", ctx.key(), form).await?, Kind::Video)?;
+        let r = ctx.api.post_form("/videos", ctx.key(), form).await?;
+        if let Err(Stop::Skip(why)) = declined(&r) {
+            note.push_str(&format!("; a video with characters[][id]: {why}"));
+            return Ok(note);
+        }
+        let v = expect_ok(&r, Kind::Video)?;
         ctx.complete(&v).await?;
         note.push_str("; a video with characters[][id] completed");
     }
@@ -195,7 +202,9 @@ pub async fn create_upload(ctx: &Ctx) -> Checked<String> {
         "image/png",
         Bytes::from(reference_png()?),
     );
-    let v = expect_ok(&ctx.api.post_form("/videos", ctx.key(), form).await?, Kind::Video)?;
+    let r = ctx.api.post_form("/videos", ctx.key(), form).await?;
+    declined(&r)?;
+    let v = expect_ok(&r, Kind::Video)?;
     let (done, _) = ctx.complete(&v).await?;
     Ok(format!("{} completed", str_field(&done, "id")?))
 }
@@ -206,13 +215,15 @@ pub async fn create_bracketed(ctx: &Ctx) -> Checked<String> {
         base64::engine::general_purpose::STANDARD.encode(reference_png()?)
     );
     let form = source_shape_form(ctx, "A harbour from this colour").text("input_reference[image_url]", &url);
-    let v = expect_ok(&ctx.api.post_form("/videos", ctx.key(), form).await?, Kind::Video)?;
+    let r = ctx.api.post_form("/videos", ctx.key(), form).await?;
+    declined(&r)?;
+    let v = expect_ok(&r, Kind::Video)?;
     let (done, _) = ctx.complete(&v).await?;
     Ok(format!("{} completed", str_field(&done, "id")?))
 }
 
 /// One size and duration: created, completed, MP4 checked. A 400 naming the size, seconds or model means the
-/// endpoint does not offer it (a configuration choice): skipped, with its message.
+/// endpoint does not offer it (a configuration choice): skipped, with its message (see [`declined`]).
 async fn generation(ctx: &Ctx, model: &str, size: &str, seconds: &str) -> Checked<String> {
     if (model, size, seconds) == (SOURCE_MODEL, SOURCE_SIZE, SOURCE_SECONDS) {
         let (id, video) = ctx.source().await?;
@@ -225,13 +236,8 @@ async fn generation(ctx: &Ctx, model: &str, size: &str, seconds: &str) -> Checke
     let body = json!({"prompt": ctx.prompt(&format!("A lighthouse at dusk, {size}, {seconds} s")), "model": model, "size": size, "seconds": seconds});
     let r = ctx.api.post_json("/videos", ctx.key(), &body).await?;
     if r.status == 400 {
-        let err = expect_error(&r, 400, Param::Any)?;
-        if matches!(err["error"]["param"].as_str(), Some("size" | "seconds" | "model")) {
-            return Err(Stop::Skip(format!(
-                "not offered by this endpoint: {}",
-                err["error"]["message"].as_str().unwrap_or("")
-            )));
-        }
+        expect_error(&r, 400, Param::Any)?;
+        declined(&r)?;
     }
     let v = expect_ok(&r, Kind::Video)?;
     expect_fields(&v, &[("model", model), ("size", size), ("seconds", seconds)], "create")?;

@@ -167,6 +167,36 @@ pub fn check_mp4(bytes: &[u8], size: &str, seconds: &str) -> Result<Mp4Facts, St
     Ok(facts)
 }
 
+/// Like [`check_mp4`] for an endpoint that declares what its backend really produced (`x-sora-shim-produced:
+/// WxH; seconds=S.mmm`, when a provider rounds a size or a length): the file must be what is declared, in the
+/// orientation the job asked for.
+pub fn check_mp4_declared(bytes: &[u8], size: &str, declared: &str) -> Result<Mp4Facts, String> {
+    let parsed = declared.split_once("; seconds=").and_then(|(dims, secs)| {
+        let (w, h) = dims.split_once('x')?;
+        let (whole, frac) = secs.split_once('.')?;
+        let ms = whole.parse::<u64>().ok()? * 1000 + frac.parse::<u64>().ok()?;
+        Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?, ms))
+    });
+    let (w, h, ms) = parsed.ok_or_else(|| format!("x-sora-shim-produced {declared:?} is not 'WxH; seconds=S.mmm'"))?;
+    let facts = inspect_mp4(bytes)?;
+    if (facts.width, facts.height) != (w, h) || facts.duration_ms.abs_diff(ms) > DURATION_TOLERANCE_MS {
+        return Err(format!(
+            "MP4 is {}x{}, {} ms; the endpoint declares {declared}",
+            facts.width, facts.height, facts.duration_ms
+        ));
+    }
+    let (want_w, want_h) = size
+        .split_once('x')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .ok_or_else(|| format!("the job's size {size:?} is not WxH"))?;
+    if (w > h) != (want_w > want_h) {
+        return Err(format!(
+            "the job asked for {size}, the MP4 is {w}x{h}: orientation changed"
+        ));
+    }
+    Ok(facts)
+}
+
 pub fn is_webp(bytes: &[u8]) -> bool {
     bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP"
 }

@@ -388,3 +388,35 @@ seconds = ["4", "8", "12"]
         },
     )
 }
+
+/// (mapping, fake, provider model)
+pub const BACKENDS: [(&str, &str, &str); 7] = [
+    ("openai", "openai_videos", "wan-2.2"),
+    ("runway", "runway", "gen4.5"),
+    ("replicate", "replicate", "google/veo-3.1"),
+    ("fal", "fal", "fal-ai/veo3"),
+    ("veo-gemini", "veo_gemini", "veo-3.1-generate-preview"),
+    ("seedance", "seedance", "seedance-1-0-pro-250528"),
+    ("comfyui", "comfyui", "wan2.2-ti2v-5b"),
+];
+
+/// Backend settings a mapping needs beyond the common ones.
+pub fn settings(mapping: &str) -> String {
+    match mapping {
+        "comfyui" => format!(
+            "files = {{ workflow = \"{}/mappings/comfyui/wan-t2v.json\" }}\n\
+             options = {{ prompt_node = \"6\", latent_node = \"55\", save_node = \"58\", fps = 24 }}",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+        _ => String::new(),
+    }
+}
+
+/// A fake provider and a shim whose `sora-2` routes to it through the mapping.
+pub fn start_mapped(which: usize, extra: &str) -> (Fake, Shim) {
+    let (mapping, fake, model) = BACKENDS[which];
+    let fake = Fake::start(fake);
+    let extra = format!("{}\n{extra}", settings(mapping));
+    let shim = Shim::start_with(&mapped_config(mapping, &fake, model, &extra));
+    (fake, shim)
+}
