@@ -7,7 +7,7 @@ mod common;
 
 use common::{BACKENDS, Fake, Shim, assert_error, mapped_config, start_mapped as start};
 use hyper::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Jobs the provider accepted (whatever their state).
 async fn accepted(fake: &Fake) -> usize {
@@ -326,4 +326,70 @@ async fn vertex_service_account_tokens_are_minted_cached_and_accepted() {
         v["error"]["message"].as_str().unwrap().contains("max_response_mib"),
         "{v}"
     );
+}
+
+/// Where each provider's create carries the reference image, as jq-like paths into the logged request.
+fn image_in_create(mapping: &str, create: &Value) -> Option<String> {
+    let s = |v: &Value| v.as_str().map(str::to_owned);
+    match mapping {
+        "openai" => s(&create["input_reference"]["image_url"]),
+        "runway" => s(&create["promptImage"]),
+        "replicate" => s(&create["input"]["image"]),
+        "fal" => s(&create["image_url"]),
+        "veo-gemini" => s(&create["instances"][0]["image"]["bytesBase64Encoded"]),
+        "seedance" => create["content"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "image_url")
+            .and_then(|c| s(&c["image_url"]["url"])),
+        "comfyui" => s(&create["prompt"]["sora_shim_image"]["inputs"]["image"]),
+        _ => None,
+    }
+}
+
+/// An uploaded reference image reaches every provider in the form it takes: a data URI, inline base64, or a
+/// provider upload step (ComfyUI's /upload/image) whose answer names the file in the workflow.
+#[tokio::test]
+async fn an_uploaded_image_reaches_each_provider_the_way_it_takes_images() {
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(1280, 720, image::Rgb([30, 200, 30]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    for (which, (name, _, _)) in BACKENDS.iter().enumerate() {
+        let (fake, shim) = start(which, "");
+        let (ct, body) = common::multipart(&[
+            ("prompt", None, "", b"a green wall comes alive"),
+            ("size", None, "", b"1280x720"),
+            ("input_reference", Some("ref.png"), "image/png", &png),
+        ]);
+        let r = shim.post_multipart("/v1/videos", "k", &ct, body).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}: {}", String::from_utf8_lossy(&r.body));
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        let done = shim.wait(&id, "k").await;
+        assert_eq!(done["status"], "completed", "{name}: {done}\n{}", shim.log());
+        let stats = fake.stats().await;
+        let requests = stats["requests"].as_array().unwrap();
+        let create = requests
+            .iter()
+            .rev()
+            .find(|r| r["category"] == "create" && r["method"] == "POST")
+            .unwrap_or_else(|| panic!("{name}: no create in {stats}"));
+        let image = image_in_create(name, &create["body_json"])
+            .unwrap_or_else(|| panic!("{name}: the create carries no image: {create}"));
+        match *name {
+            "veo-gemini" => assert!(image.starts_with("iVBORw0KGgo"), "{name}: not a base64 PNG"),
+            "comfyui" => {
+                assert_eq!(image, format!("sora-shim/{id}.png"), "{name}");
+                let upload = requests
+                    .iter()
+                    .find(|r| r["path"] == "/upload/image")
+                    .unwrap_or_else(|| panic!("{name}: no upload: {stats}"));
+                assert_eq!(upload["body_json"]["image"]["size"], png.len(), "{name}: {upload}");
+            }
+            _ => assert!(
+                image.starts_with("data:image/png;base64,iVBORw0KGgo"),
+                "{name}: {image:.60}"
+            ),
+        }
+    }
 }

@@ -276,12 +276,9 @@ pub async fn retrieve(app: &App, tenant: &Tenant, id: &str) -> Result<Response, 
     Ok(response)
 }
 
-/// Which backend made the video and what it really produced, for operators comparing backends. Not part of the
-/// Sora contract: extra headers that SDKs ignore. Backend names are the operator's config names, never secrets.
+/// What the stored video really is (a provider may round a size or a length): an extra header SDKs ignore. Which
+/// backend made it stays on the job record and in the logs, never in a client's response.
 fn describe_origin(job: &Job, headers: &mut HeaderMap) {
-    if let Ok(v) = HeaderValue::from_str(&job.backend) {
-        headers.insert("x-sora-shim-backend", v);
-    }
     if let Some(p) = &job.produced {
         let value = format!(
             "{}x{}; seconds={}.{:03}",

@@ -34,6 +34,8 @@ pub enum ImageMode {
     DataUri,
     /// `.image_base64` and `.image_mime_type` carry the bytes; a client's URL is refused (we do not fetch it).
     Base64,
+    /// Sent first by the `[upload]` step; `.image` is what that step's `image` expression gives.
+    Upload,
     None,
 }
 
@@ -51,6 +53,15 @@ pub struct Step {
     pub method: hyper::Method,
     pub path: Expr,
     pub body: Option<Expr>,
+}
+
+/// The `[upload]` step: the reference image as a multipart file, before the create.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub step: Step,
+    pub field: String,
+    pub form: Option<Expr>,
+    pub image: Expr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +102,7 @@ pub struct Mapping {
     pub progress: Option<Expr>,
     pub error: Option<Expr>,
     pub result: Option<Step>,
+    pub upload: Option<Upload>,
     pub outputs: Vec<(crate::video::Variant, Expr)>,
     pub download_auth: bool,
     pub download_auth_hosts: Vec<String>,
@@ -296,11 +308,12 @@ fn build(raw: RawMapping, p: &mut Problems) -> Option<Mapping> {
     let images = match caps.images.as_str() {
         "data_uri" => ImageMode::DataUri,
         "base64" => ImageMode::Base64,
+        "upload" => ImageMode::Upload,
         "none" => ImageMode::None,
         other => {
             p.add(
                 "capabilities.images",
-                format!("unknown mode {other:?}; use \"data_uri\", \"base64\" or \"none\""),
+                format!("unknown mode {other:?}; use \"data_uri\", \"base64\", \"upload\" or \"none\""),
             );
             ImageMode::None
         }
@@ -366,6 +379,44 @@ fn build(raw: RawMapping, p: &mut Problems) -> Option<Mapping> {
         Some(r) => Some(step(p, "result", r)?),
         None => None,
     };
+    let upload = match (&raw.upload, images) {
+        (Some(u), ImageMode::Upload) => {
+            let as_request = super::format::RawRequest {
+                method: u.method.clone(),
+                path: u.path.clone(),
+                body: None,
+                job_id: None,
+                job_data: None,
+                state: None,
+                progress: None,
+                error: None,
+            };
+            let step = step(p, "upload", &as_request);
+            let form = p.opt_expr("upload.form", u.form.as_ref())?;
+            let image = p.expr("upload.image", &u.image);
+            if u.field.is_empty() {
+                p.add("upload.field", "must name the form part that carries the file");
+            }
+            Some(Upload {
+                step: step?,
+                field: u.field.clone(),
+                form,
+                image: image?,
+            })
+        }
+        (None, ImageMode::Upload) => {
+            p.add(
+                "upload",
+                "missing: capabilities.images = \"upload\" needs an [upload] step",
+            );
+            None
+        }
+        (Some(_), _) => {
+            p.add("upload", "only used with capabilities.images = \"upload\"");
+            None
+        }
+        (None, _) => None,
+    };
     let job_id = match &raw.create.job_id {
         Some(c) => p.expr("create.job_id", c),
         None => {
@@ -404,6 +455,7 @@ fn build(raw: RawMapping, p: &mut Problems) -> Option<Mapping> {
         seconds,
         images,
         create: create?,
+        upload,
         job_id: job_id?,
         job_data,
         poll: poll?,
@@ -496,6 +548,32 @@ mod tests {
         assert!(err.contains("m.toml: states.completed:"), "{err}");
         let err = compile("m.toml", "[mapping]\nname = 1\n").unwrap_err().to_string();
         assert!(err.starts_with("m.toml: "), "{err}");
+    }
+
+    #[test]
+    fn an_upload_step_and_the_upload_image_mode_go_together() {
+        let comfy = BUILT_IN
+            .iter()
+            .find(|(n, _)| *n == "comfyui")
+            .map(|(_, t)| *t)
+            .unwrap_or_default();
+        let m = compile("comfyui", comfy).unwrap();
+        assert_eq!(m.images, ImageMode::Upload);
+        assert!(m.upload.is_some());
+        let without_step = comfy.replace("[upload]", "[ignored_upload]");
+        let err = compile("c.toml", &without_step).unwrap_err().to_string();
+        assert!(err.contains("c.toml: "), "{err}");
+        let start = comfy.find("[upload]").unwrap();
+        let end = comfy[start..].find("\n[create]").unwrap() + start;
+        let without_step = format!("{}{}", &comfy[..start], &comfy[end..]);
+        let err = compile("c.toml", &without_step).unwrap_err().to_string();
+        assert!(err.contains("c.toml: upload: missing"), "{err}");
+        let not_upload = comfy.replace("images = \"upload\"", "images = \"none\"");
+        let err = compile("c.toml", &not_upload).unwrap_err().to_string();
+        assert!(err.contains("c.toml: upload: only used with"), "{err}");
+        let bad_jq = comfy.replace("image = 'if (.response.subfolder", "image = 'if ((.response.subfolder");
+        let err = compile("c.toml", &bad_jq).unwrap_err().to_string();
+        assert!(err.contains("c.toml: upload.image: cannot parse jq"), "{err}");
     }
 
     #[test]

@@ -19,8 +19,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 
-use super::compile::{ImageMode, Mapping, RuleKind, StateClass, Step};
-use super::http::{HttpClient, Reply, SendError};
+use super::compile::{ImageMode, Mapping, RuleKind, StateClass, Step, Upload};
+use super::http::{HttpClient, Multipart, Reply, SendError};
 use super::token::TokenSource;
 use crate::assets::{AssetStore, Stored};
 use crate::backends::{
@@ -53,6 +53,7 @@ pub struct MappedBackend {
 /// Which request of the mapping an answer belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StepName {
+    Upload,
     Create,
     Poll,
     Result,
@@ -61,6 +62,7 @@ enum StepName {
 impl StepName {
     fn as_str(self) -> &'static str {
         match self {
+            StepName::Upload => "upload",
             StepName::Create => "create",
             StepName::Poll => "poll",
             StepName::Result => "result",
@@ -220,10 +222,11 @@ impl MappedBackend {
             (Some(InputRef::FileId { .. }), _) => {
                 Some("cannot read OpenAI file ids: upload the image or send it as image_url.")
             }
-            (Some(InputRef::Url { .. }), ImageMode::Base64) => {
+            (Some(InputRef::Url { .. }), ImageMode::Base64 | ImageMode::Upload) => {
                 Some("needs the image itself: upload the file or send it as a data URL.")
             }
             (Some(InputRef::Video { .. }), _) => Some("does not accept a video as input_reference."),
+            (Some(InputRef::Stored { .. }), ImageMode::Upload) => None,
             (Some(InputRef::Stored { .. } | InputRef::Url { .. }), ImageMode::DataUri | ImageMode::Base64) => None,
         }
     }
@@ -236,7 +239,7 @@ impl MappedBackend {
     }
 
     /// Sends one step of the mapping and returns the reply with the context extended by it.
-    async fn send(&self, step: &Step, name: StepName, mut ctx: Value) -> Result<Value, BackendError> {
+    async fn send(&self, step: &Step, name: StepName, ctx: Value) -> Result<Value, BackendError> {
         let path = step
             .path
             .eval_string(&ctx)
@@ -255,14 +258,71 @@ impl MappedBackend {
         let url = self.url(&path, &query);
         let reply = self.http.send(&step.method, &url, &headers, body.as_ref()).await;
         let reply = reply.map_err(|e| self.transport_error(name, e))?;
-        let response = parse_body(&reply);
+        self.absorb(name, &reply, ctx)
+    }
+
+    /// The `[upload]` step: the job's stored reference image goes to the provider as a multipart file, and the
+    /// create sees what the step's `image` expression reads from the answer as `.image`. Nothing is generated
+    /// by an upload, so any failure here is retried later (at worst the image is uploaded twice).
+    async fn upload_image(&self, job: &Job, upload: &Upload, ctx: Value) -> Result<Value, BackendError> {
+        let Some(InputRef::Stored { key, content_type, .. }) = &job.request.input_reference else {
+            return Ok(ctx);
+        };
+        let bytes = self.stored_input(key).await?;
+        let path = upload
+            .step
+            .path
+            .eval_string(&ctx)
+            .map_err(|e| self.mapping_error(format!("upload.path: {e}")))?;
+        let mut form = Multipart::new();
+        match upload.form.as_ref().map(|f| f.eval(&ctx)) {
+            None | Some(Ok(Value::Null)) => {}
+            Some(Ok(Value::Object(fields))) => {
+                for (name, value) in fields {
+                    let text = match value {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    form = form.text(&name, &text);
+                }
+            }
+            Some(Ok(other)) => return Err(self.mapping_error(format!("upload.form: gave {other}, not an object"))),
+            Some(Err(e)) => return Err(self.mapping_error(format!("upload.form: {e}"))),
+        }
+        let extension = content_type.rsplit('/').next().unwrap_or("png");
+        let file_name = format!("{}.{extension}", job.id);
+        form = form.file(&upload.field, &file_name, content_type, &bytes);
+        let (headers, query) = self.auth().await?;
+        if let Some(l) = &self.limiter {
+            l.until_ready().await;
+        }
+        let url = self.url(&path, &query);
+        let reply = self
+            .http
+            .send_multipart(&upload.step.method, &url, &headers, form)
+            .await;
+        let reply = reply.map_err(|e| self.transport_error(StepName::Upload, e))?;
+        let mut ctx = self.absorb(StepName::Upload, &reply, ctx)?;
+        let image = upload
+            .image
+            .eval(&ctx)
+            .map_err(|e| self.mapping_error(format!("upload.image: {e}")))?;
+        if let Value::Object(map) = &mut ctx {
+            map.insert("image".into(), image);
+        }
+        Ok(ctx)
+    }
+
+    /// A provider's answer into the context (`status`, `headers`, `response`, `step`), or the error it means.
+    fn absorb(&self, name: StepName, reply: &Reply, mut ctx: Value) -> Result<Value, BackendError> {
+        let response = parse_body(reply);
         if let Value::Object(map) = &mut ctx {
             map.insert("status".into(), Value::from(reply.status));
-            map.insert("headers".into(), headers_json(&reply));
+            map.insert("headers".into(), headers_json(reply));
             map.insert("response".into(), response.clone().unwrap_or(Value::Null));
             map.insert("step".into(), Value::from(name.as_str()));
         }
-        if let Some(err) = self.classify(name, &reply, &ctx)? {
+        if let Some(err) = self.classify(name, reply, &ctx)? {
             return Err(err);
         }
         if response.is_none() {
@@ -408,7 +468,10 @@ impl MappedBackend {
 
     /// Sends the mapping's create and reads the provider's job id.
     async fn create(&self, job: &Job) -> Result<Submitted, BackendError> {
-        let ctx = self.context(job).await?;
+        let mut ctx = self.context(job).await?;
+        if let Some(upload) = &self.mapping.upload {
+            ctx = self.upload_image(job, upload, ctx).await?;
+        }
         let ctx = self.send(&self.mapping.create, StepName::Create, ctx).await?;
         let backend_job_id = self
             .mapping

@@ -15,6 +15,7 @@ pub struct RawMapping {
     pub create: RawRequest,
     pub poll: RawRequest,
     pub result: Option<RawRequest>,
+    pub upload: Option<RawUpload>,
     pub outputs: RawOutputs,
     #[serde(default)]
     pub download: RawDownload,
@@ -75,7 +76,7 @@ pub struct RawCapabilities {
     #[serde(default = "reject")]
     pub seconds_policy: String,
     pub seconds: BTreeMap<String, toml::Value>,
-    /// How a reference image reaches the provider: `data_uri` or `none`.
+    /// How a reference image reaches the provider: `data_uri`, `base64`, `upload` or `none`.
     #[serde(default = "none")]
     pub images: String,
 }
@@ -109,6 +110,30 @@ pub struct RawRequest {
 
 fn get() -> String {
     "GET".into()
+}
+
+fn post() -> String {
+    "POST".into()
+}
+
+fn image() -> String {
+    "image".into()
+}
+
+/// `images = "upload"`: the reference image is sent to the provider first, as a multipart file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpload {
+    #[serde(default = "post")]
+    pub method: String,
+    pub path: String,
+    /// The form part that carries the file.
+    #[serde(default = "image")]
+    pub field: String,
+    /// jq → an object of more text parts.
+    pub form: Option<String>,
+    /// jq over the answer → what the create sees as `.image`.
+    pub image: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -120,6 +120,8 @@ NODES: dict[str, dict] = {
     "VAEDecode": {"required": {"samples": "LATENT", "vae": "VAE"}, "outputs": ["IMAGE"]},
     "CreateVideo": {"required": {"images": "IMAGE", "fps": FLOAT(1.0, 120.0)}, "optional": {"audio": "AUDIO"},
                     "outputs": ["VIDEO"]},
+    # `image` names a file in ComfyUI's input directory (one uploaded through /upload/image here).
+    "LoadImage": {"required": {"image": ("INPUT_FILE", None)}, "outputs": ["IMAGE", "MASK"]},
     "SaveVideo": {"required": {"video": "VIDEO", "filename_prefix": STRING, "format": COMBO(["auto", "mp4"]),
                                "codec": COMBO(["auto", "h264"])},
                   "outputs": [], "output_node": True},
@@ -163,6 +165,7 @@ class ComfyUIFake(FakeProvider):
         self.number = 0
         self.counters: dict[tuple[str, str], int] = {}
         self.files: dict[tuple[str, str, str], str] = {}  # (type, subfolder, filename) -> prompt id
+        self.inputs: dict[str, bytes] = {}  # "subfolder/name" (or "name") -> bytes, from /upload/image
 
     def routes(self) -> list[Route]:
         pid = r"(?P<prompt_id>[^/]+)"
@@ -177,6 +180,7 @@ class ComfyUIFake(FakeProvider):
             Route("POST", P + r"/interrupt$", self.post_interrupt, "cancel"),
             Route("GET", P + r"/system_stats$", self.system_stats),
             Route("GET", P + r"/view$", self.view, "download"),
+            Route("POST", P + r"/upload/image$", self.upload_image),
         ]
 
     # -- auth / errors ------------------------------------------------------------------------
@@ -252,6 +256,10 @@ class ComfyUIFake(FakeProvider):
                 elif num > opts["max"]:
                     errors.append(err("value_bigger_than_max", f"Value {num} bigger than max of {opts['max']}",
                                       name, input_name=name, received_value=val))
+            elif kind == "INPUT_FILE" and val not in self.inputs:
+                shown = sorted(self.inputs)[:20]
+                errors.append(err("value_not_in_list", "Value not in list", f"{name}: '{val}' not in {shown}",
+                                  input_name=name, received_value=val))
             elif kind == "COMBO" and val not in opts:
                 shown = opts if len(opts) <= 20 else opts[:20] + ["..."]
                 errors.append(err("value_not_in_list", "Value not in list", f"{name}: '{val}' not in {shown}",
@@ -406,6 +414,40 @@ class ComfyUIFake(FakeProvider):
         return {"prompt": self._queue_item(job), "outputs": outputs, "status": status, "meta": meta}
 
     # -- handlers -----------------------------------------------------------------------------
+    def upload_image(self, req: Request) -> Response:
+        """server.py image_upload: multipart `image` (file), `overwrite`, `type` (input|temp|output, default
+        input), `subfolder`; 400 without a file; a taken name without overwrite becomes `name (1).ext`.
+        Answers {name, subfolder, type}."""
+        try:
+            parts = fakelib.parse_multipart(req.header("Content-Type") or "", req.body)
+        except Exception:  # noqa: BLE001
+            return text_response(400)
+        image = (parts.get("image") or [None])[-1]
+        if not isinstance(image, fakelib.UploadedFile) or not image.filename:
+            return text_response(400)
+        if not fakelib.image_kind(image.data):
+            return text_response(400, "Invalid image file")  # PIL cannot open it when LoadImage runs
+        def field(name: str, default: str = "") -> str:
+            value = (parts.get(name) or [default])[-1]
+            return value if isinstance(value, str) else default
+
+        kind = field("type", "input")
+        if kind not in ("input", "temp", "output"):
+            return text_response(400)
+        subfolder = field("subfolder")
+        overwrite = field("overwrite").lower() in ("true", "1")
+        name = os.path.basename(image.filename)
+        stem, ext = os.path.splitext(name)
+        with self.store.lock:
+            key = f"{subfolder}/{name}" if subfolder else name
+            i = 1
+            while key in self.inputs and not overwrite:
+                name = f"{stem} ({i}){ext}"
+                key = f"{subfolder}/{name}" if subfolder else name
+                i += 1
+            self.inputs[key] = image.data
+        return json_response(200, {"name": name, "subfolder": subfolder, "type": kind})
+
     def post_prompt(self, req: Request) -> Response:
         try:
             body = req.json()
