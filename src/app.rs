@@ -73,6 +73,7 @@ impl App {
             assets.clone(),
             backends.clone(),
             config.worker.clone(),
+            Arc::new(crate::routing::RoutingTable::from_config(&config)),
             tracker.clone(),
             shutdown.clone(),
         )

@@ -36,6 +36,7 @@ struct RawConfig {
     store: Option<RawStore>,
     assets: Option<RawAssets>,
     worker: Option<RawWorker>,
+    health: Option<RawHealth>,
     backends: Option<BTreeMap<String, RawBackend>>,
     models: Option<BTreeMap<String, RawModel>>,
 }
@@ -79,6 +80,17 @@ struct RawWorker {
     poll_interval_ms: Option<u64>,
     retry_base_ms: Option<u64>,
     retry_max_ms: Option<u64>,
+    queue_deadline_secs: Option<u64>,
+    job_deadline_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    window_secs: Option<u64>,
+    min_requests: Option<u32>,
+    failure_rate: Option<f64>,
+    open_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,9 +124,24 @@ struct RawBackend {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawModel {
-    backend: String,
+    /// One target: every job of the model goes here (shorthand for `targets = [{backend = …}]`).
+    backend: Option<String>,
+    /// Weighted targets, for moving traffic in stages.
+    targets: Option<Vec<RawTarget>>,
+    /// Backends to try, in order, when a job's target is down (its circuit open, or a create refused for now).
+    #[serde(default)]
+    fallback: Vec<String>,
+    /// What keeps a client on one target while weights are unchanged: `tenant` (default), `idempotency_key`, `job`.
+    sticky: Option<String>,
     sizes: Vec<String>,
     seconds: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    backend: String,
+    weight: u32,
 }
 
 impl RawConfig {
@@ -169,6 +196,17 @@ impl RawConfig {
                 poll_interval_ms: pick(o.poll_interval_ms, b.poll_interval_ms),
                 retry_base_ms: pick(o.retry_base_ms, b.retry_base_ms),
                 retry_max_ms: pick(o.retry_max_ms, b.retry_max_ms),
+                queue_deadline_secs: pick(o.queue_deadline_secs, b.queue_deadline_secs),
+                job_deadline_secs: pick(o.job_deadline_secs, b.job_deadline_secs),
+            }),
+            (b, o) => o.or(b),
+        };
+        let health = match (self.health, over.health) {
+            (Some(b), Some(o)) => Some(RawHealth {
+                window_secs: pick(o.window_secs, b.window_secs),
+                min_requests: pick(o.min_requests, b.min_requests),
+                failure_rate: pick(o.failure_rate, b.failure_rate),
+                open_secs: pick(o.open_secs, b.open_secs),
             }),
             (b, o) => o.or(b),
         };
@@ -185,6 +223,7 @@ impl RawConfig {
             store,
             assets,
             worker,
+            health,
             backends,
             // Models are one catalogue: a file that lists models lists all of them.
             models: over.models.or(self.models),
@@ -203,6 +242,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub assets: AssetsConfig,
     pub worker: WorkerConfig,
+    pub health: HealthConfig,
     pub backends: BTreeMap<String, BackendConfig>,
     pub models: BTreeMap<String, ModelConfig>,
 }
@@ -239,6 +279,19 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// A job no backend has accepted within this long fails (`backend_unavailable`) instead of waiting forever.
+    pub queue_deadline: Duration,
+    /// A job a backend accepted but has not finished within this long fails (`backend_timeout`).
+    pub job_deadline: Duration,
+}
+
+/// Circuit breakers per backend (see `health`).
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub window: Duration,
+    pub min_requests: u32,
+    pub failure_rate: f64,
+    pub open_for: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -287,7 +340,7 @@ impl fmt::Debug for Secret {
 
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
-    pub backend: String,
+    pub route: crate::routing::Route,
     pub sizes: Vec<Size>,
     pub seconds: Vec<Seconds>,
 }
@@ -377,6 +430,35 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
         poll_interval: Duration::from_millis(positive(&mut p, "worker.poll_interval_ms", w.poll_interval_ms, 500)),
         retry_base: Duration::from_millis(positive(&mut p, "worker.retry_base_ms", w.retry_base_ms, 500)),
         retry_max: Duration::from_millis(positive(&mut p, "worker.retry_max_ms", w.retry_max_ms, 30_000)),
+        queue_deadline: Duration::from_secs(positive(
+            &mut p,
+            "worker.queue_deadline_secs",
+            w.queue_deadline_secs,
+            3600,
+        )),
+        job_deadline: Duration::from_secs(positive(
+            &mut p,
+            "worker.job_deadline_secs",
+            w.job_deadline_secs,
+            86_400,
+        )),
+    };
+    let h = raw.health.unwrap_or_default();
+    let failure_rate = h.failure_rate.unwrap_or(0.5);
+    if !(failure_rate > 0.0 && failure_rate <= 1.0) {
+        p.add("health.failure_rate", "must be above 0 and at most 1");
+    }
+    let health = HealthConfig {
+        window: Duration::from_secs(positive(&mut p, "health.window_secs", h.window_secs, 60)),
+        min_requests: u32::try_from(positive(
+            &mut p,
+            "health.min_requests",
+            h.min_requests.map(u64::from),
+            5,
+        ))
+        .unwrap_or(5),
+        failure_rate,
+        open_for: Duration::from_secs(positive(&mut p, "health.open_secs", h.open_secs, 30)),
     };
     if !p.lines.is_empty() {
         return Err(ConfigError::Invalid(p.lines));
@@ -389,6 +471,7 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
         store,
         assets,
         worker,
+        health,
         backends,
         models,
     })
@@ -588,12 +671,7 @@ fn validate_models(
     }
     for (name, m) in raw {
         let key = format!("models.\"{name}\"");
-        if !backends.contains_key(&m.backend) {
-            p.add(
-                &format!("{key}.backend"),
-                format!("no backend named {:?} is configured", m.backend),
-            );
-        }
+        let route = validate_route(&key, &m, backends, p);
         let sizes: Vec<Size> = m
             .sizes
             .iter()
@@ -619,16 +697,66 @@ fn validate_models(
         if sizes.is_empty() || seconds.is_empty() {
             p.add(&key, "needs at least one size and one duration");
         }
-        out.insert(
-            name,
-            ModelConfig {
-                backend: m.backend,
-                sizes,
-                seconds,
-            },
-        );
+        out.insert(name, ModelConfig { route, sizes, seconds });
     }
     out
+}
+
+fn validate_route(
+    key: &str,
+    m: &RawModel,
+    backends: &BTreeMap<String, BackendConfig>,
+    p: &mut Problems,
+) -> crate::routing::Route {
+    use crate::routing::{Route, Sticky};
+    let targets: Vec<(String, u32)> = match (&m.backend, &m.targets) {
+        (Some(b), None) => vec![(b.clone(), 1)],
+        (None, Some(t)) if !t.is_empty() => t.iter().map(|t| (t.backend.clone(), t.weight)).collect(),
+        (Some(_), Some(_)) => {
+            p.add(key, "set either backend or targets, not both");
+            vec![]
+        }
+        _ => {
+            p.add(
+                key,
+                "missing: backend = \"NAME\", or targets = [{ backend = \"NAME\", weight = N }, …]",
+            );
+            vec![]
+        }
+    };
+    let field = if m.targets.is_some() { "targets" } else { "backend" };
+    for (backend, _) in &targets {
+        if !backends.contains_key(backend) {
+            p.add(
+                &format!("{key}.{field}"),
+                format!("no backend named {backend:?} is configured"),
+            );
+        }
+    }
+    if !targets.is_empty() && targets.iter().all(|(_, w)| *w == 0) {
+        p.add(&format!("{key}.targets"), "at least one target needs a weight above 0");
+    }
+    for backend in &m.fallback {
+        if !backends.contains_key(backend) {
+            p.add(
+                &format!("{key}.fallback"),
+                format!("no backend named {backend:?} is configured"),
+            );
+        }
+    }
+    let sticky = match m.sticky.as_deref().unwrap_or("tenant") {
+        "tenant" => Sticky::Tenant,
+        "idempotency_key" => Sticky::IdempotencyKey,
+        "job" => Sticky::Job,
+        other => {
+            p.add(
+                &format!("{key}.sticky"),
+                format!("unknown {other:?}; use \"tenant\", \"idempotency_key\" or \"job\""),
+            );
+            Sticky::Tenant
+        }
+    };
+    Route::new(targets, m.fallback.clone(), sticky)
 }
 
 fn validate_api(a: RawApi, models: &BTreeMap<String, ModelConfig>, p: &mut Problems) -> ApiConfig {

@@ -5,9 +5,11 @@
 //! - [`server`]   — listener, HTTP/1.1 + h2, graceful shutdown.
 //! - [`api`]      — the Sora surface: routes, bodies (JSON and multipart), schemas, the error envelope.
 //! - [`auth`]     — bearer key → tenant (only a hash of the key is kept).
+//! - [`routing`]  — which backend a new job goes to: weighted sticky targets, the fallback order.
 //! - [`jobs`]     — admission: persist the normalized request before dispatch; idempotency.
 //! - [`store`]    — the job store (SQLite) and the read cache in front of it.
-//! - [`worker`]   — drives every job: dispatch → poll → finalize, resumable after a crash.
+//! - [`worker`]   — drives every job: dispatch → poll → finalize, resumable after a crash; failover.
+//! - [`health`]   — a circuit breaker per backend.
 //! - [`backends`] — where generations run: the `Backend` trait and the built-in local renderer.
 //! - [`assets`]   — storage for finished videos, thumbnails, spritesheets and uploaded inputs.
 //! - [`media`]    — looks inside uploads (image and MP4 dimensions, durations).
@@ -24,10 +26,12 @@ pub mod auth;
 pub mod backends;
 pub mod config;
 pub mod conformance;
+pub mod health;
 pub mod jobs;
 pub mod mapping;
 pub mod media;
 pub mod previews;
+pub mod routing;
 pub mod server;
 pub mod store;
 pub mod video;

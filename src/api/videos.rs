@@ -47,6 +47,12 @@ fn check(app: &App, doc: &Doc, json: RequestSchema, multipart: RequestSchema) ->
     app.schemas.check(which, &Value::Object(doc.fields.clone()))
 }
 
+/// The backend a new job of `mc`'s model goes to: the route's sticky pick (see `routing`).
+fn route_to(mc: &ModelConfig, model: &str, tenant: &Tenant, idempotency_key: Option<&str>) -> String {
+    let nonce = crate::video::new_id("route");
+    mc.route.pick(model, &tenant.0, idempotency_key, &nonce).to_owned()
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key").map(HeaderValue::to_str) {
         None => Ok(None),
@@ -191,6 +197,8 @@ pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
     let (input_reference, uploads) = reference_input(&doc, size)?;
     let characters = check_characters(app, tenant, &doc).await?;
     let prompt = doc.str("prompt").unwrap_or_default().to_owned();
+    let key = idempotency_key(&parts.headers)?;
+    let backend = route_to(mc, &model, tenant, key.as_deref());
     let new = NewJob {
         kind: JobKind::Create,
         request: NormalizedRequest {
@@ -209,8 +217,8 @@ pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
             source_backend_job_id: None,
         },
         remixed_from: None,
-        backend: mc.backend.clone(),
-        idempotency_key: idempotency_key(&parts.headers)?,
+        backend,
+        idempotency_key: key,
         request_hash: hash_of(JobKind::Create, None, &doc),
         uploads,
     };
@@ -453,7 +461,8 @@ pub async fn edit(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<
                 extension_seconds: None,
                 source_backend_job_id: None,
             };
-            (request, mc.backend.clone(), vec![upload])
+            let backend = route_to(mc, &request.model, tenant, idempotency_key(&parts.headers)?.as_deref());
+            (request, backend, vec![upload])
         }
     };
     let new = NewJob {
@@ -489,7 +498,12 @@ pub async fn extend(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
         }
         Source::Upload { info, upload } => {
             let model = app.config.api.default_model.clone();
-            let backend = model_config(app, &model)?.backend.clone();
+            let backend = route_to(
+                model_config(app, &model)?,
+                &model,
+                tenant,
+                idempotency_key(&parts.headers)?.as_deref(),
+            );
             let segments = vec![Segment {
                 prompt: "uploaded video".into(),
                 seconds: info.seconds,

@@ -14,8 +14,9 @@ use tokio_util::task::TaskTracker;
 use crate::assets::AssetStore;
 use crate::backends::{AfterLostSubmit, Backend, BackendError, BackendErrorKind, Backends, Output, Progress};
 use crate::config::WorkerConfig;
+use crate::routing::RoutingTable;
 use crate::store::{JobStore, StoreError};
-use crate::video::{Asset, Job, JobError, Produced, State, Variant, now_unix, now_unix_ms};
+use crate::video::{Asset, Job, JobError, JobKind, Produced, State, Variant, now_unix, now_unix_ms};
 
 /// How often the whole store is swept for unfinished jobs the worker is not yet driving.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -45,6 +46,8 @@ pub struct Worker {
     assets: AssetStore,
     backends: Backends,
     config: WorkerConfig,
+    /// Routes (for the fallback order) and backend health.
+    routing: Arc<RoutingTable>,
     active: Arc<DashSet<String>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -62,6 +65,7 @@ impl Worker {
         assets: AssetStore,
         backends: Backends,
         config: WorkerConfig,
+        routing: Arc<RoutingTable>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Worker> {
@@ -70,6 +74,7 @@ impl Worker {
             assets,
             backends,
             config,
+            routing,
             active: Arc::new(DashSet::new()),
             tracker,
             shutdown,
@@ -154,6 +159,10 @@ impl Worker {
             };
             return self.fail(job, error).await;
         };
+        if let Some(error) = self.past_deadline(&job) {
+            tracing::warn!(job = %job.id, backend = %job.backend, code = %error.code, "job past its deadline");
+            return self.fail(job, error).await;
+        }
         let result = match job.state {
             State::Accepted => self.submit(job, backend.as_ref()).await,
             State::Submitting => self.lost_submit(job, backend.as_ref()).await,
@@ -176,12 +185,55 @@ impl Worker {
         self.store.update_job(&job).await
     }
 
-    async fn submit(&self, mut job: Job, backend: &dyn Backend) -> Result<Next, StoreError> {
+    /// A job no backend would take, or one a backend has kept unfinished, for too long: it fails with a clear
+    /// error rather than staying `queued` or `in_progress` forever.
+    fn past_deadline(&self, job: &Job) -> Option<JobError> {
+        let age = Duration::from_secs(u64::try_from(now_unix() - job.created_at).unwrap_or(0));
+        match job.state {
+            State::Accepted if age > self.config.queue_deadline => Some(JobError {
+                code: "backend_unavailable".into(),
+                message: format!(
+                    "No video backend could accept this video within {} s; nothing was generated. Try again later.",
+                    self.config.queue_deadline.as_secs()
+                ),
+            }),
+            State::Submitted | State::Running if age > self.config.job_deadline => Some(JobError {
+                code: "backend_timeout".into(),
+                message: format!(
+                    "The video backend did not finish this video within {} s.",
+                    self.config.job_deadline.as_secs()
+                ),
+            }),
+            _ => None,
+        }
+    }
+
+    async fn submit(&self, job: Job, backend: &dyn Backend) -> Result<Next, StoreError> {
+        if !self.routing.breakers.allow(backend.name()) {
+            let wait = self.routing.breakers.retry_in(backend.name());
+            return self.fail_over_or_wait(job, "its circuit is open", Some(wait)).await;
+        }
+        let mut job = job;
         job.state = State::Submitting;
         job.attempts += 1;
         job.backend_version = backend.version().to_owned();
         let job = self.save(job).await?;
-        match backend.submit(&job).await {
+        let outcome = backend.submit(&job).await;
+        match &outcome {
+            Ok(_)
+            | Err(BackendError {
+                kind: BackendErrorKind::Rejected(_),
+                ..
+            }) => {
+                self.routing.breakers.record(backend.name(), true);
+            }
+            Err(BackendError {
+                kind: BackendErrorKind::Busy,
+                ..
+            }) => self.routing.breakers.abandon_probe(backend.name()),
+            Err(_) => self.routing.breakers.record(backend.name(), false),
+        }
+        match outcome {
             Ok(submitted) => {
                 let mut job = job;
                 job.state = State::Submitted;
@@ -192,12 +244,12 @@ impl Worker {
             }
             Err(e) => match e.kind {
                 BackendErrorKind::Unavailable => {
-                    tracing::warn!(job = %job.id, error = %e, "submit failed before anything was accepted; will retry");
+                    tracing::warn!(job = %job.id, error = %e, "submit failed before anything was accepted");
                     let mut job = job;
                     job.state = State::Accepted;
-                    job.next_attempt_at_ms = now_unix_ms() + self.backoff(job.attempts, e.retry_after);
-                    self.save(job).await?;
-                    Ok(Next::After(Duration::ZERO))
+                    let job = self.save(job).await?;
+                    self.fail_over_or_wait(job, "it could not take the job now", e.retry_after)
+                        .await
                 }
                 BackendErrorKind::Ambiguous => {
                     tracing::warn!(job = %job.id, error = %e, "submit outcome unknown");
@@ -215,6 +267,48 @@ impl Worker {
                 }
             },
         }
+    }
+
+    /// A job its backend cannot take now (nothing was accepted there): it moves to the next backend in its
+    /// route's fallback order that is up and accepts the request, or waits and tries again. Only new videos move:
+    /// a remix, edit or extension of one of our videos stays with the backend that holds its source.
+    async fn fail_over_or_wait(
+        &self,
+        mut job: Job,
+        why: &str,
+        retry_after: Option<Duration>,
+    ) -> Result<Next, StoreError> {
+        if let Some(next) = self.fallback_for(&job) {
+            tracing::warn!(job = %job.id, from = %job.backend, to = %next, "failing over: {why}");
+            job.backend = next;
+            job.state = State::Accepted;
+            job.next_attempt_at_ms = 0;
+            self.save(job).await?;
+            return Ok(Next::After(Duration::ZERO));
+        }
+        job.state = State::Accepted;
+        job.next_attempt_at_ms = now_unix_ms() + self.backoff(job.attempts.max(1), retry_after);
+        self.save(job).await?;
+        Ok(Next::After(Duration::ZERO))
+    }
+
+    fn fallback_for(&self, job: &Job) -> Option<String> {
+        if job.kind != JobKind::Create && job.request.source_backend_job_id.is_some() {
+            return None;
+        }
+        let route = self.routing.routes.get(&job.request.model)?;
+        let mut current = job.backend.as_str();
+        while let Some(next) = route.next_after(current) {
+            let usable = self.backends.get(next).is_some_and(|b| {
+                self.routing.breakers.state(next) != crate::health::CircuitState::Open
+                    && b.check(job.kind, &job.request).is_ok()
+            });
+            if usable {
+                return Some(next.to_owned());
+            }
+            current = next;
+        }
+        None
     }
 
     fn poll_interval(&self, backend: &dyn Backend) -> Duration {
@@ -244,7 +338,15 @@ impl Worker {
     }
 
     async fn poll(&self, job: Job, backend: &dyn Backend) -> Result<Next, StoreError> {
-        let progress = match backend.poll(&job).await {
+        let polled = backend.poll(&job).await;
+        match &polled {
+            Err(BackendError {
+                kind: BackendErrorKind::Unavailable | BackendErrorKind::Ambiguous,
+                ..
+            }) => self.routing.breakers.record(backend.name(), false),
+            _ => self.routing.breakers.record(backend.name(), true),
+        }
+        let progress = match polled {
             Ok(p) => p,
             Err(BackendError {
                 kind: BackendErrorKind::Rejected(error),

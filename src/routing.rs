@@ -1,0 +1,152 @@
+//! Which backend serves a new job of a Sora model: the model's weighted targets, picked by a sticky hash, and
+//! the fallback order used when the picked backend is down (see `worker`, and `health` for circuit breakers).
+//!
+//! The pick is deterministic: SHA-256 of the model name and the sticky key (the tenant by default) gives a point
+//! in `[0, total weight)`, and the targets own consecutive slices of that range in the order configured. So a
+//! tenant stays on one backend while the weights are unchanged, and raising a target's weight from 5 to 50 only
+//! moves tenants onto it (the slices grow from the first target's side).
+
+use sha2::{Digest, Sha256};
+
+/// What keeps a client on one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sticky {
+    /// The API key's tenant: one client, one backend.
+    Tenant,
+    /// The request's `Idempotency-Key` (the tenant when there is none).
+    IdempotencyKey,
+    /// Each job on its own.
+    Job,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// (backend, weight), in the configured order.
+    targets: Vec<(String, u32)>,
+    fallback: Vec<String>,
+    pub sticky: Sticky,
+}
+
+impl Route {
+    pub fn new(targets: Vec<(String, u32)>, fallback: Vec<String>, sticky: Sticky) -> Route {
+        Route {
+            targets,
+            fallback,
+            sticky,
+        }
+    }
+
+    /// The target for a new job of `model`. `tenant` is the tenant id, `idempotency_key` the request's key if
+    /// any, `job_nonce` something unique to this request (for `Sticky::Job`).
+    pub fn pick(&self, model: &str, tenant: &str, idempotency_key: Option<&str>, job_nonce: &str) -> &str {
+        let key = match self.sticky {
+            Sticky::Tenant => tenant,
+            Sticky::IdempotencyKey => idempotency_key.unwrap_or(tenant),
+            Sticky::Job => job_nonce,
+        };
+        let total: u64 = self.targets.iter().map(|(_, w)| u64::from(*w)).sum();
+        if total == 0 {
+            // Config validation refuses this; an empty route picks nothing the worker could find.
+            return self.targets.first().map(|(b, _)| b.as_str()).unwrap_or("");
+        }
+        let digest = Sha256::new()
+            .chain_update(model)
+            .chain_update([0])
+            .chain_update(key)
+            .finalize();
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(&digest[..8]);
+        let mut point = u64::from_be_bytes(eight) % total;
+        for (backend, weight) in &self.targets {
+            if point < u64::from(*weight) {
+                return backend;
+            }
+            point -= u64::from(*weight);
+        }
+        self.targets.last().map(|(b, _)| b.as_str()).unwrap_or("")
+    }
+
+    /// Where a job goes when `current` cannot take it: the next fallback after `current` (or the first, when
+    /// `current` is a target), skipping `current` itself.
+    pub fn next_after(&self, current: &str) -> Option<&str> {
+        let start = self.fallback.iter().position(|b| b == current).map_or(0, |i| i + 1);
+        self.fallback[start..]
+            .iter()
+            .map(String::as_str)
+            .find(|b| *b != current)
+    }
+
+    /// Every backend this route may send a job to (targets, then fallbacks).
+    pub fn backends(&self) -> impl Iterator<Item = &str> {
+        self.targets
+            .iter()
+            .map(|(b, _)| b.as_str())
+            .chain(self.fallback.iter().map(String::as_str))
+    }
+}
+
+/// Every model's route, with the health of the backends they use: what the worker consults to fail over.
+pub struct RoutingTable {
+    pub routes: std::collections::BTreeMap<String, Route>,
+    pub breakers: crate::health::Breakers,
+}
+
+impl RoutingTable {
+    pub fn from_config(config: &crate::config::Config) -> RoutingTable {
+        RoutingTable {
+            routes: config
+                .models
+                .iter()
+                .map(|(name, m)| (name.clone(), m.route.clone()))
+                .collect(),
+            breakers: crate::health::Breakers::new(config.health.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(weights: &[(&str, u32)]) -> Route {
+        Route::new(
+            weights.iter().map(|(b, w)| (b.to_string(), *w)).collect(),
+            vec!["c".into(), "d".into()],
+            Sticky::Tenant,
+        )
+    }
+
+    #[test]
+    fn weights_split_tenants_and_a_tenant_stays_put() {
+        let r = route(&[("a", 90), ("b", 10)]);
+        let picks: Vec<&str> = (0..10_000)
+            .map(|i| r.pick("sora-2", &format!("t{i}"), None, ""))
+            .collect();
+        let b = picks.iter().filter(|p| **p == "b").count();
+        assert!((800..=1200).contains(&b), "{b} of 10000 on b");
+        for i in 0..100 {
+            let t = format!("t{i}");
+            assert_eq!(r.pick("sora-2", &t, None, "x"), r.pick("sora-2", &t, None, "y"));
+        }
+    }
+
+    #[test]
+    fn raising_a_weight_only_moves_tenants_onto_that_target() {
+        let before = route(&[("b", 5), ("a", 95)]);
+        let after = route(&[("b", 50), ("a", 50)]);
+        for i in 0..5000 {
+            let t = format!("t{i}");
+            if before.pick("m", &t, None, "") == "b" {
+                assert_eq!(after.pick("m", &t, None, ""), "b", "{t} left b when b grew");
+            }
+        }
+    }
+
+    #[test]
+    fn fallback_order() {
+        let r = route(&[("a", 1)]);
+        assert_eq!(r.next_after("a"), Some("c"));
+        assert_eq!(r.next_after("c"), Some("d"));
+        assert_eq!(r.next_after("d"), None);
+    }
+}

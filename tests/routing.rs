@@ -1,0 +1,201 @@
+//! Routes across backends, through the real binary and fake providers: a weighted split that converges and is
+//! sticky per tenant, lineage for remix, failover when a backend is down (circuit open, then recovery through a
+//! half-open probe), and the queue deadline for a job no backend takes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Fake, Shim};
+use serde_json::json;
+
+const SECRET: &str = "secrets = { api_key = \"SORA_SHIM_TEST_PROVIDER_KEY\" }";
+
+fn runway_backend(name: &str, url: &str) -> String {
+    format!(
+        "[backends.{name}]\nkind = \"mapping\"\nmapping = \"runway\"\nbase_url = \"{url}\"\n{SECRET}\nmodel = \"gen4.5\"\n\
+         timeout_secs = 5\n"
+    )
+}
+
+fn worker(extra: &str) -> String {
+    format!(
+        "[server]\npoll_after_ms = 100\n[worker]\npoll_interval_ms = 50\nretry_base_ms = 50\nretry_max_ms = 400\n{extra}\n"
+    )
+}
+
+/// Which backend each job is on, read from the shim's own SQLite file (the job record is where it is kept;
+/// clients are never told).
+fn backends_of_jobs(shim: &Shim) -> BTreeMap<String, String> {
+    let db = rusqlite::Connection::open_with_flags(
+        shim.data_dir.join("sora-shim.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = db.prepare("SELECT id, backend FROM jobs").unwrap();
+    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+async fn accepted(fake: &Fake) -> usize {
+    fake.stats().await["jobs"].as_object().unwrap().len()
+}
+
+#[tokio::test]
+async fn a_weighted_split_converges_and_each_tenant_stays_on_its_backend() {
+    // Nothing listens on port 1: the jobs are never sent anywhere, only routed.
+    let config = format!(
+        "{}{}{}[models.\"sora-2\"]\ntargets = [{{ backend = \"old\", weight = 90 }}, {{ backend = \"new\", weight = 10 }}]\n\
+         sizes = [\"720x1280\"]\nseconds = [\"4\"]\n[api]\ndefault_size = \"720x1280\"\n",
+        worker(""),
+        runway_backend("old", "http://127.0.0.1:1"),
+        runway_backend("new", "http://127.0.0.1:1"),
+    );
+    let shim = Shim::start_with(&config);
+    let mut by_tenant = BTreeMap::new();
+    for i in 0..2000 {
+        let key = format!("tenant-{i}");
+        by_tenant.insert(shim.create(&key, &json!({"prompt": "split"})).await, key);
+    }
+    let placed = backends_of_jobs(&shim);
+    let on_new = placed.values().filter(|b| *b == "new").count();
+    assert!(
+        (140..=260).contains(&on_new),
+        "{on_new} of 2000 creates on the 10% target (10% ± 3% is 140..=260)"
+    );
+    // Stickiness: more creates from the same tenants land where their first one did.
+    for (first_id, key) in by_tenant.iter().take(50) {
+        let again = shim.create(key, &json!({"prompt": "again"})).await;
+        let placed = backends_of_jobs(&shim);
+        assert_eq!(
+            placed[&again], placed[first_id],
+            "{key} moved while the weights were unchanged"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dead_backend_opens_its_circuit_jobs_fail_over_and_it_recovers_through_a_probe() {
+    let primary = Fake::start("runway");
+    let spare = Fake::start("runway");
+    primary.faults(json!({"create": {"status": 503, "times": 1000}})).await;
+    let config = format!(
+        "{}[health]\nwindow_secs = 60\nmin_requests = 2\nfailure_rate = 0.5\nopen_secs = 2\n{}{}\
+         [models.\"sora-2\"]\nbackend = \"primary\"\nfallback = [\"spare\"]\nsizes = [\"1280x720\"]\nseconds = [\"4\"]\n\
+         [api]\ndefault_size = \"1280x720\"\n",
+        worker(""),
+        runway_backend("primary", &primary.url),
+        runway_backend("spare", &spare.url),
+    );
+    let shim = Shim::start_with(&config);
+
+    // Two creates refused with 503 (nothing accepted): each fails over and completes on the spare.
+    for prompt in ["one", "two"] {
+        let id = shim.create("k", &json!({"prompt": prompt})).await;
+        assert_eq!(shim.wait(&id, "k").await["status"], "completed", "{}", shim.log());
+        assert_eq!(backends_of_jobs(&shim)[&id], "spare");
+    }
+    assert_eq!(accepted(&primary).await, 0);
+    let tried = primary.stats().await["creates"].as_u64().unwrap();
+    assert_eq!(tried, 2, "each job tried the primary once before failing over");
+
+    // The circuit is open: the next job goes straight to the spare, and the primary sees no create.
+    let id = shim.create("k", &json!({"prompt": "three"})).await;
+    assert_eq!(shim.wait(&id, "k").await["status"], "completed");
+    assert_eq!(backends_of_jobs(&shim)[&id], "spare");
+    assert_eq!(primary.stats().await["creates"].as_u64().unwrap(), tried);
+
+    // The primary recovers; after open_secs a probe goes through, succeeds, and it serves again.
+    primary.faults(json!({})).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let id = shim.create("k", &json!({"prompt": "four"})).await;
+    assert_eq!(shim.wait(&id, "k").await["status"], "completed", "{}", shim.log());
+    assert_eq!(backends_of_jobs(&shim)[&id], "primary", "{}", shim.log());
+    assert_eq!(accepted(&primary).await, 1);
+    assert_eq!(accepted(&spare).await, 3, "one generation per video, never two");
+}
+
+#[tokio::test]
+async fn a_remix_goes_to_the_backend_that_made_its_source() {
+    let a = Fake::start("openai_videos");
+    let b = Fake::start("openai_videos");
+    for fake in [&a, &b] {
+        fake.faults(json!({"openai_remix": true})).await;
+    }
+    let openai = |name: &str, url: &str| {
+        format!(
+            "[backends.{name}]\nkind = \"mapping\"\nmapping = \"openai\"\nbase_url = \"{url}\"\n{SECRET}\n\
+             model = \"wan-2.2\"\ntimeout_secs = 5\n"
+        )
+    };
+    let config = format!(
+        "{}{}{}[models.\"sora-2\"]\ntargets = [{{ backend = \"a\", weight = 50 }}, {{ backend = \"b\", weight = 50 }}]\n\
+         sticky = \"job\"\nsizes = [\"1280x720\"]\nseconds = [\"4\"]\n[api]\ndefault_size = \"1280x720\"\n",
+        worker(""),
+        openai("a", &a.url),
+        openai("b", &b.url),
+    );
+    let shim = Shim::start_with(&config);
+    let mut sources = Vec::new();
+    for i in 0..6 {
+        let id = shim.create("k", &json!({"prompt": format!("source {i}")})).await;
+        assert_eq!(shim.wait(&id, "k").await["status"], "completed");
+        sources.push(id);
+    }
+    let placed = backends_of_jobs(&shim);
+    assert!(
+        placed.values().any(|b| b == "a") && placed.values().any(|b| b == "b"),
+        "sticky = job spreads jobs: {placed:?}"
+    );
+    for source in &sources {
+        let r = shim
+            .post_json(&format!("/v1/videos/{source}/remix"), "k", &json!({"prompt": "again"}))
+            .await;
+        let remix = r.json()["id"].as_str().unwrap().to_owned();
+        assert_eq!(shim.wait(&remix, "k").await["status"], "completed", "{}", shim.log());
+        let placed = backends_of_jobs(&shim);
+        assert_eq!(placed[&remix], placed[source], "the remix left its source's backend");
+    }
+}
+
+#[tokio::test]
+async fn a_job_no_backend_takes_fails_at_the_queue_deadline() {
+    let config = format!(
+        "{}[health]\nopen_secs = 1\n{}[models.\"sora-2\"]\nbackend = \"down\"\nsizes = [\"1280x720\"]\nseconds = [\"4\"]\n\
+         [api]\ndefault_size = \"1280x720\"\n",
+        worker("queue_deadline_secs = 2"),
+        runway_backend("down", "http://127.0.0.1:1"),
+    );
+    let shim = Shim::start_with(&config);
+    let started = Instant::now();
+    let id = shim.create("k", &json!({"prompt": "nobody home"})).await;
+    let v = shim.wait(&id, "k").await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "backend_unavailable", "{v}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "failed before its deadline"
+    );
+}
+
+#[tokio::test]
+async fn a_job_a_backend_never_finishes_fails_at_the_job_deadline() {
+    let fake = Fake::start("runway");
+    let config = format!(
+        "{}{}[models.\"sora-2\"]\nbackend = \"slow\"\nsizes = [\"1280x720\"]\nseconds = [\"4\"]\n\
+         [api]\ndefault_size = \"1280x720\"\n",
+        worker("job_deadline_secs = 2"),
+        runway_backend("slow", &fake.url),
+    );
+    let shim = Shim::start_with(&config);
+    // The fake keeps this job running for 5000 polls.
+    let id = shim.create("k", &json!({"prompt": "forever [fake:steps=5000]"})).await;
+    let v = shim.wait(&id, "k").await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "backend_timeout", "{v}");
+    assert_eq!(accepted(&fake).await, 1);
+}
