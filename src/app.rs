@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -11,6 +12,7 @@ use crate::assets::AssetStore;
 use crate::backends::Backends;
 use crate::config::{AssetsConfig, Config, StoreConfig};
 use crate::jobs::Admission;
+use crate::live::{Live, LiveConfig, Reloader};
 use crate::store::JobStore;
 use crate::store::cache::CachedStore;
 use crate::store::sqlite::SqliteStore;
@@ -30,7 +32,10 @@ pub enum InitError {
 }
 
 pub struct App {
+    /// The config the process started with (server, store, assets, worker: what needs a restart).
     pub config: Config,
+    /// Models, routes, API defaults and backends: swapped on reload.
+    pub live: LiveConfig,
     pub store: Arc<dyn JobStore>,
     pub assets: AssetStore,
     pub schemas: Schemas,
@@ -68,24 +73,26 @@ impl App {
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let backends = Backends::build(&config, &assets, shutdown.child_token());
+        let live: LiveConfig = Arc::new(ArcSwap::from_pointee(Live::new(&config, backends)));
         let worker = Worker::new(
             Arc::clone(&store),
             assets.clone(),
-            backends.clone(),
+            Arc::clone(&live),
             config.worker.clone(),
-            Arc::new(crate::routing::RoutingTable::from_config(&config)),
+            crate::live::breakers(&config),
             tracker.clone(),
             shutdown.clone(),
         )
         .start();
         let admission = Admission {
-            backends,
+            live: Arc::clone(&live),
             store: Arc::clone(&store),
             assets: assets.clone(),
             worker: worker.clone(),
         };
         Ok(Arc::new(App {
             config,
+            live,
             store,
             assets,
             schemas,
@@ -94,6 +101,16 @@ impl App {
             tracker,
             shutdown,
         }))
+    }
+
+    /// What the config watcher needs to reload models, routes and backends into this running app.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            live: Arc::clone(&self.live),
+            started: self.config.clone(),
+            assets: self.assets.clone(),
+            shutdown: self.shutdown.clone(),
+        }
     }
 
     /// Stops the worker and waits for every background task. Job state is already persisted at every step.

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::api::error::ApiError;
 use crate::assets::AssetStore;
 use crate::auth::Tenant;
-use crate::backends::Backends;
+use crate::live::LiveConfig;
 use crate::store::{Inserted, JobStore};
 use crate::video::{InputRef, Job, JobKind, NormalizedRequest, State, new_id, now_unix};
 use crate::worker::WorkerHandle;
@@ -36,7 +36,7 @@ pub struct NewJob {
 }
 
 pub struct Admission {
-    pub backends: Backends,
+    pub live: LiveConfig,
     pub store: Arc<dyn JobStore>,
     pub assets: AssetStore,
     pub worker: WorkerHandle,
@@ -46,10 +46,10 @@ impl Admission {
     /// Persists the job (uploads first, then the record) and wakes the worker. With an idempotency key the
     /// tenant already used, answers with the earlier job if the request is the same, or a 409 if not.
     pub async fn admit(&self, tenant: &Tenant, new: NewJob) -> Result<Job, ApiError> {
-        let backend = self
-            .backends
-            .get(&new.backend)
-            .ok_or_else(|| ApiError::internal("config", format!("no backend named {:?} is running", new.backend)))?;
+        let backend =
+            self.live.load().backends.get(&new.backend).cloned().ok_or_else(|| {
+                ApiError::internal("config", format!("no backend named {:?} is running", new.backend))
+            })?;
         let id = new_id("video");
         let mut request = new.request;
         // The request as the job will hold it (uploads as stored inputs), so the backend judges what it really gets.

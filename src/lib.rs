@@ -10,6 +10,7 @@
 //! - [`store`]    — the job store (SQLite) and the read cache in front of it.
 //! - [`worker`]   — drives every job: dispatch → poll → finalize, resumable after a crash; failover.
 //! - [`health`]   — a circuit breaker per backend.
+//! - [`live`]     — models, routes and backends that a config reload swaps in (SIGHUP or file change).
 //! - [`backends`] — where generations run: the `Backend` trait and the built-in local renderer.
 //! - [`assets`]   — storage for finished videos, thumbnails, spritesheets and uploaded inputs.
 //! - [`media`]    — looks inside uploads (image and MP4 dimensions, durations).
@@ -28,6 +29,7 @@ pub mod config;
 pub mod conformance;
 pub mod health;
 pub mod jobs;
+pub mod live;
 pub mod mapping;
 pub mod media;
 pub mod previews;

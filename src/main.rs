@@ -46,13 +46,16 @@ struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    fn load(&self) -> Result<Config, ExitCode> {
-        Config::load(&Overrides {
+    fn overrides(&self) -> Overrides {
+        Overrides {
             file: self.config.clone(),
             listen: self.listen.clone(),
             data_dir: self.data_dir.clone(),
-        })
-        .map_err(|e| {
+        }
+    }
+
+    fn load(&self) -> Result<Config, ExitCode> {
+        Config::load(&self.overrides()).map_err(|e| {
             eprintln!("sora-shim: invalid configuration:\n{e}");
             ExitCode::from(EXIT_CONFIG)
         })
@@ -84,13 +87,13 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Serve(args) => match args.load() {
-            Ok(config) => serve(config),
+            Ok(config) => serve(config, args.overrides()),
             Err(code) => code,
         },
     }
 }
 
-fn serve(config: Config) -> ExitCode {
+fn serve(config: Config, overrides: Overrides) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -129,6 +132,8 @@ fn serve(config: Config) -> ExitCode {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the bound address"),
         }
+        // Models, routes and backends reload on SIGHUP and when the file changes (src/live.rs).
+        app.tracker.spawn(app.reloader().watch(overrides));
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })

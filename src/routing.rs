@@ -85,25 +85,6 @@ impl Route {
     }
 }
 
-/// Every model's route, with the health of the backends they use: what the worker consults to fail over.
-pub struct RoutingTable {
-    pub routes: std::collections::BTreeMap<String, Route>,
-    pub breakers: crate::health::Breakers,
-}
-
-impl RoutingTable {
-    pub fn from_config(config: &crate::config::Config) -> RoutingTable {
-        RoutingTable {
-            routes: config
-                .models
-                .iter()
-                .map(|(name, m)| (name.clone(), m.route.clone()))
-                .collect(),
-            breakers: crate::health::Breakers::new(config.health.clone()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -199,3 +199,152 @@ async fn a_job_a_backend_never_finishes_fails_at_the_job_deadline() {
     assert_eq!(v["error"]["code"], "backend_timeout", "{v}");
     assert_eq!(accepted(&fake).await, 1);
 }
+
+fn split_config(weights: (u32, u32), extra_backend: &str) -> String {
+    format!(
+        "{}{}{}{extra_backend}[models.\"sora-2\"]\ntargets = [{{ backend = \"a\", weight = {} }}, {{ backend = \"b\", weight = {} }}]\n\
+         sizes = [\"720x1280\"]\nseconds = [\"4\"]\n[api]\ndefault_size = \"720x1280\"\n",
+        worker(""),
+        runway_backend("a", "http://127.0.0.1:1"),
+        runway_backend("b", "http://127.0.0.1:1"),
+        weights.0,
+        weights.1,
+    )
+}
+
+/// Creates from fresh tenants until one lands on `want` (the reload has been applied), or gives up.
+async fn until_new_jobs_land_on(shim: &Shim, want: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    while Instant::now() < deadline {
+        i += 1;
+        let id = shim
+            .create(&format!("probe-{want}-{i}"), &json!({"prompt": "where?"}))
+            .await;
+        if backends_of_jobs(shim)[&id] == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn sighup_applies_new_weights_and_an_invalid_file_keeps_the_running_config() {
+    let shim = Shim::start_with(&split_config((100, 0), ""));
+    for i in 0..20 {
+        let id = shim.create(&format!("t{i}"), &json!({"prompt": "before"})).await;
+        assert_eq!(backends_of_jobs(&shim)[&id], "a");
+    }
+    std::fs::write(shim.config_path(), split_config((0, 100), "")).unwrap();
+    shim.signal("HUP");
+    assert!(
+        until_new_jobs_land_on(&shim, "b").await,
+        "weights not applied:\n{}",
+        shim.log()
+    );
+    for i in 0..20 {
+        let id = shim.create(&format!("t{i}"), &json!({"prompt": "after"})).await;
+        assert_eq!(backends_of_jobs(&shim)[&id], "b", "the reload moved every tenant");
+    }
+
+    // A file naming a backend that does not exist is rejected, with the reason; the running routes stay.
+    std::fs::write(
+        shim.config_path(),
+        split_config((0, 100), "").replace("backend = \"b\", weight", "backend = \"nope\", weight"),
+    )
+    .unwrap();
+    shim.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shim.log().contains("config reload rejected") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = shim.log();
+    assert!(log.contains("config reload rejected"), "{log}");
+    assert!(log.contains("no backend named \"nope\""), "{log}");
+    let id = shim.create("t0", &json!({"prompt": "still b"})).await;
+    assert_eq!(backends_of_jobs(&shim)[&id], "b");
+}
+
+#[tokio::test]
+async fn reloads_under_steady_load_fail_no_request_and_in_flight_jobs_keep_their_backend() {
+    let fake = Fake::start("runway");
+    let with_fake = runway_backend("slow", &fake.url);
+    // The model also routes nothing to `slow` once it is removed; a job already there must still finish.
+    let start = split_config((100, 0), &with_fake).replace(
+        "targets = [{ backend = \"a\", weight = 100 }, { backend = \"b\", weight = 0 }]",
+        "targets = [{ backend = \"slow\", weight = 100 }, { backend = \"a\", weight = 0 }, { backend = \"b\", weight = 0 }]",
+    );
+    let shim = std::sync::Arc::new(Shim::start_with(&start));
+    let running = shim
+        .create("owner", &json!({"prompt": "in flight [fake:steps=40]"}))
+        .await;
+    assert_eq!(backends_of_jobs(&shim)[&running], "slow");
+
+    // `slow` leaves the file; then four clients create steadily while it is rewritten again and again.
+    std::fs::write(shim.config_path(), split_config((30, 70), "")).unwrap();
+    shim.signal("HUP");
+    assert!(until_new_jobs_land_on(&shim, "b").await, "{}", shim.log());
+    let on_slow = |shim: &Shim| backends_of_jobs(shim).values().filter(|b| *b == "slow").count();
+    let slow_before_load = on_slow(&shim);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (shim, stop) = (std::sync::Arc::clone(&shim), std::sync::Arc::clone(&stop));
+        clients.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = shim
+                    .post_json("/v1/videos", &format!("load-{c}-{n}"), &json!({"prompt": "steady"}))
+                    .await;
+                assert_eq!(r.status, hyper::StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+                n += 1;
+            }
+            n
+        }));
+    }
+    for round in 0..10 {
+        let weights = if round % 2 == 0 { (30, 70) } else { (70, 30) };
+        std::fs::write(shim.config_path(), split_config(weights, "")).unwrap();
+        shim.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        total += c.await.unwrap();
+    }
+    assert!(total > 20, "only {total} creates during the reloads");
+    let log = shim.log();
+    assert!(
+        log.contains("backend \"slow\" removed: it keeps serving its unfinished jobs"),
+        "{log}"
+    );
+    let done = shim.wait(&running, "owner").await;
+    assert_eq!(done["status"], "completed", "{done}\n{log}");
+    assert_eq!(backends_of_jobs(&shim)[&running], "slow");
+    assert_eq!(on_slow(&shim), slow_before_load, "a removed backend got new jobs");
+    assert_eq!(accepted(&fake).await, slow_before_load, "one generation per job on it");
+}
+
+#[tokio::test]
+async fn an_edited_config_file_is_picked_up_without_a_signal() {
+    let shim = Shim::start_with(&split_config((100, 0), ""));
+    let id = shim.create("t", &json!({"prompt": "before"})).await;
+    assert_eq!(backends_of_jobs(&shim)[&id], "a");
+    // Sections bound at start-up are reported, not applied.
+    let edited =
+        split_config((0, 100), "").replace("poll_after_ms = 100", "poll_after_ms = 100\nmax_body_bytes = 1048576");
+    std::fs::write(shim.config_path(), edited).unwrap();
+    assert!(
+        until_new_jobs_land_on(&shim, "b").await,
+        "the edit was not applied:\n{}",
+        shim.log()
+    );
+    assert!(shim.log().contains("trigger=\"file changed\""), "{}", shim.log());
+    assert!(
+        shim.log().contains("[server] changed: it applies at the next restart"),
+        "{}",
+        shim.log()
+    );
+}

@@ -17,6 +17,7 @@ use crate::app::App;
 use crate::auth::Tenant;
 use crate::config::ModelConfig;
 use crate::jobs::{NewJob, PendingUpload, request_hash};
+use crate::live::Live;
 use crate::media::{probe_image, probe_mp4};
 use crate::store::Order;
 use crate::video::{InputRef, Job, JobKind, NormalizedRequest, Seconds, Segment, Size, State};
@@ -70,9 +71,9 @@ fn hash_of(kind: JobKind, target: Option<&str>, doc: &Doc) -> String {
     request_hash(kind, target, &Value::Object(doc.fields.clone()), &files)
 }
 
-fn model_config<'a>(app: &'a App, model: &str) -> Result<&'a ModelConfig, ApiError> {
-    app.config.models.get(model).ok_or_else(|| {
-        let known: Vec<String> = app.config.models.keys().cloned().collect();
+fn model_config<'a>(live: &'a Live, model: &str) -> Result<&'a ModelConfig, ApiError> {
+    live.models.get(model).ok_or_else(|| {
+        let known: Vec<String> = live.models.keys().cloned().collect();
         ApiError::invalid_value("model", model, &known)
     })
 }
@@ -187,11 +188,12 @@ async fn check_characters(app: &App, tenant: &Tenant, doc: &Doc) -> Result<Vec<S
 
 pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
+    let live = app.live.load_full();
     let doc = read_doc(app, &parts, body, true).await?;
     check(app, &doc, RequestSchema::CreateJson, RequestSchema::CreateMultipart)?;
-    let api = &app.config.api;
+    let api = &live.api;
     let model = doc.str("model").unwrap_or(&api.default_model).to_owned();
-    let mc = model_config(app, &model)?;
+    let mc = model_config(&live, &model)?;
     let size = pick_size(&doc, api.default_size, mc)?;
     let seconds = pick_seconds(&doc, api.default_seconds, mc)?;
     let (input_reference, uploads) = reference_input(&doc, size)?;
@@ -437,6 +439,7 @@ fn upload_size(info: &crate::media::VideoInfo) -> Result<Size, ApiError> {
 
 pub async fn edit(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
+    let live = app.live.load_full();
     let doc = read_doc(app, &parts, body, true).await?;
     check(app, &doc, RequestSchema::EditJson, RequestSchema::EditMultipart)?;
     let prompt = doc.str("prompt").unwrap_or_default().to_owned();
@@ -444,8 +447,8 @@ pub async fn edit(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<
         Source::Ours(source) => (derived(&source, JobKind::Edit, prompt), source.backend.clone(), vec![]),
         Source::Upload { info, upload } => {
             // The guide: "If you upload a new video … set `model` explicitly"; we default it like a create.
-            let model = doc.str("model").unwrap_or(&app.config.api.default_model).to_owned();
-            let mc = model_config(app, &model)?;
+            let model = doc.str("model").unwrap_or(&live.api.default_model).to_owned();
+            let mc = model_config(&live, &model)?;
             let request = NormalizedRequest {
                 segments: vec![Segment {
                     prompt: prompt.clone(),
@@ -480,6 +483,7 @@ pub async fn edit(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<
 
 pub async fn extend(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
+    let live = app.live.load_full();
     let doc = read_doc(app, &parts, body, true).await?;
     check(app, &doc, RequestSchema::ExtendJson, RequestSchema::ExtendMultipart)?;
     let prompt = doc.str("prompt").unwrap_or_default().to_owned();
@@ -497,9 +501,9 @@ pub async fn extend(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
             )
         }
         Source::Upload { info, upload } => {
-            let model = app.config.api.default_model.clone();
+            let model = live.api.default_model.clone();
             let backend = route_to(
-                model_config(app, &model)?,
+                model_config(&live, &model)?,
                 &model,
                 tenant,
                 idempotency_key(&parts.headers)?.as_deref(),
@@ -511,8 +515,8 @@ pub async fn extend(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
             (model, upload_size(&info)?, segments, None, backend, vec![upload])
         }
     };
-    let mc = model_config(app, &model)?;
-    let extension = pick_seconds(&doc, app.config.api.default_seconds, mc)?;
+    let mc = model_config(&live, &model)?;
+    let extension = pick_seconds(&doc, live.api.default_seconds, mc)?;
     let so_far: u32 = segments.iter().map(|s| s.seconds).sum();
     let total = so_far + extension.0;
     if segments.len() > MAX_EXTENSIONS {
@@ -522,11 +526,11 @@ pub async fn extend(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
             Some("invalid_value"),
         ));
     }
-    if total > app.config.api.max_total_seconds {
+    if total > live.api.max_total_seconds {
         return Err(ApiError::invalid(
             format!(
                 "Invalid 'seconds': the extended video would be {total} seconds long; the maximum is {}.",
-                app.config.api.max_total_seconds
+                live.api.max_total_seconds
             ),
             Some("seconds"),
             Some("invalid_value"),

@@ -151,27 +151,43 @@ pub struct Backends {
 
 impl Backends {
     pub fn build(config: &Config, assets: &AssetStore, shutdown: tokio_util::sync::CancellationToken) -> Backends {
-        let mut by_name: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
-        for (name, b) in &config.backends {
-            let backend: Arc<dyn Backend> = match b {
-                BackendConfig::Local {
-                    fps,
-                    concurrent_renders,
-                } => Arc::new(local::LocalBackend::new(
-                    name,
-                    fps.get(),
-                    concurrent_renders.get(),
-                    config.data_dir.join("work").join(name),
-                    assets.clone(),
-                    shutdown.clone(),
-                )),
-                BackendConfig::Mapped(m) => {
-                    Arc::new(crate::mapping::engine::MappedBackend::new(name, m, assets.clone()))
-                }
-            };
-            by_name.insert(name.clone(), backend);
-        }
+        let by_name = config
+            .backends
+            .iter()
+            .map(|(name, b)| (name.clone(), Self::build_one(name, b, config, assets, shutdown.clone())))
+            .collect();
         Backends { by_name }
+    }
+
+    pub fn build_one(
+        name: &str,
+        b: &BackendConfig,
+        config: &Config,
+        assets: &AssetStore,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Arc<dyn Backend> {
+        match b {
+            BackendConfig::Local {
+                fps,
+                concurrent_renders,
+            } => Arc::new(local::LocalBackend::new(
+                name,
+                fps.get(),
+                concurrent_renders.get(),
+                config.data_dir.join("work").join(name),
+                assets.clone(),
+                shutdown,
+            )),
+            BackendConfig::Mapped(m) => Arc::new(crate::mapping::engine::MappedBackend::new(name, m, assets.clone())),
+        }
+    }
+
+    pub fn from_map(by_name: BTreeMap<String, Arc<dyn Backend>>) -> Backends {
+        Backends { by_name }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Backend>> {

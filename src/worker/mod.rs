@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::assets::AssetStore;
-use crate::backends::{AfterLostSubmit, Backend, BackendError, BackendErrorKind, Backends, Output, Progress};
+use crate::backends::{AfterLostSubmit, Backend, BackendError, BackendErrorKind, Output, Progress};
 use crate::config::WorkerConfig;
-use crate::routing::RoutingTable;
+use crate::health::Breakers;
+use crate::live::LiveConfig;
 use crate::store::{JobStore, StoreError};
 use crate::video::{Asset, Job, JobError, JobKind, Produced, State, Variant, now_unix, now_unix_ms};
 
@@ -44,10 +45,10 @@ impl WorkerHandle {
 pub struct Worker {
     store: Arc<dyn JobStore>,
     assets: AssetStore,
-    backends: Backends,
+    /// Backends and routes (for the fallback order), as last reloaded.
+    live: LiveConfig,
     config: WorkerConfig,
-    /// Routes (for the fallback order) and backend health.
-    routing: Arc<RoutingTable>,
+    breakers: Arc<Breakers>,
     active: Arc<DashSet<String>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -63,18 +64,18 @@ impl Worker {
     pub fn new(
         store: Arc<dyn JobStore>,
         assets: AssetStore,
-        backends: Backends,
+        live: LiveConfig,
         config: WorkerConfig,
-        routing: Arc<RoutingTable>,
+        breakers: Arc<Breakers>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Worker> {
         Arc::new(Worker {
             store,
             assets,
-            backends,
+            live,
             config,
-            routing,
+            breakers,
             active: Arc::new(DashSet::new()),
             tracker,
             shutdown,
@@ -138,7 +139,7 @@ impl Worker {
     async fn release_if_finished(&self, job_id: &str) {
         if let Ok(Some(job)) = self.store.get_job(job_id).await
             && job.state.is_terminal()
-            && let Some(backend) = self.backends.get(&job.backend)
+            && let Some(backend) = self.live.load().backends.get(&job.backend).cloned()
         {
             backend.release(&job).await;
         }
@@ -149,7 +150,7 @@ impl Worker {
         if wait_ms > 0 {
             return Next::After(Duration::from_millis(wait_ms as u64));
         }
-        let Some(backend) = self.backends.get(&job.backend).cloned() else {
+        let Some(backend) = self.live.load().backends.get(&job.backend).cloned() else {
             let error = JobError {
                 code: "internal_error".into(),
                 message: format!(
@@ -209,8 +210,8 @@ impl Worker {
     }
 
     async fn submit(&self, job: Job, backend: &dyn Backend) -> Result<Next, StoreError> {
-        if !self.routing.breakers.allow(backend.name()) {
-            let wait = self.routing.breakers.retry_in(backend.name());
+        if !self.breakers.allow(backend.name()) {
+            let wait = self.breakers.retry_in(backend.name());
             return self.fail_over_or_wait(job, "its circuit is open", Some(wait)).await;
         }
         let mut job = job;
@@ -225,13 +226,13 @@ impl Worker {
                 kind: BackendErrorKind::Rejected(_),
                 ..
             }) => {
-                self.routing.breakers.record(backend.name(), true);
+                self.breakers.record(backend.name(), true);
             }
             Err(BackendError {
                 kind: BackendErrorKind::Busy,
                 ..
-            }) => self.routing.breakers.abandon_probe(backend.name()),
-            Err(_) => self.routing.breakers.record(backend.name(), false),
+            }) => self.breakers.abandon_probe(backend.name()),
+            Err(_) => self.breakers.record(backend.name(), false),
         }
         match outcome {
             Ok(submitted) => {
@@ -296,11 +297,12 @@ impl Worker {
         if job.kind != JobKind::Create && job.request.source_backend_job_id.is_some() {
             return None;
         }
-        let route = self.routing.routes.get(&job.request.model)?;
+        let live = self.live.load();
+        let route = live.routes.get(&job.request.model)?;
         let mut current = job.backend.as_str();
         while let Some(next) = route.next_after(current) {
-            let usable = self.backends.get(next).is_some_and(|b| {
-                self.routing.breakers.state(next) != crate::health::CircuitState::Open
+            let usable = live.backends.get(next).is_some_and(|b| {
+                self.breakers.state(next) != crate::health::CircuitState::Open
                     && b.check(job.kind, &job.request).is_ok()
             });
             if usable {
@@ -343,8 +345,8 @@ impl Worker {
             Err(BackendError {
                 kind: BackendErrorKind::Unavailable | BackendErrorKind::Ambiguous,
                 ..
-            }) => self.routing.breakers.record(backend.name(), false),
-            _ => self.routing.breakers.record(backend.name(), true),
+            }) => self.breakers.record(backend.name(), false),
+            _ => self.breakers.record(backend.name(), true),
         }
         let progress = match polled {
             Ok(p) => p,

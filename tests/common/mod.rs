@@ -54,6 +54,20 @@ impl Reply {
 }
 
 impl Shim {
+    /// The config file the shim was started with (rewrite it and send SIGHUP to reload).
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
     pub fn start() -> Shim {
         Self::start_with(TEST_CONFIG)
     }

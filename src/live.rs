@@ -1,0 +1,236 @@
+//! The part of the configuration that changes without a restart — models and their routes, API defaults, the
+//! set of backends — swapped atomically (`arc-swap`) on SIGHUP or when the config file changes.
+//!
+//! A reload is validated exactly as at start-up; a bad file is rejected with its reasons and the running config
+//! stays. Requests read one consistent snapshot each, so none fails during a swap. In-flight jobs keep the
+//! backend they started on: a backend removed from the file stays running (unroutable) for them, and a backend
+//! whose own settings changed keeps its running instance (its in-flight renders, slots and rate limiter) until a
+//! restart, with a warning. Sections bound at start-up (`server`, `store`, `assets`, `worker`, `health`) also
+//! need a restart; a change there is reported and ignored.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::assets::AssetStore;
+use crate::backends::{Backend, Backends};
+use crate::config::{ApiConfig, Config, ModelConfig, Overrides};
+use crate::health::Breakers;
+use crate::routing::Route;
+
+/// How often the config file's modification time is checked.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+pub struct Live {
+    pub models: BTreeMap<String, ModelConfig>,
+    pub api: ApiConfig,
+    pub backends: Backends,
+    /// Sora model → route, for the worker's fallback order.
+    pub routes: BTreeMap<String, Route>,
+    /// Each configured backend's settings as last applied (to tell a changed backend from an unchanged one).
+    fingerprints: BTreeMap<String, String>,
+}
+
+/// Shared by the API, admission and the worker; every reader takes one snapshot per request or step.
+pub type LiveConfig = Arc<ArcSwap<Live>>;
+
+fn fingerprints(config: &Config) -> BTreeMap<String, String> {
+    // Debug output of a backend's settings: secrets print as *****, so a rotated key alone is not "a change".
+    config
+        .backends
+        .iter()
+        .map(|(name, b)| (name.clone(), format!("{b:?}")))
+        .collect()
+}
+
+fn routes(config: &Config) -> BTreeMap<String, Route> {
+    config
+        .models
+        .iter()
+        .map(|(name, m)| (name.clone(), m.route.clone()))
+        .collect()
+}
+
+impl Live {
+    pub fn new(config: &Config, backends: Backends) -> Live {
+        Live {
+            models: config.models.clone(),
+            api: config.api.clone(),
+            backends,
+            routes: routes(config),
+            fingerprints: fingerprints(config),
+        }
+    }
+}
+
+/// What a reload needs besides the new config.
+pub struct Reloader {
+    pub live: LiveConfig,
+    /// The config the process started with (for the sections that need a restart).
+    pub started: Config,
+    pub assets: AssetStore,
+    pub shutdown: CancellationToken,
+}
+
+impl Reloader {
+    /// Applies `new` (already validated). Returns what was not applied, for the log.
+    pub fn apply(&self, new: &Config) -> Vec<String> {
+        let mut notes = Vec::new();
+        for (section, same) in [
+            (
+                "server",
+                format!("{:?}", new.server) == format!("{:?}", self.started.server),
+            ),
+            (
+                "store",
+                format!("{:?}", new.store) == format!("{:?}", self.started.store),
+            ),
+            (
+                "assets",
+                format!("{:?}", new.assets) == format!("{:?}", self.started.assets),
+            ),
+            (
+                "worker",
+                format!("{:?}", new.worker) == format!("{:?}", self.started.worker),
+            ),
+            (
+                "health",
+                format!("{:?}", new.health) == format!("{:?}", self.started.health),
+            ),
+        ] {
+            if !same {
+                notes.push(format!("[{section}] changed: it applies at the next restart"));
+            }
+        }
+        let old = self.live.load();
+        let new_prints = fingerprints(new);
+        let mut by_name: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
+        for (name, b) in &new.backends {
+            match old.backends.get(name) {
+                Some(running) => {
+                    if old.fingerprints.get(name) != new_prints.get(name) {
+                        notes.push(format!(
+                            "backend {name:?} changed: its jobs keep the running settings until a restart"
+                        ));
+                    }
+                    by_name.insert(name.clone(), Arc::clone(running));
+                }
+                None => {
+                    let built = Backends::build_one(name, b, &self.started, &self.assets, self.shutdown.child_token());
+                    by_name.insert(name.clone(), built);
+                }
+            }
+        }
+        // Removed from the file: still there for the jobs that run on it, but no route can pick it.
+        for name in old.backends.names() {
+            if !by_name.contains_key(name)
+                && let Some(running) = old.backends.get(name)
+            {
+                notes.push(format!(
+                    "backend {name:?} removed: it keeps serving its unfinished jobs"
+                ));
+                by_name.insert(name.to_owned(), Arc::clone(running));
+            }
+        }
+        let mut prints = old.fingerprints.clone();
+        for (name, print) in new_prints {
+            prints.entry(name).or_insert(print);
+        }
+        self.live.store(Arc::new(Live {
+            models: new.models.clone(),
+            api: new.api.clone(),
+            backends: Backends::from_map(by_name),
+            routes: routes(new),
+            fingerprints: prints,
+        }));
+        notes
+    }
+
+    /// Loads the file again and applies it, or keeps the running config if it is invalid.
+    pub fn reload(&self, overrides: &Overrides, why: &str) {
+        match Config::load(overrides) {
+            Ok(new) => {
+                let notes = self.apply(&new);
+                tracing::info!(trigger = why, models = new.models.len(), "config reloaded");
+                for note in notes {
+                    tracing::warn!("config reload: {note}");
+                }
+            }
+            Err(e) => {
+                tracing::error!(trigger = why, "config reload rejected, the running config stays:\n{e}");
+            }
+        }
+    }
+
+    /// Reloads on SIGHUP and whenever the config file's modification time changes, until shutdown.
+    pub async fn watch(self, overrides: Overrides) {
+        let mut hangup = hangup_stream();
+        let Some(file) = overrides.file.clone() else {
+            // Still take SIGHUP (its default would end the process), with nothing to reload.
+            loop {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = recv(&mut hangup) => tracing::info!("SIGHUP: running on the embedded default, nothing to reload"),
+                }
+            }
+        };
+        let mut last = modified(&file);
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = recv(&mut hangup) => self.reload(&overrides, "SIGHUP"),
+                _ = tick.tick() => {
+                    let now = modified(&file);
+                    if now != last {
+                        last = now;
+                        self.reload(&overrides, "file changed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn modified(file: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(file).and_then(|m| m.modified()).ok()
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+#[cfg(unix)]
+fn hangup_stream() -> Hangup {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+fn hangup_stream() -> Hangup {
+    None
+}
+
+#[cfg(unix)]
+async fn recv(h: &mut Hangup) {
+    match h {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn recv(_: &mut Hangup) {
+    std::future::pending::<()>().await
+}
+
+/// Breakers outlive reloads: the health of a backend does not reset because a weight changed.
+pub fn breakers(config: &Config) -> Arc<Breakers> {
+    Arc::new(Breakers::new(config.health.clone()))
+}
