@@ -36,6 +36,7 @@ pub struct App {
     pub config: Config,
     /// Models, routes, API defaults and backends: swapped on reload.
     pub live: LiveConfig,
+    pub shadow: Arc<crate::shadow::Shadow>,
     pub store: Arc<dyn JobStore>,
     pub assets: AssetStore,
     pub schemas: Schemas,
@@ -84,7 +85,16 @@ impl App {
             shutdown.clone(),
         )
         .start();
+        let shadow = crate::shadow::Shadow::start(
+            Arc::clone(&live),
+            Arc::clone(&store),
+            worker.clone(),
+            config.shadow_queue,
+            &tracker,
+            shutdown.clone(),
+        );
         let admission = Admission {
+            shadow: Arc::clone(&shadow),
             live: Arc::clone(&live),
             store: Arc::clone(&store),
             assets: assets.clone(),
@@ -93,6 +103,7 @@ impl App {
         Ok(Arc::new(App {
             config,
             live,
+            shadow,
             store,
             assets,
             schemas,

@@ -82,6 +82,7 @@ struct RawWorker {
     retry_max_ms: Option<u64>,
     queue_deadline_secs: Option<u64>,
     job_deadline_secs: Option<u64>,
+    shadow_queue: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -119,6 +120,8 @@ struct RawBackend {
     requests_per_second: Option<u32>,
     poll_interval_ms: Option<u64>,
     max_response_mib: Option<u64>,
+    /// Estimated price per second of video produced (any currency), for the shadow report's cost figures.
+    price_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,8 +136,21 @@ struct RawModel {
     fallback: Vec<String>,
     /// What keeps a client on one target while weights are unchanged: `tenant` (default), `idempotency_key`, `job`.
     sticky: Option<String>,
+    /// Candidate backends that get a sampled copy of new videos, never seen by clients.
+    #[serde(default)]
+    shadow: Vec<RawShadow>,
+    /// At most this many shadow jobs per UTC day for this model.
+    shadow_daily_cap: Option<u64>,
     sizes: Vec<String>,
     seconds: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShadow {
+    backend: String,
+    /// Share of new videos mirrored, 0 to 1.
+    sample: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -198,6 +214,7 @@ impl RawConfig {
                 retry_max_ms: pick(o.retry_max_ms, b.retry_max_ms),
                 queue_deadline_secs: pick(o.queue_deadline_secs, b.queue_deadline_secs),
                 job_deadline_secs: pick(o.job_deadline_secs, b.job_deadline_secs),
+                shadow_queue: pick(o.shadow_queue, b.shadow_queue),
             }),
             (b, o) => o.or(b),
         };
@@ -243,6 +260,10 @@ pub struct Config {
     pub assets: AssetsConfig,
     pub worker: WorkerConfig,
     pub health: HealthConfig,
+    /// Backend → estimated price per second of video (only those that set one).
+    pub prices: BTreeMap<String, f64>,
+    /// Shadow jobs waiting to be created; more are dropped (and counted), never delaying a client.
+    pub shadow_queue: usize,
     pub backends: BTreeMap<String, BackendConfig>,
     pub models: BTreeMap<String, ModelConfig>,
 }
@@ -341,8 +362,16 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub route: crate::routing::Route,
+    pub shadow: Vec<ShadowTarget>,
+    pub shadow_daily_cap: Option<u64>,
     pub sizes: Vec<Size>,
     pub seconds: Vec<Seconds>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowTarget {
+    pub backend: String,
+    pub sample: f64,
 }
 
 /// Where the pieces of a config come from, before validation.
@@ -401,6 +430,20 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
         .filter(|_| source != "<embedded default>")
         .map(Path::to_owned)
         .unwrap_or_default();
+    let prices: BTreeMap<String, f64> = raw
+        .backends
+        .iter()
+        .flatten()
+        .filter_map(|(name, b)| b.price_per_second.map(|price| (name.clone(), price)))
+        .collect();
+    for (name, price) in &prices {
+        if !(price.is_finite() && *price >= 0.0) {
+            p.add(
+                &format!("backends.{name}.price_per_second"),
+                "must be a number, 0 or more",
+            );
+        }
+    }
     let backends = validate_backends(raw.backends.unwrap_or_default(), &base_dir, &mut p);
     let models = validate_models(raw.models.unwrap_or_default(), &backends, &mut p);
     let api = validate_api(raw.api.unwrap_or_default(), &models, &mut p);
@@ -443,6 +486,7 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
             86_400,
         )),
     };
+    let shadow_queue = usize::try_from(positive(&mut p, "worker.shadow_queue", w.shadow_queue, 256)).unwrap_or(256);
     let h = raw.health.unwrap_or_default();
     let failure_rate = h.failure_rate.unwrap_or(0.5);
     if !(failure_rate > 0.0 && failure_rate <= 1.0) {
@@ -472,6 +516,8 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
         assets,
         worker,
         health,
+        prices,
+        shadow_queue,
         backends,
         models,
     })
@@ -672,6 +718,23 @@ fn validate_models(
     for (name, m) in raw {
         let key = format!("models.\"{name}\"");
         let route = validate_route(&key, &m, backends, p);
+        let mut shadow = Vec::new();
+        for (i, t) in m.shadow.iter().enumerate() {
+            let at = format!("{key}.shadow[{i}]");
+            if !backends.contains_key(&t.backend) {
+                p.add(
+                    &format!("{at}.backend"),
+                    format!("no backend named {:?} is configured", t.backend),
+                );
+            }
+            if !(t.sample > 0.0 && t.sample <= 1.0) {
+                p.add(&format!("{at}.sample"), "must be above 0 and at most 1");
+            }
+            shadow.push(ShadowTarget {
+                backend: t.backend.clone(),
+                sample: t.sample,
+            });
+        }
         let sizes: Vec<Size> = m
             .sizes
             .iter()
@@ -697,7 +760,16 @@ fn validate_models(
         if sizes.is_empty() || seconds.is_empty() {
             p.add(&key, "needs at least one size and one duration");
         }
-        out.insert(name, ModelConfig { route, sizes, seconds });
+        out.insert(
+            name,
+            ModelConfig {
+                route,
+                shadow,
+                shadow_daily_cap: m.shadow_daily_cap,
+                sizes,
+                seconds,
+            },
+        );
     }
     out
 }

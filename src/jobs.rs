@@ -11,7 +11,7 @@ use crate::assets::AssetStore;
 use crate::auth::Tenant;
 use crate::live::LiveConfig;
 use crate::store::{Inserted, JobStore};
-use crate::video::{InputRef, Job, JobKind, NormalizedRequest, State, new_id, now_unix};
+use crate::video::{InputRef, Job, JobKind, NormalizedRequest, State, new_id, now_unix_ms};
 use crate::worker::WorkerHandle;
 
 /// An input upload to keep with the job (its key is chosen here, under the job's folder).
@@ -37,6 +37,8 @@ pub struct NewJob {
 
 pub struct Admission {
     pub live: LiveConfig,
+    /// Offered every new video, for the shadow copies its model asks for.
+    pub shadow: Arc<crate::shadow::Shadow>,
     pub store: Arc<dyn JobStore>,
     pub assets: AssetStore,
     pub worker: WorkerHandle,
@@ -77,7 +79,8 @@ impl Admission {
                 return Err(e.into());
             }
         }
-        let now = now_unix();
+        let now_ms = now_unix_ms();
+        let now = now_ms / 1000;
         let job = Job {
             id: id.clone(),
             tenant: tenant.0.clone(),
@@ -97,6 +100,9 @@ impl Admission {
             error: None,
             assets: Vec::new(),
             produced: None,
+            submitted_at_ms: None,
+            shadow_of: None,
+            created_at_ms: now_ms,
             idempotency_key: new.idempotency_key,
             request_hash: new.request_hash,
             attempts: 0,
@@ -108,6 +114,7 @@ impl Admission {
             Ok(Inserted::New) => {
                 tracing::info!(job = %job.id, kind = job.kind.as_str(), backend = %job.backend, "video accepted");
                 self.worker.notify(&job.id);
+                self.shadow.offer(&job);
                 Ok(job)
             }
             Ok(Inserted::Existing(existing)) => {

@@ -11,6 +11,7 @@
 //! - [`worker`]   — drives every job: dispatch → poll → finalize, resumable after a crash; failover.
 //! - [`health`]   — a circuit breaker per backend.
 //! - [`live`]     — models, routes and backends that a config reload swaps in (SIGHUP or file change).
+//! - [`shadow`]   — sampled copies of new videos on candidate backends, and the comparison report.
 //! - [`backends`] — where generations run: the `Backend` trait and the built-in local renderer.
 //! - [`assets`]   — storage for finished videos, thumbnails, spritesheets and uploaded inputs.
 //! - [`media`]    — looks inside uploads (image and MP4 dimensions, durations).
@@ -35,6 +36,7 @@ pub mod media;
 pub mod previews;
 pub mod routing;
 pub mod server;
+pub mod shadow;
 pub mod store;
 pub mod video;
 pub mod worker;

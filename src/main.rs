@@ -30,6 +30,21 @@ enum Command {
     Check(ConfigArgs),
     /// Run the Sora-contract scenarios against an endpoint over HTTP; exit non-zero on any failure.
     Conformance(sora_shim::conformance::Args),
+    /// Shadow mode: `shadow report` compares each primary backend with its shadow candidates.
+    #[command(subcommand)]
+    Shadow(ShadowCommand),
+}
+
+#[derive(Subcommand)]
+enum ShadowCommand {
+    /// Success, latency, moderation, produced video and cost per route and candidate, from the job store.
+    Report {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -86,11 +101,52 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Shadow(ShadowCommand::Report { config, json }) => match config.load() {
+            Ok(config) => shadow_report(&config, json),
+            Err(code) => code,
+        },
         Command::Serve(args) => match args.load() {
             Ok(config) => serve(config, args.overrides()),
             Err(code) => code,
         },
     }
+}
+
+/// Reads the shadow pairs from the store the config names (safe while the server runs: SQLite WAL readers).
+#[allow(clippy::print_stdout)]
+fn shadow_report(config: &Config, json: bool) -> ExitCode {
+    let sora_shim::config::StoreConfig::Sqlite { path } = &config.store;
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sora-shim: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let pairs = runtime.block_on(async {
+        let store = sora_shim::store::sqlite::SqliteStore::open(path)?;
+        store.shadow_pairs().await
+    });
+    let pairs = match pairs {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sora-shim: cannot read the job store at {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let stats = sora_shim::shadow::report(&pairs, &config.prices);
+    if json {
+        match serde_json::to_string_pretty(&stats) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("sora-shim: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", sora_shim::shadow::render(&stats));
+    }
+    ExitCode::SUCCESS
 }
 
 fn serve(config: Config, overrides: Overrides) -> ExitCode {

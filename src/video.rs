@@ -301,6 +301,11 @@ pub struct Job {
     pub error: Option<JobError>,
     pub assets: Vec<Asset>,
     pub produced: Option<Produced>,
+    /// When the job was created and when a backend accepted it (Unix ms).
+    pub created_at_ms: i64,
+    pub submitted_at_ms: Option<i64>,
+    /// For a shadow job (never visible through the API): the primary job it mirrors.
+    pub shadow_of: Option<String>,
     pub idempotency_key: Option<String>,
     pub request_hash: String,
     /// Dispatch attempts so far (retryable failures and resubmissions).

@@ -16,6 +16,7 @@ use crate::video::{Character, Job, JobError, JobKind, State};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_backend_data.sql"),
+    include_str!("migrations/0003_shadow.sql"),
 ];
 
 pub struct SqliteStore {
@@ -63,6 +64,27 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Every shadow job with the primary job it mirrors (a pair whose primary was deleted drops out).
+    pub async fn shadow_pairs(&self) -> Result<Vec<(Job, Job)>, StoreError> {
+        Self::with(&self.reader, move |conn| {
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE shadow_of IS NOT NULL ORDER BY seq ASC");
+            let shadows = select_jobs(conn, &sql, &[])?;
+            let mut pairs = Vec::with_capacity(shadows.len());
+            for shadow in shadows {
+                let Some(primary_id) = shadow.shadow_of.clone() else {
+                    continue;
+                };
+                if let Some(primary) = select_job(conn, &primary_id)? {
+                    pairs.push((primary, shadow));
+                }
+            }
+            Ok(pairs)
+        })
+        .await
+    }
+}
+
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate() {
@@ -83,7 +105,8 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 
 const JOB_COLUMNS: &str = "id, tenant, kind, request_json, remixed_from, backend, backend_version, backend_job_id, \
      state, progress, created_at, updated_at, completed_at, expires_at, error_code, error_message, assets_json, \
-     idempotency_key, request_hash, attempts, next_attempt_at_ms, version, backend_data, produced_json";
+     idempotency_key, request_hash, attempts, next_attempt_at_ms, version, backend_data, produced_json, \
+     submitted_at_ms, shadow_of, created_at_ms";
 
 fn row_to_job(row: &Row<'_>) -> Result<Job, StoreError> {
     let id: String = row.get(0)?;
@@ -96,6 +119,7 @@ fn row_to_job(row: &Row<'_>) -> Result<Job, StoreError> {
     let error_message: Option<String> = row.get(15)?;
     let progress: i64 = row.get(9)?;
     let attempts: i64 = row.get(19)?;
+    let created_at: i64 = row.get(10)?;
     Ok(Job {
         tenant: row.get(1)?,
         kind: JobKind::parse(&kind).ok_or_else(|| corrupt(format!("unknown kind {kind:?}")))?,
@@ -106,7 +130,7 @@ fn row_to_job(row: &Row<'_>) -> Result<Job, StoreError> {
         backend_job_id: row.get(7)?,
         state: State::parse(&state).ok_or_else(|| corrupt(format!("unknown state {state:?}")))?,
         progress: progress.clamp(0, 100) as u8,
-        created_at: row.get(10)?,
+        created_at,
         updated_at: row.get(11)?,
         completed_at: row.get(12)?,
         expires_at: row.get(13)?,
@@ -128,6 +152,9 @@ fn row_to_job(row: &Row<'_>) -> Result<Job, StoreError> {
             Some(text) => Some(serde_json::from_str(&text).map_err(|e| corrupt(format!("produced: {e}")))?),
             None => None,
         },
+        submitted_at_ms: row.get(24)?,
+        shadow_of: row.get(25)?,
+        created_at_ms: row.get::<_, Option<i64>>(26)?.unwrap_or(created_at * 1000),
         id,
     })
 }
@@ -190,9 +217,9 @@ impl JobStore for SqliteStore {
                 "INSERT INTO jobs (id, tenant, kind, request_json, remixed_from, backend, backend_version, \
                  backend_job_id, state, progress, created_at, updated_at, completed_at, expires_at, error_code, \
                  error_message, assets_json, idempotency_key, request_hash, attempts, next_attempt_at_ms, version, \
-                 backend_data, produced_json) \
+                 backend_data, produced_json, submitted_at_ms, shadow_of, created_at_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, \
-                 ?23, ?24)",
+                 ?23, ?24, ?25, ?26, ?27)",
                 params![
                     job.id,
                     job.tenant,
@@ -218,6 +245,9 @@ impl JobStore for SqliteStore {
                     job.version,
                     opt_json(&job.id, &job.backend_data)?,
                     opt_json(&job.id, &job.produced)?,
+                    job.submitted_at_ms,
+                    job.shadow_of,
+                    job.created_at_ms,
                 ],
             )?;
             tx.commit()?;
@@ -238,7 +268,8 @@ impl JobStore for SqliteStore {
                 "UPDATE jobs SET backend = ?1, backend_version = ?2, backend_job_id = ?3, state = ?4, progress = ?5, \
                  updated_at = ?6, completed_at = ?7, expires_at = ?8, error_code = ?9, error_message = ?10, \
                  assets_json = ?11, attempts = ?12, next_attempt_at_ms = ?13, request_json = ?14, backend_data = ?15, \
-                 produced_json = ?16, version = version + 1 WHERE id = ?17 AND version = ?18 AND deleted_at IS NULL",
+                 produced_json = ?16, submitted_at_ms = ?19, version = version + 1 \
+                 WHERE id = ?17 AND version = ?18 AND deleted_at IS NULL",
                 params![
                     job.backend,
                     job.backend_version,
@@ -258,6 +289,7 @@ impl JobStore for SqliteStore {
                     opt_json(&job.id, &job.produced)?,
                     job.id,
                     job.version,
+                    job.submitted_at_ms,
                 ],
             )?;
             if changed == 0 {
@@ -417,6 +449,9 @@ mod tests {
             error: None,
             assets: vec![],
             produced: None,
+            submitted_at_ms: None,
+            shadow_of: None,
+            created_at_ms: 0,
             idempotency_key: key.map(Into::into),
             request_hash: "h".into(),
             attempts: 0,

@@ -238,6 +238,7 @@ impl Worker {
             Ok(submitted) => {
                 let mut job = job;
                 job.state = State::Submitted;
+                job.submitted_at_ms = Some(now_unix_ms());
                 job.backend_job_id = Some(submitted.backend_job_id);
                 job.backend_data = submitted.data;
                 self.save(job).await?;

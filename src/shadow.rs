@@ -1,0 +1,436 @@
+//! Shadow mode: a sampled share of new videos is also submitted to candidate backends, off the client's path,
+//! so an operator can compare a backend before it serves anyone — and `sora-shim shadow report` does.
+//!
+//! The client path only *offers* a finished admission to a bounded queue (`try_send`: never waits); when the queue
+//! is full the shadow work is dropped and counted. A dispatcher task turns each offer into a shadow job: the same
+//! normalized request, on the candidate backend, under a tenant no API key can have (`shadow`), so it is never
+//! listed or readable through the API. The worker drives it like any job; its record keeps `shadow_of`, the
+//! primary's id. The report pairs them up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::live::LiveConfig;
+use crate::store::JobStore;
+use crate::video::{Job, JobError, JobKind, State, Variant, new_id, now_unix_ms};
+use crate::worker::WorkerHandle;
+
+/// The tenant of every shadow job: not a SHA-256 hex digest, so no API key maps to it.
+pub const SHADOW_TENANT: &str = "shadow";
+
+#[derive(Debug, Default, Serialize)]
+pub struct ShadowCounters {
+    pub queued: AtomicU64,
+    /// The queue was full: the shadow copy was not made.
+    pub dropped: AtomicU64,
+    /// The model's `shadow_daily_cap` was reached.
+    pub capped: AtomicU64,
+}
+
+pub struct Shadow {
+    live: LiveConfig,
+    tx: mpsc::Sender<(Job, String)>,
+    /// (model, UTC day) → shadow jobs made.
+    per_day: DashMap<(String, i64), u64>,
+    pub counters: ShadowCounters,
+}
+
+impl Shadow {
+    pub fn start(
+        live: LiveConfig,
+        store: Arc<dyn JobStore>,
+        worker: WorkerHandle,
+        queue: usize,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<Shadow> {
+        let (tx, mut rx) = mpsc::channel::<(Job, String)>(queue.max(1));
+        let shadow = Arc::new(Shadow {
+            live: Arc::clone(&live),
+            tx,
+            per_day: DashMap::new(),
+            counters: ShadowCounters::default(),
+        });
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    Some((primary, backend)) = rx.recv() => {
+                        create_shadow_job(&live, store.as_ref(), &worker, &primary, &backend).await;
+                    }
+                }
+            }
+        });
+        shadow
+    }
+
+    /// Offers a just-admitted video for shadowing. Never waits, never fails the caller.
+    pub fn offer(&self, primary: &Job) {
+        if primary.kind != JobKind::Create || primary.shadow_of.is_some() {
+            return;
+        }
+        let live = self.live.load();
+        let Some(model) = live.models.get(&primary.request.model) else {
+            return;
+        };
+        for target in &model.shadow {
+            if target.backend == primary.backend || sample_point(&primary.id, &target.backend) >= target.sample {
+                continue;
+            }
+            if let Some(cap) = model.shadow_daily_cap {
+                let day = now_unix_ms() / 86_400_000;
+                let mut made = self.per_day.entry((primary.request.model.clone(), day)).or_insert(0);
+                if *made >= cap {
+                    self.counters.capped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                *made += 1;
+            }
+            match self.tx.try_send((primary.clone(), target.backend.clone())) {
+                Ok(()) => {
+                    self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(job = %primary.id, backend = %target.backend, "shadow queue full: dropped");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+}
+
+/// A point in [0, 1) fixed by the job and the candidate: the same job is always in or out of the sample.
+fn sample_point(job_id: &str, backend: &str) -> f64 {
+    let digest = Sha256::new()
+        .chain_update(job_id)
+        .chain_update([0])
+        .chain_update(backend)
+        .finalize();
+    let mut eight = [0u8; 8];
+    eight.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(eight) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+async fn create_shadow_job(
+    live: &LiveConfig,
+    store: &dyn JobStore,
+    worker: &WorkerHandle,
+    primary: &Job,
+    backend: &str,
+) {
+    let now_ms = now_unix_ms();
+    let mut job = primary.clone();
+    job.id = new_id("shadow");
+    job.tenant = SHADOW_TENANT.to_owned();
+    job.backend = backend.to_owned();
+    job.backend_version = String::new();
+    job.backend_job_id = None;
+    job.backend_data = None;
+    job.state = State::Accepted;
+    job.progress = 0;
+    job.created_at = now_ms / 1000;
+    job.created_at_ms = now_ms;
+    job.updated_at = job.created_at;
+    job.completed_at = None;
+    job.error = None;
+    job.assets = Vec::new();
+    job.produced = None;
+    job.idempotency_key = None;
+    job.attempts = 0;
+    job.next_attempt_at_ms = 0;
+    job.version = 1;
+    job.submitted_at_ms = None;
+    job.shadow_of = Some(primary.id.clone());
+    // A candidate that cannot take the request is part of the comparison: record its refusal.
+    let refusal = live
+        .load()
+        .backends
+        .get(backend)
+        .map(|b| b.check(job.kind, &job.request));
+    match refusal {
+        Some(Ok(())) => {}
+        Some(Err(r)) => {
+            job.state = State::Failed;
+            job.error = Some(JobError {
+                code: "shadow_refused".into(),
+                message: r
+                    .message
+                    .unwrap_or_else(|| format!("{} {} not offered", r.param, r.value)),
+            });
+        }
+        None => return,
+    }
+    match store.insert_job(&job).await {
+        Ok(_) => {
+            if job.state == State::Accepted {
+                worker.notify(&job.id);
+            }
+        }
+        Err(e) => tracing::warn!(primary = %primary.id, error = %e, "cannot store a shadow job"),
+    }
+}
+
+// ---- the report ------------------------------------------------------------------------------------------------
+
+/// One primary → candidate comparison (per model).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct PairStats {
+    pub model: String,
+    pub primary: String,
+    pub shadow: String,
+    pub pairs: usize,
+    /// Pairs where both sides have finished.
+    pub finished: usize,
+    pub primary_completed: usize,
+    pub shadow_completed: usize,
+    pub shadow_refused: usize,
+    /// Exactly one side ended `moderation_blocked`.
+    pub moderation_disagreements: usize,
+    pub primary_submit_ms_p50: Option<i64>,
+    pub shadow_submit_ms_p50: Option<i64>,
+    pub primary_seconds_to_complete_p50: Option<i64>,
+    pub primary_seconds_to_complete_p95: Option<i64>,
+    pub shadow_seconds_to_complete_p50: Option<i64>,
+    pub shadow_seconds_to_complete_p95: Option<i64>,
+    /// Mean length (s), resolution and bytes of the completed videos.
+    pub primary_video: Option<VideoFacts>,
+    pub shadow_video: Option<VideoFacts>,
+    /// Estimated from `price_per_second` and the produced length; `None` without a price.
+    pub primary_cost_per_video: Option<f64>,
+    pub shadow_cost_per_video: Option<f64>,
+    /// The candidate's error codes and how often.
+    pub shadow_errors: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct VideoFacts {
+    pub mean_seconds: f64,
+    pub mean_bytes: u64,
+    /// The most frequent `WxH`.
+    pub resolution: String,
+}
+
+fn percentile(mut values: Vec<i64>, p: f64) -> Option<i64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let rank = ((p * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    Some(values[rank - 1])
+}
+
+fn facts(jobs: &[&Job]) -> Option<VideoFacts> {
+    let done: Vec<&&Job> = jobs.iter().filter(|j| j.state == State::Completed).collect();
+    let produced: Vec<_> = done.iter().filter_map(|j| j.produced).collect();
+    if produced.is_empty() {
+        return None;
+    }
+    let n = produced.len();
+    let mut resolutions: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &produced {
+        *resolutions.entry(format!("{}x{}", p.width, p.height)).or_default() += 1;
+    }
+    let bytes: u64 = done
+        .iter()
+        .filter_map(|j| j.assets.iter().find(|a| a.variant == Variant::Video).map(|a| a.bytes))
+        .sum();
+    Some(VideoFacts {
+        mean_seconds: produced.iter().map(|p| p.duration_ms as f64 / 1000.0).sum::<f64>() / n as f64,
+        mean_bytes: bytes / done.len().max(1) as u64,
+        resolution: resolutions
+            .into_iter()
+            .max_by_key(|(_, count)| *count)
+            .map(|(r, _)| r)
+            .unwrap_or_default(),
+    })
+}
+
+fn cost(jobs: &[&Job], price: Option<f64>) -> Option<f64> {
+    let price = price?;
+    let done: Vec<f64> = jobs
+        .iter()
+        .filter(|j| j.state == State::Completed)
+        .filter_map(|j| j.produced.map(|p| p.duration_ms as f64 / 1000.0 * price))
+        .collect();
+    (!done.is_empty()).then(|| done.iter().sum::<f64>() / done.len() as f64)
+}
+
+fn seconds_to_complete(jobs: &[&Job]) -> Vec<i64> {
+    jobs.iter()
+        .filter(|j| j.state == State::Completed)
+        .filter_map(|j| j.completed_at.map(|c| c - j.created_at))
+        .collect()
+}
+
+fn submit_ms(jobs: &[&Job]) -> Vec<i64> {
+    jobs.iter()
+        .filter_map(|j| j.submitted_at_ms.map(|s| s - j.created_at_ms))
+        .collect()
+}
+
+fn moderated(j: &Job) -> bool {
+    j.error.as_ref().is_some_and(|e| e.code == "moderation_blocked")
+}
+
+/// (model, primary backend, candidate backend).
+type Comparison = (String, String, String);
+
+/// The comparison per (model, primary backend, candidate) from (primary, shadow) pairs.
+pub fn report(pairs: &[(Job, Job)], prices: &BTreeMap<String, f64>) -> Vec<PairStats> {
+    let mut groups: BTreeMap<Comparison, Vec<(&Job, &Job)>> = BTreeMap::new();
+    for (p, s) in pairs {
+        groups
+            .entry((p.request.model.clone(), p.backend.clone(), s.backend.clone()))
+            .or_default()
+            .push((p, s));
+    }
+    groups
+        .into_iter()
+        .map(|((model, primary, shadow), pairs)| {
+            let ps: Vec<&Job> = pairs.iter().map(|(p, _)| *p).collect();
+            let ss: Vec<&Job> = pairs.iter().map(|(_, s)| *s).collect();
+            let finished: Vec<&(&Job, &Job)> = pairs
+                .iter()
+                .filter(|(p, s)| p.state.is_terminal() && s.state.is_terminal())
+                .collect();
+            let mut shadow_errors = BTreeMap::new();
+            for s in &ss {
+                if let Some(e) = &s.error {
+                    *shadow_errors.entry(e.code.clone()).or_default() += 1;
+                }
+            }
+            PairStats {
+                pairs: pairs.len(),
+                finished: finished.len(),
+                primary_completed: ps.iter().filter(|j| j.state == State::Completed).count(),
+                shadow_completed: ss.iter().filter(|j| j.state == State::Completed).count(),
+                shadow_refused: ss
+                    .iter()
+                    .filter(|j| j.error.as_ref().is_some_and(|e| e.code == "shadow_refused"))
+                    .count(),
+                moderation_disagreements: finished.iter().filter(|(p, s)| moderated(p) != moderated(s)).count(),
+                primary_submit_ms_p50: percentile(submit_ms(&ps), 0.5),
+                shadow_submit_ms_p50: percentile(submit_ms(&ss), 0.5),
+                primary_seconds_to_complete_p50: percentile(seconds_to_complete(&ps), 0.5),
+                primary_seconds_to_complete_p95: percentile(seconds_to_complete(&ps), 0.95),
+                shadow_seconds_to_complete_p50: percentile(seconds_to_complete(&ss), 0.5),
+                shadow_seconds_to_complete_p95: percentile(seconds_to_complete(&ss), 0.95),
+                primary_video: facts(&ps),
+                shadow_video: facts(&ss),
+                primary_cost_per_video: cost(&ps, prices.get(&primary).copied()),
+                shadow_cost_per_video: cost(&ss, prices.get(&shadow).copied()),
+                shadow_errors,
+                model,
+                primary,
+                shadow,
+            }
+        })
+        .collect()
+}
+
+fn pct(part: usize, whole: usize) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.0}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or("-".into(), ToString::to_string)
+}
+
+/// The report as text, one block per comparison.
+pub fn render(stats: &[PairStats]) -> String {
+    if stats.is_empty() {
+        return "no shadow jobs yet (set `shadow = [{ backend = \"…\", sample = 0.1 }]` on a model)\n".into();
+    }
+    let mut out = String::new();
+    for s in stats {
+        out.push_str(&format!(
+            "{} : {} (primary) vs {} (shadow), {} pairs, {} finished\n",
+            s.model, s.primary, s.shadow, s.pairs, s.finished
+        ));
+        let video = |v: &Option<VideoFacts>| {
+            v.as_ref().map_or("-".into(), |v| {
+                format!("{} {:.1} s {} KiB", v.resolution, v.mean_seconds, v.mean_bytes / 1024)
+            })
+        };
+        let money = |c: &Option<f64>| c.map_or("-".into(), |c| format!("{c:.2}"));
+        let rows = [
+            (
+                "completed",
+                pct(s.primary_completed, s.pairs),
+                pct(s.shadow_completed, s.pairs),
+            ),
+            (
+                "submit ms p50",
+                opt(&s.primary_submit_ms_p50),
+                opt(&s.shadow_submit_ms_p50),
+            ),
+            (
+                "complete s p50/p95",
+                format!(
+                    "{}/{}",
+                    opt(&s.primary_seconds_to_complete_p50),
+                    opt(&s.primary_seconds_to_complete_p95)
+                ),
+                format!(
+                    "{}/{}",
+                    opt(&s.shadow_seconds_to_complete_p50),
+                    opt(&s.shadow_seconds_to_complete_p95)
+                ),
+            ),
+            ("video", video(&s.primary_video), video(&s.shadow_video)),
+            (
+                "cost per video",
+                money(&s.primary_cost_per_video),
+                money(&s.shadow_cost_per_video),
+            ),
+        ];
+        out.push_str(&format!("  {:<20} {:<28} {:<28}\n", "", "primary", "shadow"));
+        for (name, p, sh) in rows {
+            out.push_str(&format!("  {name:<20} {p:<28} {sh:<28}\n"));
+        }
+        out.push_str(&format!(
+            "  moderation disagreements: {} of {} finished pairs; refused by the candidate: {}\n",
+            s.moderation_disagreements, s.finished, s.shadow_refused
+        ));
+        if !s.shadow_errors.is_empty() {
+            let errors: Vec<String> = s.shadow_errors.iter().map(|(c, n)| format!("{c} ×{n}")).collect();
+            out.push_str(&format!("  shadow errors: {}\n", errors.join(", ")));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_sampling() {
+        assert_eq!(percentile(vec![], 0.5), None);
+        assert_eq!(percentile(vec![5, 1, 3], 0.5), Some(3));
+        assert_eq!(percentile((1..=100).collect(), 0.95), Some(95));
+        let hits = (0..10_000)
+            .filter(|i| sample_point(&format!("video_{i}"), "veo") < 0.1)
+            .count();
+        assert!((800..=1200).contains(&hits), "{hits}");
+        assert_eq!(sample_point("video_1", "veo"), sample_point("video_1", "veo"));
+    }
+
+    #[test]
+    fn render_says_when_there_is_nothing_yet() {
+        assert!(render(&[]).starts_with("no shadow jobs yet"));
+    }
+}

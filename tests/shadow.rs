@@ -1,0 +1,189 @@
+//! Shadow mode through the real binary and fake providers: sampled copies on a candidate backend that clients
+//! never see, a candidate that fails or is slow changing nothing for the client, the daily cap, and
+//! `sora-shim shadow report` figures matching what the fakes were scripted to do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{Fake, Shim};
+use serde_json::{Value, json};
+
+const SECRET: &str = "secrets = { api_key = \"SORA_SHIM_TEST_PROVIDER_KEY\" }";
+
+fn config(primary: &Fake, candidate: &Fake, shadow: &str) -> String {
+    let backend = |name: &str, url: &str, price: f64| {
+        format!(
+            "[backends.{name}]\nkind = \"mapping\"\nmapping = \"runway\"\nbase_url = \"{url}\"\n{SECRET}\nmodel = \"gen4.5\"\n\
+             timeout_secs = 5\nprice_per_second = {price}\n"
+        )
+    };
+    format!(
+        "[server]\npoll_after_ms = 100\n[worker]\npoll_interval_ms = 50\nretry_base_ms = 50\nretry_max_ms = 400\n{}{}\
+         [models.\"sora-2\"]\nbackend = \"primary\"\n{shadow}\nsizes = [\"1280x720\"]\nseconds = [\"4\", \"8\"]\n\
+         [api]\ndefault_size = \"1280x720\"\n",
+        backend("primary", &primary.url, 0.5),
+        backend("candidate", &candidate.url, 0.25),
+    )
+}
+
+async fn accepted(fake: &Fake) -> usize {
+    fake.stats().await["jobs"].as_object().unwrap().len()
+}
+
+/// Shadow jobs in the shim's SQLite file: (id, tenant, state, shadow_of).
+fn shadow_rows(shim: &Shim) -> Vec<(String, String, String, String)> {
+    let db = rusqlite::Connection::open_with_flags(
+        shim.data_dir.join("sora-shim.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = db
+        .prepare("SELECT id, tenant, state, shadow_of FROM jobs WHERE shadow_of IS NOT NULL")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Waits until every shadow job is finished.
+async fn shadows_finish(shim: &Shim, expected: usize) -> Vec<(String, String, String, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let rows = shadow_rows(shim);
+        if rows.len() == expected && rows.iter().all(|r| r.2 == "completed" || r.2 == "failed") {
+            return rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shadow jobs did not finish: {rows:?}\n{}",
+            shim.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn report(shim: &Shim) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_sora-shim"))
+        .args(["shadow", "report", "--json", "--config"])
+        .arg(shim.config_path())
+        .arg("--data-dir")
+        .arg(&shim.data_dir)
+        .env("SORA_SHIM_TEST_PROVIDER_KEY", "x")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn shadow_copies_are_made_off_the_client_path_and_never_visible() {
+    let (primary, candidate) = (Fake::start("runway"), Fake::start("runway"));
+    let shim = Shim::start_with(&config(
+        &primary,
+        &candidate,
+        "shadow = [{ backend = \"candidate\", sample = 1.0 }]",
+    ));
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(shim.create("k", &json!({"prompt": format!("mirrored {i}")})).await);
+    }
+    for id in &ids {
+        assert_eq!(shim.wait(id, "k").await["status"], "completed");
+    }
+    let rows = shadows_finish(&shim, 3).await;
+    for (shadow_id, tenant, state, of) in &rows {
+        assert_eq!(tenant, "shadow");
+        assert_eq!(state, "completed");
+        assert!(ids.contains(of));
+        // Not readable through the API, by the client's key or any other.
+        let r = shim.get(&format!("/v1/videos/{shadow_id}"), "k").await;
+        assert_eq!(r.status, hyper::StatusCode::NOT_FOUND);
+    }
+    let listed = shim.get("/v1/videos?limit=100", "k").await.json();
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        3,
+        "only the client's own videos are listed"
+    );
+    assert_eq!(accepted(&primary).await, 3);
+    assert_eq!(accepted(&candidate).await, 3);
+
+    let stats = report(&shim);
+    let s = &stats[0];
+    assert_eq!(
+        (s["primary"].as_str(), s["shadow"].as_str()),
+        (Some("primary"), Some("candidate"))
+    );
+    assert_eq!(s["pairs"], 3);
+    assert_eq!(s["primary_completed"], 3);
+    assert_eq!(s["shadow_completed"], 3);
+    assert_eq!(s["moderation_disagreements"], 0);
+    // Runway's fake renders 1280:720 for 4 s: 4 s × 0.5 and 4 s × 0.25 per video.
+    assert_eq!(s["primary_video"]["resolution"], "1280x720");
+    let cost = |v: &Value| (v.as_f64().unwrap() * 100.0).round() / 100.0;
+    assert_eq!(cost(&s["primary_cost_per_video"]), 2.0);
+    assert_eq!(cost(&s["shadow_cost_per_video"]), 1.0);
+}
+
+#[tokio::test]
+async fn a_failing_candidate_changes_nothing_for_clients_and_the_report_says_how_it_failed() {
+    let (primary, candidate) = (Fake::start("runway"), Fake::start("runway"));
+    // The candidate moderates everything, and answers its first create with a 500 after accepting it.
+    candidate
+        .faults(json!({"outcome": "moderated", "create": {"status": 500, "after_accept": true, "times": 1}}))
+        .await;
+    let shim = Shim::start_with(&config(
+        &primary,
+        &candidate,
+        "shadow = [{ backend = \"candidate\", sample = 1.0 }]",
+    ));
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(shim.create("k", &json!({"prompt": format!("kept {i}")})).await);
+    }
+    for id in &ids {
+        let v = shim.wait(id, "k").await;
+        assert_eq!(v["status"], "completed", "the primary is untouched by its shadow: {v}");
+    }
+    let rows = shadows_finish(&shim, 4).await;
+    assert!(rows.iter().all(|r| r.2 == "failed"), "{rows:?}");
+    let s = &report(&shim)[0];
+    assert_eq!(s["pairs"], 4);
+    assert_eq!(s["primary_completed"], 4);
+    assert_eq!(s["shadow_completed"], 0);
+    assert_eq!(s["moderation_disagreements"], 3, "{s}");
+    assert_eq!(s["shadow_errors"]["moderation_blocked"], 3, "{s}");
+    assert_eq!(s["shadow_errors"]["submission_outcome_unknown"], 1, "{s}");
+}
+
+#[tokio::test]
+async fn sampling_and_the_daily_cap_limit_shadow_work() {
+    let (primary, candidate) = (Fake::start("runway"), Fake::start("runway"));
+    let shim = Shim::start_with(&config(
+        &primary,
+        &candidate,
+        "shadow = [{ backend = \"candidate\", sample = 1.0 }]\nshadow_daily_cap = 2",
+    ));
+    for i in 0..5 {
+        let id = shim.create("k", &json!({"prompt": format!("capped {i}")})).await;
+        assert_eq!(shim.wait(&id, "k").await["status"], "completed");
+    }
+    assert_eq!(shadows_finish(&shim, 2).await.len(), 2);
+
+    // A 25% sample over 80 videos mirrors about 20 (never all, never none).
+    let (primary, candidate) = (Fake::start("runway"), Fake::start("runway"));
+    let shim = Shim::start_with(&config(
+        &primary,
+        &candidate,
+        "shadow = [{ backend = \"candidate\", sample = 0.25 }]",
+    ));
+    for i in 0..80 {
+        shim.create(&format!("t{i}"), &json!({"prompt": "sampled"})).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mirrored = shadow_rows(&shim).len();
+    assert!((8..=32).contains(&mirrored), "{mirrored} of 80 mirrored at 25%");
+}
