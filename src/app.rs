@@ -37,6 +37,8 @@ pub struct App {
     /// Models, routes, API defaults and backends: swapped on reload.
     pub live: LiveConfig,
     pub shadow: Arc<crate::shadow::Shadow>,
+    /// Backend health (shared with the worker), for `/metrics`.
+    pub breakers: Arc<crate::health::Breakers>,
     pub store: Arc<dyn JobStore>,
     pub assets: AssetStore,
     pub schemas: Schemas,
@@ -75,12 +77,13 @@ impl App {
         let shutdown = CancellationToken::new();
         let backends = Backends::build(&config, &assets, shutdown.child_token());
         let live: LiveConfig = Arc::new(ArcSwap::from_pointee(Live::new(&config, backends)));
+        let breakers = crate::live::breakers(&config);
         let worker = Worker::new(
             Arc::clone(&store),
             assets.clone(),
             Arc::clone(&live),
             config.worker.clone(),
-            crate::live::breakers(&config),
+            Arc::clone(&breakers),
             tracker.clone(),
             shutdown.clone(),
         )
@@ -104,6 +107,7 @@ impl App {
             config,
             live,
             shadow,
+            breakers,
             store,
             assets,
             schemas,

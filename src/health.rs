@@ -97,6 +97,11 @@ impl Breakers {
         }
     }
 
+    /// Every backend seen so far and its circuit state.
+    pub fn states(&self) -> Vec<(String, CircuitState)> {
+        self.map.iter().map(|e| (e.key().clone(), e.value().state)).collect()
+    }
+
     pub fn state(&self, backend: &str) -> CircuitState {
         self.map.get(backend).map_or(CircuitState::Closed, |b| b.state)
     }

@@ -114,6 +114,11 @@ impl Admission {
             Ok(Inserted::New) => {
                 tracing::info!(job = %job.id, kind = job.kind.as_str(), backend = %job.backend, "video accepted");
                 self.worker.notify(&job.id);
+                if let Some(m) = crate::metrics::get() {
+                    m.accepted
+                        .with_label_values(&[job.request.model.as_str(), job.backend.as_str()])
+                        .inc();
+                }
                 self.shadow.offer(&job);
                 Ok(job)
             }

@@ -12,6 +12,7 @@
 //! - [`health`]   — a circuit breaker per backend.
 //! - [`live`]     — models, routes and backends that a config reload swaps in (SIGHUP or file change).
 //! - [`shadow`]   — sampled copies of new videos on candidate backends, and the comparison report.
+//! - [`metrics`]  — Prometheus counters and gauges, served at `/metrics`.
 //! - [`backends`] — where generations run: the `Backend` trait and the built-in local renderer.
 //! - [`assets`]   — storage for finished videos, thumbnails, spritesheets and uploaded inputs.
 //! - [`media`]    — looks inside uploads (image and MP4 dimensions, durations).
@@ -33,6 +34,7 @@ pub mod jobs;
 pub mod live;
 pub mod mapping;
 pub mod media;
+pub mod metrics;
 pub mod previews;
 pub mod routing;
 pub mod server;

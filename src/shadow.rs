@@ -90,21 +90,34 @@ impl Shadow {
                 let mut made = self.per_day.entry((primary.request.model.clone(), day)).or_insert(0);
                 if *made >= cap {
                     self.counters.capped.fetch_add(1, Ordering::Relaxed);
+                    count(&primary.request.model, &target.backend, "capped");
                     continue;
                 }
                 *made += 1;
             }
-            match self.tx.try_send((primary.clone(), target.backend.clone())) {
-                Ok(()) => {
+            let result = match self.tx.try_send((primary.clone(), target.backend.clone())) {
+                Ok(()) => "queued",
+                Err(mpsc::error::TrySendError::Full(_)) => "dropped",
+                Err(mpsc::error::TrySendError::Closed(_)) => "closed",
+            };
+            count(&primary.request.model, &target.backend, result);
+            match result {
+                "queued" => {
                     self.counters.queued.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                "dropped" => {
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(job = %primary.id, backend = %target.backend, "shadow queue full: dropped");
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                _ => {}
             }
         }
+    }
+}
+
+fn count(model: &str, backend: &str, result: &str) {
+    if let Some(m) = crate::metrics::get() {
+        m.shadow.with_label_values(&[model, backend, result]).inc();
     }
 }
 

@@ -41,6 +41,15 @@ fn backends_of_jobs(shim: &Shim) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The value of the sample of `name` whose labels include all of `labels`, from a /metrics text.
+fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 async fn accepted(fake: &Fake) -> usize {
     fake.stats().await["jobs"].as_object().unwrap().len()
 }
@@ -100,6 +109,28 @@ async fn a_dead_backend_opens_its_circuit_jobs_fail_over_and_it_recovers_through
         assert_eq!(backends_of_jobs(&shim)[&id], "spare");
     }
     assert_eq!(accepted(&primary).await, 0);
+    let metrics = String::from_utf8(shim.get("/metrics", "k").await.body.to_vec()).unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            "sora_shim_failovers_total",
+            &["from=\"primary\"", "to=\"spare\""]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&metrics, "sora_shim_circuit_open", &["backend=\"primary\""]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "sora_shim_jobs_finished_total",
+            &["backend=\"spare\"", "outcome=\"completed\"", "role=\"primary\""]
+        ),
+        Some(2.0)
+    );
     let tried = primary.stats().await["creates"].as_u64().unwrap();
     assert_eq!(tried, 2, "each job tried the primary once before failing over");
 

@@ -30,6 +30,7 @@ use crate::video::new_id;
 enum Route<'a> {
     Health,
     Ready,
+    Metrics,
     CreateVideo,
     ListVideos,
     GetVideo(&'a str),
@@ -52,6 +53,13 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
         "/healthz" => {
             return if method == Method::GET {
                 Ok(Route::Health)
+            } else {
+                Err(not_allowed("GET"))
+            };
+        }
+        "/metrics" => {
+            return if method == Method::GET {
+                Ok(Route::Metrics)
             } else {
                 Err(not_allowed("GET"))
             };
@@ -118,6 +126,11 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response {
     }
     headers.insert("openai-version", HeaderValue::from_static("2020-10-01"));
     tracing::info!(%request_id, %method, %path, status = response.status().as_u16(), ms = elapsed as u64, "request");
+    if let Some(m) = crate::metrics::get() {
+        m.requests
+            .with_label_values(&[route_label(&method, &path), response.status().as_str()])
+            .inc();
+    }
     response
 }
 
@@ -128,6 +141,7 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response, ApiErro
     match route {
         Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         Route::Ready => Ok(ready(app).await),
+        Route::Metrics => Ok(metrics(app)),
         Route::CreateVideo => videos::create(app, &tenant()?, req).await,
         Route::ListVideos => videos::list(app, &tenant()?, req.uri().query()).await,
         Route::GetVideo(id) => videos::retrieve(app, &tenant()?, id).await,
@@ -138,6 +152,43 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response, ApiErro
         Route::Extend => videos::extend(app, &tenant()?, req).await,
         Route::CreateCharacter => characters::create(app, &tenant()?, req).await,
         Route::GetCharacter(id) => characters::retrieve(app, &tenant()?, id).await,
+    }
+}
+
+/// The Prometheus text exposition; circuit states are read now.
+fn metrics(app: &App) -> Response {
+    let Some(m) = crate::metrics::get() else {
+        return json_response(StatusCode::NOT_FOUND, &json!({"status": "metrics disabled"}));
+    };
+    for (backend, state) in app.breakers.states() {
+        let open = i64::from(state != crate::health::CircuitState::Closed);
+        m.circuit_open.with_label_values(&[backend.as_str()]).set(open);
+    }
+    let mut response = hyper::Response::new(response::full(m.render()));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// A bounded label for a request: the route's name, never an id.
+fn route_label(method: &Method, path: &str) -> &'static str {
+    match route(method, path) {
+        Ok(Route::Health) => "healthz",
+        Ok(Route::Ready) => "readyz",
+        Ok(Route::Metrics) => "metrics",
+        Ok(Route::CreateVideo) => "create_video",
+        Ok(Route::ListVideos) => "list_videos",
+        Ok(Route::GetVideo(_)) => "get_video",
+        Ok(Route::DeleteVideo(_)) => "delete_video",
+        Ok(Route::Content(_)) => "content",
+        Ok(Route::Remix(_)) => "remix",
+        Ok(Route::Edit) => "edit",
+        Ok(Route::Extend) => "extend",
+        Ok(Route::CreateCharacter) => "create_character",
+        Ok(Route::GetCharacter(_)) => "get_character",
+        Err(_) => "other",
     }
 }
 

@@ -282,6 +282,11 @@ impl Worker {
     ) -> Result<Next, StoreError> {
         if let Some(next) = self.fallback_for(&job) {
             tracing::warn!(job = %job.id, from = %job.backend, to = %next, "failing over: {why}");
+            if let Some(m) = crate::metrics::get() {
+                m.failovers
+                    .with_label_values(&[job.request.model.as_str(), job.backend.as_str(), next.as_str()])
+                    .inc();
+            }
             job.backend = next;
             job.state = State::Accepted;
             job.next_attempt_at_ms = 0;
@@ -433,6 +438,7 @@ impl Worker {
         job.completed_at = Some(now_unix());
         let job = self.save(job).await?;
         tracing::info!(job = %job.id, backend = backend.name(), "video completed");
+        count_finished(&job, "completed");
         Ok(Next::Stop)
     }
 
@@ -517,7 +523,12 @@ impl Worker {
         job.state = State::Failed;
         job.error = Some(error);
         match self.save(job).await {
-            Ok(_) => Next::Stop,
+            Ok(job) => {
+                if let Some(e) = &job.error {
+                    count_finished(&job, &e.code);
+                }
+                Next::Stop
+            }
             Err(StoreError::Conflict(_)) => Next::After(Duration::ZERO),
             Err(e) => {
                 tracing::error!(error = %e, "cannot persist a failed job");
@@ -534,5 +545,15 @@ impl Worker {
         let jittered = rand::rng().random_range(exp / 2..=exp.max(1));
         let asked = asked.map(|d| d.as_millis() as u64).unwrap_or(0);
         jittered.max(asked) as i64
+    }
+}
+
+/// `sora_shim_jobs_finished_total` for a job that just ended.
+fn count_finished(job: &Job, outcome: &str) {
+    if let Some(m) = crate::metrics::get() {
+        let role = if job.shadow_of.is_some() { "shadow" } else { "primary" };
+        m.finished
+            .with_label_values(&[job.request.model.as_str(), job.backend.as_str(), role, outcome])
+            .inc();
     }
 }
