@@ -158,6 +158,9 @@ struct RawShadow {
 struct RawTarget {
     backend: String,
     weight: u32,
+    /// This target's provider model and options, over the backend's own (mapping backends only).
+    model: Option<String>,
+    options: Option<toml::Table>,
 }
 
 impl RawConfig {
@@ -264,6 +267,8 @@ pub struct Config {
     pub prices: BTreeMap<String, f64>,
     /// Shadow jobs waiting to be created; more are dropped (and counted), never delaying a client.
     pub shadow_queue: usize,
+    /// Bearer token for the admin API (`/admin/…`), from `SORA_SHIM_ADMIN_TOKEN`; without it the admin API is off.
+    pub admin_token: Option<Secret>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub models: BTreeMap<String, ModelConfig>,
 }
@@ -518,6 +523,10 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
         health,
         prices,
         shadow_queue,
+        admin_token: std::env::var("SORA_SHIM_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret),
         backends,
         models,
     })
@@ -780,10 +789,33 @@ fn validate_route(
     backends: &BTreeMap<String, BackendConfig>,
     p: &mut Problems,
 ) -> crate::routing::Route {
-    use crate::routing::{Route, Sticky};
-    let targets: Vec<(String, u32)> = match (&m.backend, &m.targets) {
-        (Some(b), None) => vec![(b.clone(), 1)],
-        (None, Some(t)) if !t.is_empty() => t.iter().map(|t| (t.backend.clone(), t.weight)).collect(),
+    use crate::routing::{Route, Sticky, Target};
+    let targets: Vec<Target> = match (&m.backend, &m.targets) {
+        (Some(b), None) => vec![Target::new(b, 1)],
+        (None, Some(t)) if !t.is_empty() => t
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if (t.model.is_some() || t.options.is_some())
+                    && matches!(backends.get(&t.backend), Some(BackendConfig::Local { .. }))
+                {
+                    p.add(
+                        &format!("{key}.targets[{i}]"),
+                        "model and options are for mapping backends; the local backend takes neither",
+                    );
+                }
+                Target {
+                    backend: t.backend.clone(),
+                    weight: t.weight,
+                    model: t.model.clone(),
+                    options: t
+                        .options
+                        .as_ref()
+                        .map(|o| serde_json::to_value(o).unwrap_or(serde_json::Value::Null))
+                        .unwrap_or(serde_json::Value::Null),
+                }
+            })
+            .collect(),
         (Some(_), Some(_)) => {
             p.add(key, "set either backend or targets, not both");
             vec![]
@@ -797,7 +829,7 @@ fn validate_route(
         }
     };
     let field = if m.targets.is_some() { "targets" } else { "backend" };
-    for (backend, _) in &targets {
+    for Target { backend, .. } in &targets {
         if !backends.contains_key(backend) {
             p.add(
                 &format!("{key}.{field}"),
@@ -805,7 +837,7 @@ fn validate_route(
             );
         }
     }
-    if !targets.is_empty() && targets.iter().all(|(_, w)| *w == 0) {
+    if !targets.is_empty() && targets.iter().all(|t| t.weight == 0) {
         p.add(&format!("{key}.targets"), "at least one target needs a weight above 0");
     }
     for backend in &m.fallback {

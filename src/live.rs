@@ -29,6 +29,8 @@ pub struct Live {
     pub models: BTreeMap<String, ModelConfig>,
     pub api: ApiConfig,
     pub backends: Backends,
+    /// Backend → estimated price per second of video, for shadow reports.
+    pub prices: BTreeMap<String, f64>,
     /// Sora model → route, for the worker's fallback order.
     pub routes: BTreeMap<String, Route>,
     /// Each configured backend's settings as last applied (to tell a changed backend from an unchanged one).
@@ -61,6 +63,7 @@ impl Live {
             models: config.models.clone(),
             api: config.api.clone(),
             backends,
+            prices: config.prices.clone(),
             routes: routes(config),
             fingerprints: fingerprints(config),
         }
@@ -144,6 +147,7 @@ impl Reloader {
             models: new.models.clone(),
             api: new.api.clone(),
             backends: Backends::from_map(by_name),
+            prices: new.prices.clone(),
             routes: routes(new),
             fingerprints: prints,
         }));

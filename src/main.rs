@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use sora_shim::app::App;
 use sora_shim::config::{Config, Overrides};
 use sora_shim::server::{Server, shutdown_signal};
+use sora_shim::store::JobStore;
 
 /// Exit code for a configuration that does not validate (EX_USAGE-like, as sysexits' EX_CONFIG family).
 const EXIT_CONFIG: u8 = 64;

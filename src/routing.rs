@@ -8,6 +8,14 @@
 
 use sha2::{Digest, Sha256};
 
+/// What an empty route (refused by config validation) would pick: no backend the worker can find.
+static NO_TARGET: Target = Target {
+    backend: String::new(),
+    weight: 0,
+    model: None,
+    options: serde_json::Value::Null,
+};
+
 /// What keeps a client on one target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sticky {
@@ -19,16 +27,44 @@ pub enum Sticky {
     Job,
 }
 
+/// One weighted target of a route: a backend, optionally with its own provider model and options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub backend: String,
+    pub weight: u32,
+    pub model: Option<String>,
+    pub options: serde_json::Value,
+}
+
+impl Target {
+    pub fn new(backend: &str, weight: u32) -> Target {
+        Target {
+            backend: backend.to_owned(),
+            weight,
+            model: None,
+            options: serde_json::Value::Null,
+        }
+    }
+
+    /// What a job picked for this target carries over its backend's own settings, if anything.
+    pub fn override_for_job(&self) -> Option<crate::video::TargetOverride> {
+        (self.model.is_some() || !self.options.is_null()).then(|| crate::video::TargetOverride {
+            model: self.model.clone(),
+            options: self.options.clone(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// (backend, weight), in the configured order.
-    targets: Vec<(String, u32)>,
+    /// In the configured order.
+    targets: Vec<Target>,
     fallback: Vec<String>,
     pub sticky: Sticky,
 }
 
 impl Route {
-    pub fn new(targets: Vec<(String, u32)>, fallback: Vec<String>, sticky: Sticky) -> Route {
+    pub fn new(targets: Vec<Target>, fallback: Vec<String>, sticky: Sticky) -> Route {
         Route {
             targets,
             fallback,
@@ -38,16 +74,16 @@ impl Route {
 
     /// The target for a new job of `model`. `tenant` is the tenant id, `idempotency_key` the request's key if
     /// any, `job_nonce` something unique to this request (for `Sticky::Job`).
-    pub fn pick(&self, model: &str, tenant: &str, idempotency_key: Option<&str>, job_nonce: &str) -> &str {
+    pub fn pick(&self, model: &str, tenant: &str, idempotency_key: Option<&str>, job_nonce: &str) -> &Target {
         let key = match self.sticky {
             Sticky::Tenant => tenant,
             Sticky::IdempotencyKey => idempotency_key.unwrap_or(tenant),
             Sticky::Job => job_nonce,
         };
-        let total: u64 = self.targets.iter().map(|(_, w)| u64::from(*w)).sum();
+        let total: u64 = self.targets.iter().map(|t| u64::from(t.weight)).sum();
         if total == 0 {
             // Config validation refuses this; an empty route picks nothing the worker could find.
-            return self.targets.first().map(|(b, _)| b.as_str()).unwrap_or("");
+            return self.targets.first().unwrap_or(&NO_TARGET);
         }
         let digest = Sha256::new()
             .chain_update(model)
@@ -57,13 +93,13 @@ impl Route {
         let mut eight = [0u8; 8];
         eight.copy_from_slice(&digest[..8]);
         let mut point = u64::from_be_bytes(eight) % total;
-        for (backend, weight) in &self.targets {
-            if point < u64::from(*weight) {
-                return backend;
+        for target in &self.targets {
+            if point < u64::from(target.weight) {
+                return target;
             }
-            point -= u64::from(*weight);
+            point -= u64::from(target.weight);
         }
-        self.targets.last().map(|(b, _)| b.as_str()).unwrap_or("")
+        self.targets.last().unwrap_or(&NO_TARGET)
     }
 
     /// Where a job goes when `current` cannot take it: the next fallback after `current` (or the first, when
@@ -80,7 +116,7 @@ impl Route {
     pub fn backends(&self) -> impl Iterator<Item = &str> {
         self.targets
             .iter()
-            .map(|(b, _)| b.as_str())
+            .map(|t| t.backend.as_str())
             .chain(self.fallback.iter().map(String::as_str))
     }
 }
@@ -91,7 +127,7 @@ mod tests {
 
     fn route(weights: &[(&str, u32)]) -> Route {
         Route::new(
-            weights.iter().map(|(b, w)| (b.to_string(), *w)).collect(),
+            weights.iter().map(|(b, w)| Target::new(b, *w)).collect(),
             vec!["c".into(), "d".into()],
             Sticky::Tenant,
         )
@@ -101,7 +137,7 @@ mod tests {
     fn weights_split_tenants_and_a_tenant_stays_put() {
         let r = route(&[("a", 90), ("b", 10)]);
         let picks: Vec<&str> = (0..10_000)
-            .map(|i| r.pick("sora-2", &format!("t{i}"), None, ""))
+            .map(|i| r.pick("sora-2", &format!("t{i}"), None, "").backend.as_str())
             .collect();
         let b = picks.iter().filter(|p| **p == "b").count();
         assert!((800..=1200).contains(&b), "{b} of 10000 on b");
@@ -117,8 +153,8 @@ mod tests {
         let after = route(&[("b", 50), ("a", 50)]);
         for i in 0..5000 {
             let t = format!("t{i}");
-            if before.pick("m", &t, None, "") == "b" {
-                assert_eq!(after.pick("m", &t, None, ""), "b", "{t} left b when b grew");
+            if before.pick("m", &t, None, "").backend == "b" {
+                assert_eq!(after.pick("m", &t, None, "").backend, "b", "{t} left b when b grew");
             }
         }
     }

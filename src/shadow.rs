@@ -163,6 +163,8 @@ async fn create_shadow_job(
     job.version = 1;
     job.submitted_at_ms = None;
     job.shadow_of = Some(primary.id.clone());
+    // The candidate runs with its own provider model and options.
+    job.request.target = None;
     // A candidate that cannot take the request is part of the comparison: record its refusal.
     let refusal = live
         .load()

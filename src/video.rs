@@ -262,6 +262,18 @@ pub struct NormalizedRequest {
     /// For a remix, edit or extension of one of our videos: that video's job id at its backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_backend_job_id: Option<String>,
+    /// The route target's own provider model and options, over the backend's (see `routing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetOverride>,
+}
+
+/// A route target's provider model and options for one job, over its backend's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub options: serde_json::Value,
 }
 
 /// What a backend actually produced (a provider may round a duration or a size).

@@ -379,3 +379,34 @@ async fn an_edited_config_file_is_picked_up_without_a_signal() {
         shim.log()
     );
 }
+
+#[tokio::test]
+async fn a_target_can_carry_its_own_provider_model_and_options() {
+    let fake = Fake::start("openai_videos");
+    let config = format!(
+        "{}[backends.a]\nkind = \"mapping\"\nmapping = \"openai\"\nbase_url = \"{}\"\n{SECRET}\nmodel = \"wan-2.2\"\n\
+         timeout_secs = 5\n[models.\"sora-2\"]\ntargets = [{{ backend = \"a\", weight = 50 }}, \
+         {{ backend = \"a\", weight = 50, model = \"wan-2.2-fast\" }}]\nsticky = \"job\"\nsizes = [\"1280x720\"]\n\
+         seconds = [\"4\"]\n[api]\ndefault_size = \"1280x720\"\n",
+        worker(""),
+        fake.url,
+    );
+    let shim = Shim::start_with(&config);
+    for i in 0..12 {
+        let id = shim.create("k", &json!({"prompt": format!("which model {i}")})).await;
+        assert_eq!(shim.wait(&id, "k").await["status"], "completed");
+    }
+    let stats = fake.stats().await;
+    let models: std::collections::BTreeSet<String> = stats["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["category"] == "create")
+        .map(|r| r["body_json"]["model"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        models.into_iter().collect::<Vec<_>>(),
+        vec!["wan-2.2", "wan-2.2-fast"],
+        "both targets' provider models were used"
+    );
+}

@@ -112,6 +112,11 @@ async fn shadow_copies_are_made_off_the_client_path_and_never_visible() {
     assert_eq!(accepted(&candidate).await, 3);
 
     let stats = report(&shim);
+    // No admin token configured: the admin API does not exist.
+    assert_eq!(
+        shim.get("/admin/shadow/report", "k").await.status,
+        hyper::StatusCode::NOT_FOUND
+    );
     let s = &stats[0];
     assert_eq!(
         (s["primary"].as_str(), s["shadow"].as_str()),
@@ -135,11 +140,14 @@ async fn a_failing_candidate_changes_nothing_for_clients_and_the_report_says_how
     candidate
         .faults(json!({"outcome": "moderated", "create": {"status": 500, "after_accept": true, "times": 1}}))
         .await;
-    let shim = Shim::start_with(&config(
-        &primary,
-        &candidate,
-        "shadow = [{ backend = \"candidate\", sample = 1.0 }]",
-    ));
+    let shim = Shim::start_with_env(
+        &config(
+            &primary,
+            &candidate,
+            "shadow = [{ backend = \"candidate\", sample = 1.0 }]",
+        ),
+        &[("SORA_SHIM_ADMIN_TOKEN", "admin-secret")],
+    );
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(shim.create("k", &json!({"prompt": format!("kept {i}")})).await);
@@ -157,6 +165,15 @@ async fn a_failing_candidate_changes_nothing_for_clients_and_the_report_says_how
     assert_eq!(s["moderation_disagreements"], 3, "{s}");
     assert_eq!(s["shadow_errors"]["moderation_blocked"], 3, "{s}");
     assert_eq!(s["shadow_errors"]["submission_outcome_unknown"], 1, "{s}");
+
+    // The same report over the admin API, for the admin token only.
+    let r = shim.get("/admin/shadow/report", "not-the-token").await;
+    assert_eq!(r.status, hyper::StatusCode::UNAUTHORIZED);
+    let r = shim.get("/admin/shadow/report", "admin-secret").await;
+    assert_eq!(r.status, hyper::StatusCode::OK);
+    let over_http = r.json();
+    assert_eq!(over_http["object"], "shadow.report");
+    assert_eq!(&over_http["data"][0], s);
 }
 
 #[tokio::test]

@@ -31,6 +31,7 @@ enum Route<'a> {
     Health,
     Ready,
     Metrics,
+    ShadowReport,
     CreateVideo,
     ListVideos,
     GetVideo(&'a str),
@@ -60,6 +61,13 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
         "/metrics" => {
             return if method == Method::GET {
                 Ok(Route::Metrics)
+            } else {
+                Err(not_allowed("GET"))
+            };
+        }
+        "/admin/shadow/report" => {
+            return if method == Method::GET {
+                Ok(Route::ShadowReport)
             } else {
                 Err(not_allowed("GET"))
             };
@@ -142,6 +150,7 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response, ApiErro
         Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         Route::Ready => Ok(ready(app).await),
         Route::Metrics => Ok(metrics(app)),
+        Route::ShadowReport => shadow_report(app, req.headers()).await,
         Route::CreateVideo => videos::create(app, &tenant()?, req).await,
         Route::ListVideos => videos::list(app, &tenant()?, req.uri().query()).await,
         Route::GetVideo(id) => videos::retrieve(app, &tenant()?, id).await,
@@ -172,12 +181,44 @@ fn metrics(app: &App) -> Response {
     response
 }
 
+/// `sora-shim shadow report --json` over HTTP, for the admin token only (`SORA_SHIM_ADMIN_TOKEN`). Without a
+/// token configured the admin API does not exist (404), so it is never open by accident.
+async fn shadow_report(app: &App, headers: &hyper::HeaderMap) -> Result<Response, ApiError> {
+    let Some(token) = &app.config.admin_token else {
+        return Err(ApiError::UnknownRoute {
+            method: "GET".into(),
+            path: "/admin/shadow/report".into(),
+        });
+    };
+    let given = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare digests: equal-length inputs, so the comparison time says nothing about the token.
+    use sha2::{Digest, Sha256};
+    if Sha256::digest(given.as_bytes()) != Sha256::digest(token.expose().as_bytes()) {
+        return Err(ApiError::Unauthorized {
+            message: "The admin API needs the admin token (SORA_SHIM_ADMIN_TOKEN) as a Bearer token.".into(),
+            code: Some("invalid_api_key"),
+        });
+    }
+    let pairs = app.store.shadow_pairs().await?;
+    let stats = crate::shadow::report(&pairs, &app.live.load().prices);
+    let value = serde_json::to_value(&stats).map_err(|e| ApiError::internal("shadow report", e))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"object": "shadow.report", "data": value}),
+    ))
+}
+
 /// A bounded label for a request: the route's name, never an id.
 fn route_label(method: &Method, path: &str) -> &'static str {
     match route(method, path) {
         Ok(Route::Health) => "healthz",
         Ok(Route::Ready) => "readyz",
         Ok(Route::Metrics) => "metrics",
+        Ok(Route::ShadowReport) => "admin_shadow_report",
         Ok(Route::CreateVideo) => "create_video",
         Ok(Route::ListVideos) => "list_videos",
         Ok(Route::GetVideo(_)) => "get_video",

@@ -20,7 +20,7 @@ use crate::jobs::{NewJob, PendingUpload, request_hash};
 use crate::live::Live;
 use crate::media::{probe_image, probe_mp4};
 use crate::store::Order;
-use crate::video::{InputRef, Job, JobKind, NormalizedRequest, Seconds, Segment, Size, State};
+use crate::video::{InputRef, Job, JobKind, NormalizedRequest, Seconds, Segment, Size, State, TargetOverride};
 
 /// Page size of `GET /videos` when `limit` is not given.
 const DEFAULT_LIST_LIMIT: usize = 20;
@@ -48,10 +48,17 @@ fn check(app: &App, doc: &Doc, json: RequestSchema, multipart: RequestSchema) ->
     app.schemas.check(which, &Value::Object(doc.fields.clone()))
 }
 
-/// The backend a new job of `mc`'s model goes to: the route's sticky pick (see `routing`).
-fn route_to(mc: &ModelConfig, model: &str, tenant: &Tenant, idempotency_key: Option<&str>) -> String {
+/// The backend a new job of `mc`'s model goes to, with the target's own provider model and options if it has
+/// any: the route's sticky pick (see `routing`).
+fn route_to(
+    mc: &ModelConfig,
+    model: &str,
+    tenant: &Tenant,
+    idempotency_key: Option<&str>,
+) -> (String, Option<TargetOverride>) {
     let nonce = crate::video::new_id("route");
-    mc.route.pick(model, &tenant.0, idempotency_key, &nonce).to_owned()
+    let target = mc.route.pick(model, &tenant.0, idempotency_key, &nonce);
+    (target.backend.clone(), target.override_for_job())
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -200,7 +207,7 @@ pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
     let characters = check_characters(app, tenant, &doc).await?;
     let prompt = doc.str("prompt").unwrap_or_default().to_owned();
     let key = idempotency_key(&parts.headers)?;
-    let backend = route_to(mc, &model, tenant, key.as_deref());
+    let (backend, target) = route_to(mc, &model, tenant, key.as_deref());
     let new = NewJob {
         kind: JobKind::Create,
         request: NormalizedRequest {
@@ -217,6 +224,7 @@ pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
             characters,
             extension_seconds: None,
             source_backend_job_id: None,
+            target,
         },
         remixed_from: None,
         backend,
@@ -363,6 +371,8 @@ fn derived(source: &Job, kind: JobKind, prompt: String) -> NormalizedRequest {
         characters: vec![],
         extension_seconds: None,
         source_backend_job_id: source.backend_job_id.clone(),
+        // Same backend, same provider model and options as the source.
+        target: source.request.target.clone(),
     }
 }
 
@@ -463,9 +473,10 @@ pub async fn edit(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<
                 characters: vec![],
                 extension_seconds: None,
                 source_backend_job_id: None,
+                target: None,
             };
-            let backend = route_to(mc, &request.model, tenant, idempotency_key(&parts.headers)?.as_deref());
-            (request, backend, vec![upload])
+            let (backend, target) = route_to(mc, &request.model, tenant, idempotency_key(&parts.headers)?.as_deref());
+            (NormalizedRequest { target, ..request }, backend, vec![upload])
         }
     };
     let new = NewJob {
@@ -488,9 +499,11 @@ pub async fn extend(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
     check(app, &doc, RequestSchema::ExtendJson, RequestSchema::ExtendMultipart)?;
     let prompt = doc.str("prompt").unwrap_or_default().to_owned();
     let mut source_backend_job_id = None;
+    let target;
     let (model, size, mut segments, source_video, backend, uploads) = match source_of(app, tenant, &doc).await? {
         Source::Ours(source) => {
             source_backend_job_id = source.backend_job_id.clone();
+            target = source.request.target.clone();
             (
                 source.request.model.clone(),
                 source.request.size,
@@ -502,12 +515,13 @@ pub async fn extend(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
         }
         Source::Upload { info, upload } => {
             let model = live.api.default_model.clone();
-            let backend = route_to(
+            let (backend, picked) = route_to(
                 model_config(&live, &model)?,
                 &model,
                 tenant,
                 idempotency_key(&parts.headers)?.as_deref(),
             );
+            target = picked;
             let segments = vec![Segment {
                 prompt: "uploaded video".into(),
                 seconds: info.seconds,
@@ -553,6 +567,7 @@ pub async fn extend(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
             extension_seconds: Some(extension),
             segments,
             source_backend_job_id,
+            target,
         },
         remixed_from: None,
         backend,

@@ -207,7 +207,7 @@ impl MappedBackend {
             "image": image,
             "image_base64": image_base64,
             "image_mime_type": image_mime_type,
-            "target": self.target,
+            "target": self.target_for(r),
             "job": {"id": job.id, "backend_job_id": job.backend_job_id, "data": job.backend_data},
             "source": {"backend_job_id": r.source_backend_job_id},
         }))
@@ -229,6 +229,28 @@ impl MappedBackend {
             (Some(InputRef::Stored { .. }), ImageMode::Upload) => None,
             (Some(InputRef::Stored { .. } | InputRef::Url { .. }), ImageMode::DataUri | ImageMode::Base64) => None,
         }
+    }
+
+    /// `.target`: the backend's model, options and files, with the job's route target's model and options over
+    /// them (an option the target sets replaces the backend's; the others stay).
+    fn target_for(&self, r: &NormalizedRequest) -> Value {
+        let mut target = self.target.clone();
+        if let Some(o) = &r.target {
+            if let Some(model) = &o.model {
+                target["model"] = Value::String(model.clone());
+            }
+            if let Value::Object(extra) = &o.options {
+                if !target["options"].is_object() {
+                    target["options"] = Value::Object(Map::new());
+                }
+                if let Value::Object(options) = &mut target["options"] {
+                    for (k, v) in extra {
+                        options.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        target
     }
 
     async fn stored_input(&self, key: &str) -> Result<Vec<u8>, BackendError> {

@@ -91,6 +91,10 @@ impl JobStore for CachedStore {
         self.inner.unfinished_jobs().await
     }
 
+    async fn shadow_pairs(&self) -> Result<Vec<(Job, Job)>, StoreError> {
+        self.inner.shadow_pairs().await
+    }
+
     async fn insert_character(&self, character: &Character) -> Result<(), StoreError> {
         self.inner.insert_character(character).await
     }

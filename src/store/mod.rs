@@ -56,6 +56,8 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Vec<Job>, StoreError>;
     /// Every job not yet completed or failed (for the worker, at start and on its sweeps).
     async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// Every shadow job with the primary job it mirrors (a pair whose primary was deleted drops out).
+    async fn shadow_pairs(&self) -> Result<Vec<(Job, Job)>, StoreError>;
     async fn insert_character(&self, character: &Character) -> Result<(), StoreError>;
     async fn get_character(&self, id: &str) -> Result<Option<Character>, StoreError>;
     /// Cheap liveness check for `/readyz`.

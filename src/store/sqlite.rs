@@ -64,27 +64,6 @@ impl SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// Every shadow job with the primary job it mirrors (a pair whose primary was deleted drops out).
-    pub async fn shadow_pairs(&self) -> Result<Vec<(Job, Job)>, StoreError> {
-        Self::with(&self.reader, move |conn| {
-            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE shadow_of IS NOT NULL ORDER BY seq ASC");
-            let shadows = select_jobs(conn, &sql, &[])?;
-            let mut pairs = Vec::with_capacity(shadows.len());
-            for shadow in shadows {
-                let Some(primary_id) = shadow.shadow_of.clone() else {
-                    continue;
-                };
-                if let Some(primary) = select_job(conn, &primary_id)? {
-                    pairs.push((primary, shadow));
-                }
-            }
-            Ok(pairs)
-        })
-        .await
-    }
-}
-
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate() {
@@ -353,6 +332,25 @@ impl JobStore for SqliteStore {
         .await
     }
 
+    /// Every shadow job with the primary job it mirrors (a pair whose primary was deleted drops out).
+    async fn shadow_pairs(&self) -> Result<Vec<(Job, Job)>, StoreError> {
+        Self::with(&self.reader, move |conn| {
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE shadow_of IS NOT NULL ORDER BY seq ASC");
+            let shadows = select_jobs(conn, &sql, &[])?;
+            let mut pairs = Vec::with_capacity(shadows.len());
+            for shadow in shadows {
+                let Some(primary_id) = shadow.shadow_of.clone() else {
+                    continue;
+                };
+                if let Some(primary) = select_job(conn, &primary_id)? {
+                    pairs.push((primary, shadow));
+                }
+            }
+            Ok(pairs)
+        })
+        .await
+    }
+
     async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError> {
         Self::with(&self.reader, move |conn| {
             let sql = format!(
@@ -434,6 +432,7 @@ mod tests {
                     seconds: 4,
                 }],
                 source_backend_job_id: None,
+                target: None,
             },
             remixed_from: None,
             backend: "local".into(),

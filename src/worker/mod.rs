@@ -288,6 +288,8 @@ impl Worker {
                     .inc();
             }
             job.backend = next;
+            // The target's provider model and options were for the backend it leaves.
+            job.request.target = None;
             job.state = State::Accepted;
             job.next_attempt_at_ms = 0;
             self.save(job).await?;
