@@ -130,8 +130,26 @@ async fn kill_9_in_every_state_against_a_provider_never_pays_twice() {
         shim.get(&format!("/v1/videos/{waiting}"), "k").await.json()["status"],
         "queued"
     );
+    let jobs_before = fake.stats().await["jobs"].as_object().unwrap().len();
     shim.kill9();
     let shim = shim.restart();
+    // While the running job still runs, the waiting one must not be sent: the restarted shim counts the
+    // running job against max_concurrent before it drives anything.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let stats = fake.stats().await;
+    // The generating job is the one being polled (the lost create's job is never polled).
+    let still_generating = stats["job_details"]
+        .as_object()
+        .unwrap()
+        .values()
+        .any(|j| j["polls"].as_u64().unwrap_or(0) > 0 && (j["phase"] == "running" || j["phase"] == "queued"));
+    if still_generating {
+        assert_eq!(
+            stats["jobs"].as_object().unwrap().len(),
+            jobs_before,
+            "a second job was sent beside the first at max_concurrent = 1: {stats}"
+        );
+    }
     for id in [&running, &waiting] {
         assert_eq!(shim.wait(id, "k").await["status"], "completed", "{}", shim.log());
     }

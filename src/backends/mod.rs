@@ -124,6 +124,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn poll(&self, job: &Job) -> Result<Progress, BackendError>;
     /// Frees whatever the backend keeps for a job once its assets are ours (or it failed).
     async fn release(&self, job: &Job);
+    /// At start-up, before any job is driven: `job` is at this backend already (submitted, running or being
+    /// finalized), so it counts against the backend's limits before a waiting job could take its place.
+    fn claim(&self, _job: &Job) {}
     /// Copies one output into asset storage under `key`.
     async fn fetch(&self, output: &Output, assets: &AssetStore, key: &str) -> Result<Stored, BackendError> {
         match &output.location {

@@ -687,13 +687,17 @@ impl Backend for MappedBackend {
     }
 
     async fn poll(&self, job: &Job) -> Result<Progress, BackendError> {
-        // After a restart the set is empty: a job we poll is at the provider and holds a slot.
+        // A job we poll is at the provider and holds a slot (the worker also claims them all at start-up).
         self.in_flight_set().insert(job.id.clone());
         self.poll_job(job).await
     }
 
     async fn release(&self, job: &Job) {
         self.in_flight_set().remove(&job.id);
+    }
+
+    fn claim(&self, job: &Job) {
+        self.in_flight_set().insert(job.id.clone());
     }
 
     async fn fetch(&self, output: &Output, assets: &AssetStore, key: &str) -> Result<Stored, BackendError> {

@@ -102,7 +102,22 @@ impl Worker {
 
     async fn sweep(self: &Arc<Self>) {
         match self.store.unfinished_jobs().await {
-            Ok(jobs) => jobs.into_iter().for_each(|j| self.drive(j.id)),
+            Ok(jobs) => {
+                // Jobs already at a backend hold their slots before any waiting job is driven: right after a
+                // restart a queued job must not be submitted past `max_concurrent` while the backend's count
+                // is still empty.
+                let live = self.live.load();
+                for job in &jobs {
+                    if matches!(
+                        job.state,
+                        State::Submitting | State::Submitted | State::Running | State::Finalizing
+                    ) && let Some(backend) = live.backends.get(&job.backend)
+                    {
+                        backend.claim(job);
+                    }
+                }
+                jobs.into_iter().for_each(|j| self.drive(j.id));
+            }
             Err(e) => tracing::error!(error = %e, "worker sweep could not read unfinished jobs"),
         }
     }
