@@ -53,19 +53,21 @@ async fn every_mapping_completes_a_video_and_serves_all_three_variants() {
     }
 }
 
+/// Mapping `which` against its fake with `plan` as the fault plan: one video created and waited for.
+async fn one_video_under(which: usize, plan: Value, prompt: &str) -> (Fake, Shim, Value) {
+    let (fake, shim) = start(which, "");
+    fake.faults(plan).await;
+    let id = shim.create("k", &json!({"prompt": prompt})).await;
+    let done = shim.wait(&id, "k").await;
+    (fake, shim, done)
+}
+
 #[tokio::test]
 async fn a_429_with_retry_after_on_create_is_retried_and_pays_once() {
     for (which, (name, _, _)) in BACKENDS.iter().enumerate() {
-        let (fake, shim) = start(which, "");
-        fake.faults(json!({"create": {"status": 429, "retry_after": 1, "times": 1}}))
-            .await;
-        let id = shim.create("k", &json!({"prompt": "patience"})).await;
-        assert_eq!(
-            shim.wait(&id, "k").await["status"],
-            "completed",
-            "{name}: {}",
-            shim.log()
-        );
+        let plan = json!({"create": {"status": 429, "retry_after": 1, "times": 1}});
+        let (fake, shim, done) = one_video_under(which, plan, "patience").await;
+        assert_eq!(done["status"], "completed", "{name}: {}", shim.log());
         assert_eq!(accepted(&fake).await, 1, "{name}");
     }
 }
@@ -73,11 +75,8 @@ async fn a_429_with_retry_after_on_create_is_retried_and_pays_once() {
 #[tokio::test]
 async fn a_lost_create_response_is_never_resent() {
     for (which, (name, _, _)) in BACKENDS.iter().enumerate() {
-        let (fake, shim) = start(which, "");
-        fake.faults(json!({"create": {"status": 500, "after_accept": true, "times": 1}}))
-            .await;
-        let id = shim.create("k", &json!({"prompt": "did it go through?"})).await;
-        let v = shim.wait(&id, "k").await;
+        let plan = json!({"create": {"status": 500, "after_accept": true, "times": 1}});
+        let (fake, _shim, v) = one_video_under(which, plan, "did it go through?").await;
         assert_eq!(v["status"], "failed", "{name}");
         assert_eq!(v["error"]["code"], "submission_outcome_unknown", "{name}");
         let stats = fake.stats().await;
@@ -88,19 +87,9 @@ async fn a_lost_create_response_is_never_resent() {
 #[tokio::test]
 async fn poll_errors_malformed_answers_and_download_resets_are_ridden_out() {
     for (which, (name, _, _)) in BACKENDS.iter().enumerate() {
-        let (fake, shim) = start(which, "");
-        fake.faults(json!({
-            "poll": {"status": 503, "times": 2},
-            "download": {"reset": true, "times": 1},
-        }))
-        .await;
-        let id = shim.create("k", &json!({"prompt": "storm"})).await;
-        assert_eq!(
-            shim.wait(&id, "k").await["status"],
-            "completed",
-            "{name}: {}",
-            shim.log()
-        );
+        let plan = json!({"poll": {"status": 503, "times": 2}, "download": {"reset": true, "times": 1}});
+        let (fake, shim, done) = one_video_under(which, plan, "storm").await;
+        assert_eq!(done["status"], "completed", "{name}: {}", shim.log());
 
         fake.faults(json!({"poll": {"malformed": true, "times": 2}})).await;
         let id = shim.create("k", &json!({"prompt": "garbled"})).await;
@@ -117,12 +106,8 @@ async fn poll_errors_malformed_answers_and_download_resets_are_ridden_out() {
 #[tokio::test]
 async fn provider_moderation_becomes_moderation_blocked() {
     for (which, (name, _, _)) in BACKENDS.iter().enumerate() {
-        let (fake, shim) = start(which, "");
-        fake.faults(json!({"outcome": "moderated"})).await;
-        let id = shim
-            .create("k", &json!({"prompt": "something the provider refuses"}))
-            .await;
-        let v = shim.wait(&id, "k").await;
+        let plan = json!({"outcome": "moderated"});
+        let (_fake, _shim, v) = one_video_under(which, plan, "something the provider refuses").await;
         // A self-hosted ComfyUI has no moderation: its fake fails such a job as a node error.
         let code = if *name == "comfyui" {
             "backend_error"
