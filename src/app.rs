@@ -77,7 +77,8 @@ impl App {
         let shutdown = CancellationToken::new();
         let backends = Backends::build(&config, &assets, shutdown.child_token());
         let live: LiveConfig = Arc::new(ArcSwap::from_pointee(Live::new(&config, backends)));
-        let breakers = crate::live::breakers(&config);
+        // Breakers outlive reloads: a backend's health does not reset because a weight changed.
+        let breakers = Arc::new(crate::health::Breakers::new(config.health.clone()));
         let worker = Worker::new(
             Arc::clone(&store),
             assets.clone(),

@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use crate::assets::AssetStore;
 use crate::backends::{Backend, Backends};
 use crate::config::{ApiConfig, Config, ModelConfig, Overrides};
-use crate::health::Breakers;
 use crate::routing::Route;
 
 /// How often the config file's modification time is checked.
@@ -232,9 +231,4 @@ async fn recv(h: &mut Hangup) {
 #[cfg(not(unix))]
 async fn recv(_: &mut Hangup) {
     std::future::pending::<()>().await
-}
-
-/// Breakers outlive reloads: the health of a backend does not reset because a weight changed.
-pub fn breakers(config: &Config) -> Arc<Breakers> {
-    Arc::new(Breakers::new(config.health.clone()))
 }

@@ -111,14 +111,6 @@ impl Route {
             .map(String::as_str)
             .find(|b| *b != current)
     }
-
-    /// Every backend this route may send a job to (targets, then fallbacks).
-    pub fn backends(&self) -> impl Iterator<Item = &str> {
-        self.targets
-            .iter()
-            .map(|t| t.backend.as_str())
-            .chain(self.fallback.iter().map(String::as_str))
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use serde::Serialize;
@@ -26,21 +25,11 @@ use crate::worker::WorkerHandle;
 /// The tenant of every shadow job: not a SHA-256 hex digest, so no API key maps to it.
 pub const SHADOW_TENANT: &str = "shadow";
 
-#[derive(Debug, Default, Serialize)]
-pub struct ShadowCounters {
-    pub queued: AtomicU64,
-    /// The queue was full: the shadow copy was not made.
-    pub dropped: AtomicU64,
-    /// The model's `shadow_daily_cap` was reached.
-    pub capped: AtomicU64,
-}
-
 pub struct Shadow {
     live: LiveConfig,
     tx: mpsc::Sender<(Job, String)>,
     /// (model, UTC day) → shadow jobs made.
     per_day: DashMap<(String, i64), u64>,
-    pub counters: ShadowCounters,
 }
 
 impl Shadow {
@@ -57,7 +46,6 @@ impl Shadow {
             live: Arc::clone(&live),
             tx,
             per_day: DashMap::new(),
-            counters: ShadowCounters::default(),
         });
         tracker.spawn(async move {
             loop {
@@ -89,7 +77,6 @@ impl Shadow {
                 let day = now_unix_ms() / 86_400_000;
                 let mut made = self.per_day.entry((primary.request.model.clone(), day)).or_insert(0);
                 if *made >= cap {
-                    self.counters.capped.fetch_add(1, Ordering::Relaxed);
                     count(&primary.request.model, &target.backend, "capped");
                     continue;
                 }
@@ -101,15 +88,8 @@ impl Shadow {
                 Err(mpsc::error::TrySendError::Closed(_)) => "closed",
             };
             count(&primary.request.model, &target.backend, result);
-            match result {
-                "queued" => {
-                    self.counters.queued.fetch_add(1, Ordering::Relaxed);
-                }
-                "dropped" => {
-                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(job = %primary.id, backend = %target.backend, "shadow queue full: dropped");
-                }
-                _ => {}
+            if result == "dropped" {
+                tracing::debug!(job = %primary.id, backend = %target.backend, "shadow queue full: dropped");
             }
         }
     }

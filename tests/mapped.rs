@@ -151,21 +151,29 @@ async fn a_backend_can_offer_fewer_operations_than_its_mapping() {
     assert_eq!(fake.stats().await["creates"], 1, "the refused remix was never sent");
 }
 
-#[test]
-fn check_refuses_an_operation_the_mapping_does_not_offer() {
+/// `sora-shim check` on a config directory holding `files` (the config is `c.toml`): it must refuse with exit 64;
+/// returns what it printed.
+fn check_refuses(files: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let config = "[backends.prov]\nkind = \"mapping\"\nmapping = \"runway\"\nbase_url = \"http://127.0.0.1:9\"\n\
-                  secrets = { api_key = \"HOME\" }\noperations = [\"create\", \"remix\"]\n\
-                  [models.\"sora-2\"]\nbackend = \"prov\"\nsizes = [\"1280x720\"]\nseconds = [\"4\"]\n\
-                  [api]\ndefault_size = \"1280x720\"\n";
-    std::fs::write(dir.path().join("c.toml"), config).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sora-shim"))
         .args(["check", "--config"])
         .arg(dir.path().join("c.toml"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn check_refuses_an_operation_the_mapping_does_not_offer() {
+    let config = "[backends.prov]\nkind = \"mapping\"\nmapping = \"runway\"\nbase_url = \"http://127.0.0.1:9\"\n\
+                  secrets = { api_key = \"HOME\" }\noperations = [\"create\", \"remix\"]\n\
+                  [models.\"sora-2\"]\nbackend = \"prov\"\nsizes = [\"1280x720\"]\nseconds = [\"4\"]\n\
+                  [api]\ndefault_size = \"1280x720\"\n";
+    let err = check_refuses(&[("c.toml", config)]);
     assert!(
         err.contains("backends.prov.operations: the mapping does not offer \"remix\""),
         "{err}"
@@ -188,16 +196,8 @@ async fn a_secret_missing_from_the_environment_refuses_start_up_naming_key_and_v
     let fake = Fake::start(fake_name);
     let config =
         mapped_config(mapping, &fake, model, "").replace("SORA_SHIM_TEST_PROVIDER_KEY", "SORA_SHIM_TEST_WRONG_KEY");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("c.toml"), &config).unwrap();
     // The variable the config names is not set: start-up refuses, naming key and variable.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sora-shim"))
-        .args(["check", "--config"])
-        .arg(dir.path().join("c.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_refuses(&[("c.toml", &config)]);
     assert!(
         err.contains("backends.prov.secrets.api_key: environment variable SORA_SHIM_TEST_WRONG_KEY is not set"),
         "{err}"
@@ -206,22 +206,13 @@ async fn a_secret_missing_from_the_environment_refuses_start_up_naming_key_and_v
 
 #[test]
 fn check_reports_a_broken_mapping_with_file_and_key() {
-    let dir = tempfile::tempdir().unwrap();
     let mapping = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/runway.toml"))
         .unwrap()
         .replace("job_id = '.response.id'", "job_id = '.response.id | ('");
-    std::fs::write(dir.path().join("broken.toml"), mapping).unwrap();
     let config = "[backends.prov]\nkind = \"mapping\"\nmapping = \"broken.toml\"\nbase_url = \"http://127.0.0.1:9\"\n\
                   secrets = { api_key = \"HOME\" }\n[models.\"sora-2\"]\nbackend = \"prov\"\nsizes = [\"1280x720\"]\nseconds = [\"4\"]\n\
                   [api]\ndefault_size = \"1280x720\"\n";
-    std::fs::write(dir.path().join("c.toml"), config).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sora-shim"))
-        .args(["check", "--config"])
-        .arg(dir.path().join("c.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_refuses(&[("broken.toml", &mapping), ("c.toml", config)]);
     assert!(err.contains("broken.toml: create.job_id: cannot parse jq"), "{err}");
 }
 
