@@ -43,6 +43,8 @@ pub struct App {
     pub assets: AssetStore,
     pub schemas: Schemas,
     pub admission: Admission,
+    /// Per-tenant request rates and unfinished-job caps.
+    pub limits: Arc<crate::limits::Limits>,
     pub worker: WorkerHandle,
     /// Every background task; shutdown waits for them.
     pub tracker: TaskTracker,
@@ -97,7 +99,9 @@ impl App {
             &tracker,
             shutdown.clone(),
         );
+        let limits = Arc::new(crate::limits::Limits::default());
         let admission = Admission {
+            limits: Arc::clone(&limits),
             shadow: Arc::clone(&shadow),
             live: Arc::clone(&live),
             store: Arc::clone(&store),
@@ -113,6 +117,7 @@ impl App {
             assets,
             schemas,
             admission,
+            limits,
             worker,
             tracker,
             shutdown,

@@ -81,6 +81,7 @@ impl AssetStore {
             return Err(io_err(e));
         }
         self.commit(key, &tmp, &dest).await?;
+        count_stored(bytes.len() as u64);
         Ok(Stored {
             bytes: bytes.len() as u64,
             sha256: hex::encode(Sha256::digest(bytes)),
@@ -129,6 +130,7 @@ impl AssetStore {
         match result {
             Ok(stored) => {
                 self.commit(key, &tmp, &dest).await?;
+                count_stored(stored.bytes);
                 Ok(stored)
             }
             Err(e) => {
@@ -195,6 +197,13 @@ impl AssetStore {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// `sora_shim_asset_bytes_stored_total`.
+fn count_stored(bytes: u64) {
+    if let Some(m) = crate::metrics::get() {
+        m.asset_bytes_stored.inc_by(bytes);
     }
 }
 

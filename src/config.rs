@@ -39,6 +39,9 @@ struct RawConfig {
     health: Option<RawHealth>,
     backends: Option<BTreeMap<String, RawBackend>>,
     models: Option<BTreeMap<String, RawModel>>,
+    tenants: Option<BTreeMap<String, crate::auth::RawTenant>>,
+    admin: Option<crate::auth::RawAdmin>,
+    moderation: Option<BTreeMap<String, crate::moderation::RawPolicy>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +52,13 @@ struct RawServer {
     poll_after_ms: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     header_read_timeout_secs: Option<u64>,
+    max_upload_bytes: Option<u64>,
+    max_header_bytes: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +130,9 @@ struct RawBackend {
     requests_per_second: Option<u32>,
     poll_interval_ms: Option<u64>,
     max_response_mib: Option<u64>,
+    /// PEM file of extra CA certificates to trust for this backend (a self-hosted provider), besides the
+    /// platform's roots; relative to the config file.
+    ca_file: Option<PathBuf>,
     /// Estimated price per second of video produced (any currency), for the shadow report's cost figures.
     price_per_second: Option<f64>,
 }
@@ -141,6 +154,8 @@ struct RawModel {
     shadow: Vec<RawShadow>,
     /// At most this many shadow jobs per UTC day for this model.
     shadow_daily_cap: Option<u64>,
+    /// The prompt policy (a name under `[moderation]`) checked before a job of this model is dispatched.
+    moderation: Option<String>,
     sizes: Vec<String>,
     seconds: Vec<String>,
 }
@@ -184,6 +199,13 @@ impl RawConfig {
                 poll_after_ms: pick(o.poll_after_ms, b.poll_after_ms),
                 shutdown_grace_secs: pick(o.shutdown_grace_secs, b.shutdown_grace_secs),
                 header_read_timeout_secs: pick(o.header_read_timeout_secs, b.header_read_timeout_secs),
+                max_upload_bytes: pick(o.max_upload_bytes, b.max_upload_bytes),
+                max_header_bytes: pick(o.max_header_bytes, b.max_header_bytes),
+                request_timeout_secs: pick(o.request_timeout_secs, b.request_timeout_secs),
+                idle_timeout_secs: pick(o.idle_timeout_secs, b.idle_timeout_secs),
+                max_connections: pick(o.max_connections, b.max_connections),
+                tls_cert: pick(o.tls_cert, b.tls_cert),
+                tls_key: pick(o.tls_key, b.tls_key),
             }),
             (b, o) => o.or(b),
         };
@@ -245,8 +267,11 @@ impl RawConfig {
             worker,
             health,
             backends,
-            // Models are one catalogue: a file that lists models lists all of them.
+            // Models are one catalogue: a file that lists models lists all of them. So are tenants and policies.
             models: over.models.or(self.models),
+            tenants: over.tenants.or(self.tenants),
+            admin: over.admin.or(self.admin),
+            moderation: over.moderation.or(self.moderation),
         }
     }
 }
@@ -267,8 +292,10 @@ pub struct Config {
     pub prices: BTreeMap<String, f64>,
     /// Shadow jobs waiting to be created; more are dropped (and counted), never delaying a client.
     pub shadow_queue: usize,
-    /// Bearer token for the admin API (`/admin/…`), from `SORA_SHIM_ADMIN_TOKEN`; without it the admin API is off.
-    pub admin_token: Option<Secret>,
+    /// Tenants and their keys (none: open development mode), and the admin keys.
+    pub access: crate::auth::Access,
+    /// Named prompt policies that models refer to (`moderation = "NAME"`).
+    pub moderation: BTreeMap<String, std::sync::Arc<crate::moderation::Policy>>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub models: BTreeMap<String, ModelConfig>,
 }
@@ -279,7 +306,26 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     pub poll_after_ms: u64,
     pub shutdown_grace: Duration,
+    /// A client must send a request's headers within this long.
     pub header_read_timeout: Duration,
+    /// The largest uploaded file (input reference, source video, character video).
+    pub max_upload_bytes: u64,
+    /// The largest request head (HTTP/1.1) or header list (h2); more gets 431.
+    pub max_header_bytes: u32,
+    /// A request body must arrive within this long (else 408).
+    pub request_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// HTTPS: a PEM certificate chain and key, re-read when they change.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -346,6 +392,8 @@ pub struct MappedConfig {
     pub poll_interval: Option<Duration>,
     /// The largest provider answer read into memory (JSON; or a poll carrying the video inline).
     pub max_response_bytes: usize,
+    /// Extra CA certificates to trust (checked to load at validation).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A credential read from the environment at start-up. Prints as `*****`.
@@ -353,6 +401,10 @@ pub struct MappedConfig {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -369,6 +421,7 @@ pub struct ModelConfig {
     pub route: crate::routing::Route,
     pub shadow: Vec<ShadowTarget>,
     pub shadow_daily_cap: Option<u64>,
+    pub moderation: Option<String>,
     pub sizes: Vec<Size>,
     pub seconds: Vec<Seconds>,
 }
@@ -429,12 +482,12 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
         file: source.clone(),
         lines: Vec::new(),
     };
-    let server = validate_server(raw.server.unwrap_or_default(), &mut p);
     let base_dir = Path::new(&source)
         .parent()
         .filter(|_| source != "<embedded default>")
         .map(Path::to_owned)
         .unwrap_or_default();
+    let server = validate_server(raw.server.unwrap_or_default(), &base_dir, &mut p);
     let prices: BTreeMap<String, f64> = raw
         .backends
         .iter()
@@ -509,6 +562,22 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
         failure_rate,
         open_for: Duration::from_secs(positive(&mut p, "health.open_secs", h.open_secs, 30)),
     };
+    let mut problems = Vec::new();
+    let access = crate::auth::validate(raw.tenants.unwrap_or_default(), raw.admin, &mut problems);
+    let moderation = crate::moderation::validate(raw.moderation.unwrap_or_default(), &base_dir, &mut problems);
+    for (key, message) in problems {
+        p.add(&key, message);
+    }
+    for (name, m) in &models {
+        if let Some(policy) = &m.moderation
+            && !moderation.contains_key(policy)
+        {
+            p.add(
+                &format!("models.{name}.moderation"),
+                format!("no policy named {policy:?} under [moderation]"),
+            );
+        }
+    }
     if !p.lines.is_empty() {
         return Err(ConfigError::Invalid(p.lines));
     }
@@ -523,10 +592,8 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
         health,
         prices,
         shadow_queue,
-        admin_token: std::env::var("SORA_SHIM_ADMIN_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(Secret),
+        access,
+        moderation,
         backends,
         models,
     })
@@ -547,7 +614,7 @@ fn positive(p: &mut Problems, key: &str, value: Option<u64>, default: u64) -> u6
     }
 }
 
-fn validate_server(s: RawServer, p: &mut Problems) -> ServerConfig {
+fn validate_server(s: RawServer, base_dir: &Path, p: &mut Problems) -> ServerConfig {
     let listen_text = s.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned());
     let listen = listen_text.parse().unwrap_or_else(|e| {
         p.add(
@@ -567,6 +634,40 @@ fn validate_server(s: RawServer, p: &mut Problems) -> ServerConfig {
             s.header_read_timeout_secs,
             30,
         )),
+        max_upload_bytes: positive(p, "server.max_upload_bytes", s.max_upload_bytes, 52_428_800),
+        max_header_bytes: match s.max_header_bytes {
+            // hyper's HTTP/1.1 read buffer cannot be smaller than 8 KiB.
+            Some(n) if !(8192..=1_048_576).contains(&n) => {
+                p.add("server.max_header_bytes", "must be between 8192 and 1048576");
+                65_536
+            }
+            Some(n) => n as u32,
+            None => 65_536,
+        },
+        request_timeout: Duration::from_secs(positive(p, "server.request_timeout_secs", s.request_timeout_secs, 300)),
+        idle_timeout: Duration::from_secs(positive(p, "server.idle_timeout_secs", s.idle_timeout_secs, 120)),
+        max_connections: usize::try_from(positive(p, "server.max_connections", s.max_connections, 10_000))
+            .unwrap_or(usize::MAX),
+        tls: match (s.tls_cert, s.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert: resolve(base_dir, cert),
+                    key: resolve(base_dir, key),
+                };
+                if let Err(e) = crate::tls::load_pair(&files.cert, &files.key) {
+                    p.add("server.tls_cert", e);
+                }
+                Some(files)
+            }
+            _ => {
+                p.add(
+                    "server.tls_cert",
+                    "tls_cert and tls_key go together: give both or neither",
+                );
+                None
+            }
+        },
     }
 }
 
@@ -679,7 +780,14 @@ fn validate_mapped(key: &str, b: RawBackend, base_dir: &Path, p: &mut Problems) 
             Err(e) => p.add(&format!("{key}.files.{name}"), format!("{}: {e}", path.display())),
         }
     }
+    let ca_file = b.ca_file.map(|f| resolve(base_dir, f));
+    if let Some(ca) = &ca_file
+        && let Err(e) = crate::tls::client_config(Some(ca))
+    {
+        p.add(&format!("{key}.ca_file"), e);
+    }
     Some(MappedConfig {
+        ca_file,
         mapping: std::sync::Arc::new(mapping),
         base_url,
         secrets,
@@ -775,6 +883,7 @@ fn validate_models(
                 route,
                 shadow,
                 shadow_daily_cap: m.shadow_daily_cap,
+                moderation: m.moderation,
                 sizes,
                 seconds,
             },

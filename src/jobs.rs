@@ -11,7 +11,7 @@ use crate::assets::AssetStore;
 use crate::auth::Tenant;
 use crate::live::LiveConfig;
 use crate::store::{Inserted, JobStore};
-use crate::video::{InputRef, Job, JobKind, NormalizedRequest, State, new_id, now_unix_ms};
+use crate::video::{InputRef, Job, JobError, JobKind, NormalizedRequest, State, new_id, now_unix_ms};
 use crate::worker::WorkerHandle;
 
 /// An input upload to keep with the job (its key is chosen here, under the job's folder).
@@ -42,14 +42,19 @@ pub struct Admission {
     pub store: Arc<dyn JobStore>,
     pub assets: AssetStore,
     pub worker: WorkerHandle,
+    /// Per-tenant caps (unfinished jobs at once).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl Admission {
-    /// Persists the job (uploads first, then the record) and wakes the worker. With an idempotency key the
-    /// tenant already used, answers with the earlier job if the request is the same, or a 409 if not.
+    /// Checks the model's prompt policy, then persists the job (uploads first, then the record) and wakes the
+    /// worker. With an idempotency key the tenant already used, answers with the earlier job if the request is
+    /// the same, or a 409 if not. A prompt the policy blocks either fails the create (`action = "reject"`) or
+    /// becomes a job that is `failed` with `moderation_blocked` from the start, as Sora's were.
     pub async fn admit(&self, tenant: &Tenant, new: NewJob) -> Result<Job, ApiError> {
+        let live = self.live.load_full();
         let backend =
-            self.live.load().backends.get(&new.backend).cloned().ok_or_else(|| {
+            live.backends.get(&new.backend).cloned().ok_or_else(|| {
                 ApiError::internal("config", format!("no backend named {:?} is running", new.backend))
             })?;
         let id = new_id("video");
@@ -73,6 +78,43 @@ impl Admission {
             Some(message) => ApiError::invalid(message, Some(r.param), Some("invalid_value")),
             None => ApiError::invalid_value(r.param, &r.value, &r.supported),
         })?;
+        let policy = live
+            .models
+            .get(&request.model)
+            .and_then(|m| m.moderation.as_ref())
+            .and_then(|name| live.moderation.get(name))
+            .cloned();
+        let verdict = match &policy {
+            Some(p) => Some(p.judge(&request.prompt, &request.model).await),
+            None => None,
+        };
+        let blocked = verdict.as_ref().is_some_and(|v| v.blocked());
+        if let Some(v) = &verdict {
+            count_verdict(v);
+            if blocked
+                && policy
+                    .as_ref()
+                    .is_some_and(|p| p.action == crate::moderation::Action::Reject)
+            {
+                tracing::info!(tenant = %tenant.name, rule = ?v.rule, "prompt refused by moderation policy");
+                return Err(ApiError::invalid(
+                    crate::moderation::BLOCKED_MESSAGE,
+                    Some("prompt"),
+                    Some("moderation_blocked"),
+                ));
+            }
+        }
+        // Counted and inserted under the tenant's lock, so racing creates cannot both take the last slot.
+        let _slot = match tenant.max_unfinished_jobs {
+            Some(max) if !blocked => {
+                let guard = self.limits.admitting(&tenant.id).await;
+                if self.store.count_unfinished(&tenant.id).await? >= u64::from(max.get()) {
+                    return Err(crate::limits::Limits::too_many_unfinished(tenant, max.get()));
+                }
+                Some(guard)
+            }
+            _ => None,
+        };
         for (upload, key) in new.uploads.iter().zip(&keys) {
             if let Err(e) = self.assets.put_bytes(key, &upload.bytes).await {
                 self.discard_uploads(&id).await;
@@ -83,7 +125,7 @@ impl Admission {
         let now = now_ms / 1000;
         let job = Job {
             id: id.clone(),
-            tenant: tenant.0.clone(),
+            tenant: tenant.id.clone(),
             kind: new.kind,
             request,
             remixed_from: new.remixed_from,
@@ -91,18 +133,22 @@ impl Admission {
             backend_version: String::new(),
             backend_job_id: None,
             backend_data: None,
-            state: State::Accepted,
+            state: if blocked { State::Failed } else { State::Accepted },
             progress: 0,
             created_at: now,
             updated_at: now,
             completed_at: None,
             expires_at: None,
-            error: None,
+            error: blocked.then(|| JobError {
+                code: "moderation_blocked".into(),
+                message: crate::moderation::BLOCKED_MESSAGE.into(),
+            }),
             assets: Vec::new(),
             produced: None,
             submitted_at_ms: None,
             shadow_of: None,
             created_at_ms: now_ms,
+            moderation: verdict,
             idempotency_key: new.idempotency_key,
             request_hash: new.request_hash,
             attempts: 0,
@@ -111,8 +157,12 @@ impl Admission {
         };
         let inserted = self.store.insert_job(&job).await;
         match inserted {
+            Ok(Inserted::New) if blocked => {
+                tracing::info!(job = %job.id, tenant = %tenant.name, "video failed: prompt blocked by moderation policy");
+                Ok(job)
+            }
             Ok(Inserted::New) => {
-                tracing::info!(job = %job.id, kind = job.kind.as_str(), backend = %job.backend, "video accepted");
+                tracing::info!(job = %job.id, tenant = %tenant.name, kind = job.kind.as_str(), backend = %job.backend, "video accepted");
                 self.worker.notify(&job.id);
                 if let Some(m) = crate::metrics::get() {
                     m.accepted
@@ -145,6 +195,15 @@ impl Admission {
         if let Err(e) = self.assets.delete_prefix(id).await {
             tracing::warn!(job = %id, error = %e, "could not remove uploads of a request that was not admitted");
         }
+    }
+}
+
+/// `sora_shim_moderation_verdicts_total`.
+pub fn count_verdict(v: &crate::moderation::Verdict) {
+    if let Some(m) = crate::metrics::get() {
+        m.moderation
+            .with_label_values(&[v.source.as_str(), v.verdict.as_str()])
+            .inc();
     }
 }
 

@@ -2,9 +2,11 @@
 //! configurable video backends. The modules, in the order a request meets them:
 //!
 //! - [`config`]   — the typed configuration, validated once; the embedded default.
-//! - [`server`]   — listener, HTTP/1.1 + h2, graceful shutdown.
+//! - [`server`]   — listener, HTTP/1.1 + h2, TLS ([`tls`]), server limits, graceful shutdown.
 //! - [`api`]      — the Sora surface: routes, bodies (JSON and multipart), schemas, the error envelope.
-//! - [`auth`]     — bearer key → tenant (only a hash of the key is kept).
+//! - [`auth`]     — bearer key → tenant (only a hash of the key is kept); admin keys.
+//! - [`limits`]   — per-tenant request rate and unfinished-job caps (429 with `x-ratelimit-*`).
+//! - [`moderation`] — prompt policies checked before dispatch; the verdict recorded on the job.
 //! - [`routing`]  — which backend a new job goes to: weighted sticky targets, the fallback order.
 //! - [`jobs`]     — admission: persist the normalized request before dispatch; idempotency.
 //! - [`store`]    — the job store (SQLite) and the read cache in front of it.
@@ -31,14 +33,17 @@ pub mod config;
 pub mod conformance;
 pub mod health;
 pub mod jobs;
+pub mod limits;
 pub mod live;
 pub mod mapping;
 pub mod media;
 pub mod metrics;
+pub mod moderation;
 pub mod previews;
 pub mod routing;
 pub mod server;
 pub mod shadow;
 pub mod store;
+pub mod tls;
 pub mod video;
 pub mod worker;

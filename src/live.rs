@@ -1,5 +1,5 @@
 //! The part of the configuration that changes without a restart — models and their routes, API defaults, the
-//! set of backends — swapped atomically (`arc-swap`) on SIGHUP or when the config file changes.
+//! set of backends, tenants and their keys and limits, admin keys, prompt policies — swapped atomically (`arc-swap`) on SIGHUP or when the config file changes.
 //!
 //! A reload is validated exactly as at start-up; a bad file is rejected with its reasons and the running config
 //! stays. Requests read one consistent snapshot each, so none fails during a swap. In-flight jobs keep the
@@ -32,6 +32,10 @@ pub struct Live {
     pub prices: BTreeMap<String, f64>,
     /// Sora model → route, for the worker's fallback order.
     pub routes: BTreeMap<String, Route>,
+    /// Tenants, their keys and limits, and the admin keys: keys rotate and limits change on reload.
+    pub access: crate::auth::Access,
+    /// Prompt policies by name.
+    pub moderation: BTreeMap<String, Arc<crate::moderation::Policy>>,
     /// Each configured backend's settings as last applied (to tell a changed backend from an unchanged one).
     fingerprints: BTreeMap<String, String>,
 }
@@ -64,6 +68,8 @@ impl Live {
             backends,
             prices: config.prices.clone(),
             routes: routes(config),
+            access: config.access.clone(),
+            moderation: config.moderation.clone(),
             fingerprints: fingerprints(config),
         }
     }
@@ -109,6 +115,18 @@ impl Reloader {
             }
         }
         let old = self.live.load();
+        // Turning open mode on or off changes who may reach what (and open mode is bound to loopback at start):
+        // that takes a restart.
+        let access = if new.access.is_open() == old.access.is_open() {
+            new.access.clone()
+        } else {
+            notes.push(
+                "[tenants] added or all removed: switching open development mode on or off applies at the next \
+                        restart; the running tenants stay"
+                    .to_owned(),
+            );
+            old.access.clone()
+        };
         let new_prints = fingerprints(new);
         let mut by_name: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
         for (name, b) in &new.backends {
@@ -148,6 +166,8 @@ impl Reloader {
             backends: Backends::from_map(by_name),
             prices: new.prices.clone(),
             routes: routes(new),
+            access,
+            moderation: new.moderation.clone(),
             fingerprints: prints,
         }));
         notes

@@ -19,14 +19,29 @@ const EXIT_CONFIG: u8 = 64;
     about = "A drop-in proxy that speaks the OpenAI Sora Videos API"
 )]
 struct Cli {
+    /// Log format on stderr: `text` (default) or `json` (one JSON object per line).
+    #[arg(long, global = true, env = "SORA_SHIM_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy.
-    Serve(ConfigArgs),
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Allow open development mode (no tenants configured: any key is accepted) on a non-loopback address.
+        #[arg(long, env = "SORA_SHIM_ALLOW_OPEN_MODE")]
+        allow_open_mode: bool,
+    },
     /// Validate a configuration offline and exit non-zero on any problem.
     Check(ConfigArgs),
     /// Run the Sora-contract scenarios against an endpoint over HTTP; exit non-zero on any failure.
@@ -34,6 +49,15 @@ enum Command {
     /// Shadow mode: `shadow report` compares each primary backend with its shadow candidates.
     #[command(subcommand)]
     Shadow(ShadowCommand),
+    /// API keys: `key hash` prints the digest of a key read from stdin, for `[tenants.NAME] keys`.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Reads one key from stdin (surrounding whitespace ignored) and prints `sha256:<hex>`.
+    Hash,
 }
 
 #[derive(Subcommand)]
@@ -80,15 +104,19 @@ impl ConfigArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SORA_SHIM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SORA_SHIM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     match cli.command {
+        Command::Key(KeyCommand::Hash) => key_hash(),
         Command::Conformance(args) => sora_shim::conformance::cli(args),
         Command::Check(args) => match args.load() {
             Ok(config) => {
@@ -106,8 +134,11 @@ fn main() -> ExitCode {
             Ok(config) => shadow_report(&config, json),
             Err(code) => code,
         },
-        Command::Serve(args) => match args.load() {
-            Ok(config) => serve(config, args.overrides()),
+        Command::Serve {
+            config: args,
+            allow_open_mode,
+        } => match args.load() {
+            Ok(config) => serve(config, args.overrides(), allow_open_mode),
             Err(code) => code,
         },
     }
@@ -150,7 +181,35 @@ fn shadow_report(config: &Config, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve(config: Config, overrides: Overrides) -> ExitCode {
+/// `sora-shim key hash`: the digest a tenant's `keys` list takes. The key comes on stdin, never as an argument
+/// (which would land in shell history and `ps`).
+#[allow(clippy::print_stdout)]
+fn key_hash() -> ExitCode {
+    let mut key = String::new();
+    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut key) {
+        eprintln!("sora-shim: cannot read the key from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let key = key.trim();
+    if key.is_empty() {
+        eprintln!("sora-shim: no key on stdin (try: printf %s \"$KEY\" | sora-shim key hash)");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    println!("{}", sora_shim::auth::format_digest(&sora_shim::auth::hash_key(key)));
+    ExitCode::SUCCESS
+}
+
+fn serve(config: Config, overrides: Overrides, allow_open_mode: bool) -> ExitCode {
+    let open = config.access.is_open();
+    if open && !config.server.listen.ip().is_loopback() && !allow_open_mode {
+        eprintln!(
+            "sora-shim: refusing to start: no tenants are configured (open development mode: any API key is \
+             accepted) and {} is not a loopback address. Configure [tenants] with keys, listen on 127.0.0.1, or \
+             pass --allow-open-mode if this is really what you want.",
+            config.server.listen
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -159,10 +218,10 @@ fn serve(config: Config, overrides: Overrides) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        if config.is_default() {
+        if open {
             tracing::warn!(
-                "running in open development mode: no config file, any non-empty API key is accepted and is its \
-                 own tenant; do not expose this beyond this machine"
+                "running in open development mode: no tenants configured, any non-empty API key is accepted and is \
+                 its own tenant; do not expose this beyond this machine"
             );
         }
         let app = match App::start(config).await {
@@ -175,7 +234,7 @@ fn serve(config: Config, overrides: Overrides) -> ExitCode {
         let server = match Server::bind(std::sync::Arc::clone(&app)).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("sora-shim: cannot listen on {}: {e}", app.config.server.listen);
+                eprintln!("sora-shim: {e}");
                 app.stop().await;
                 return ExitCode::FAILURE;
             }
@@ -184,7 +243,7 @@ fn serve(config: Config, overrides: Overrides) -> ExitCode {
             // The one line on stdout: tests and scripts read the bound address (port 0 picks one) from it.
             #[allow(clippy::print_stdout)]
             Ok(addr) => {
-                println!("listening on http://{addr}");
+                println!("listening on {}://{addr}", server.scheme());
                 tracing::info!(%addr, data_dir = %app.config.data_dir.display(), "sora-shim listening");
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the bound address"),

@@ -22,7 +22,8 @@ use crate::store::JobStore;
 use crate::video::{Job, JobError, JobKind, State, Variant, new_id, now_unix_ms};
 use crate::worker::WorkerHandle;
 
-/// The tenant of every shadow job: not a SHA-256 hex digest, so no API key maps to it.
+/// The tenant of every shadow job: not a SHA-256 hex digest (open mode) and a name no configured tenant may take
+/// (`auth`), so no API key maps to it.
 pub const SHADOW_TENANT: &str = "shadow";
 
 pub struct Shadow {

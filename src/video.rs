@@ -291,10 +291,10 @@ pub struct Segment {
 }
 
 /// The job record: the shim's system of record for one video.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
     pub id: String,
-    /// Hash of the API key that created it (never the key).
+    /// The tenant that created it: its configured name, or in open mode the hash of its key (never the key).
     pub tenant: String,
     pub kind: JobKind,
     pub request: NormalizedRequest,
@@ -318,6 +318,8 @@ pub struct Job {
     pub submitted_at_ms: Option<i64>,
     /// For a shadow job (never visible through the API): the primary job it mirrors.
     pub shadow_of: Option<String>,
+    /// The moderation verdict: a prompt policy's before dispatch, or the provider's `moderation_blocked`.
+    pub moderation: Option<crate::moderation::Verdict>,
     pub idempotency_key: Option<String>,
     pub request_hash: String,
     /// Dispatch attempts so far (retryable failures and resubmissions).

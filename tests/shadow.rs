@@ -112,10 +112,10 @@ async fn shadow_copies_are_made_off_the_client_path_and_never_visible() {
     assert_eq!(accepted(&candidate).await, 3);
 
     let stats = report(&shim);
-    // No admin token configured: the admin API does not exist.
+    // No admin key configured: the admin API refuses everyone, tenant keys included.
     assert_eq!(
         shim.get("/admin/shadow/report", "k").await.status,
-        hyper::StatusCode::NOT_FOUND
+        hyper::StatusCode::UNAUTHORIZED
     );
     let s = &stats[0];
     assert_eq!(
@@ -146,7 +146,7 @@ async fn a_failing_candidate_changes_nothing_for_clients_and_the_report_says_how
             &candidate,
             "shadow = [{ backend = \"candidate\", sample = 1.0 }]",
         ),
-        &[("SORA_SHIM_ADMIN_TOKEN", "admin-secret")],
+        &[("SORA_SHIM_ADMIN_KEY", "admin-secret")],
     );
     let mut ids = Vec::new();
     for i in 0..4 {

@@ -76,6 +76,35 @@ pub async fn read_limited(headers: &HeaderMap, body: Incoming, limit: u64) -> Re
     }
 }
 
+/// Reads and parses a request body within the server's limits: the whole body within `request_timeout`
+/// (else 408, so a client trickling bytes cannot hold a connection and a buffer), at most `max_body_bytes`,
+/// and no uploaded file over `max_upload_bytes` (413 naming the field).
+pub async fn read_doc(
+    server: &crate::config::ServerConfig,
+    headers: &HeaderMap,
+    body: Incoming,
+    allow_json: bool,
+) -> Result<Doc, ApiError> {
+    let read = read_limited(headers, body, server.max_body_bytes);
+    let bytes = tokio::time::timeout(server.request_timeout, read)
+        .await
+        .map_err(|_| ApiError::RequestTimeout {
+            secs: server.request_timeout.as_secs(),
+        })??;
+    let doc = parse(headers, bytes, allow_json).await?;
+    if let Some((field, _)) = doc
+        .files
+        .iter()
+        .find(|(_, f)| f.bytes.len() as u64 > server.max_upload_bytes)
+    {
+        return Err(ApiError::UploadTooLarge {
+            field: field.clone(),
+            limit: server.max_upload_bytes,
+        });
+    }
+    Ok(doc)
+}
+
 /// Parses a body by its `Content-Type`.
 pub async fn parse(headers: &HeaderMap, bytes: Bytes, allow_json: bool) -> Result<Doc, ApiError> {
     let content_type = headers

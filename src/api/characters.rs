@@ -16,8 +16,7 @@ use crate::video::{Character, new_id, now_unix};
 
 pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<Response, ApiError> {
     let (parts, incoming) = req.into_parts();
-    let bytes = body::read_limited(&parts.headers, incoming, app.config.server.max_body_bytes).await?;
-    let doc = body::parse(&parts.headers, bytes, false).await?;
+    let doc = body::read_doc(&app.config.server, &parts.headers, incoming, false).await?;
     app.schemas
         .check(RequestSchema::CreateCharacter, &Value::Object(doc.fields.clone()))?;
     let upload = doc.files.get("video").ok_or_else(|| {
@@ -39,7 +38,7 @@ pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
     app.assets.put_bytes(&key, &upload.bytes).await?;
     let character = Character {
         id,
-        tenant: tenant.0.clone(),
+        tenant: tenant.id.clone(),
         name: doc.str("name").unwrap_or_default().to_owned(),
         created_at: now_unix(),
         video_key: key,
@@ -53,7 +52,7 @@ pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
 
 pub async fn retrieve(app: &App, tenant: &Tenant, id: &str) -> Result<Response, ApiError> {
     match app.store.get_character(id).await? {
-        Some(c) if c.tenant == tenant.0 => Ok(ok_json(&c.to_resource())),
+        Some(c) if c.tenant == tenant.id => Ok(ok_json(&c.to_resource())),
         _ => Err(ApiError::NotFound {
             message: format!("Character with id '{id}' not found."),
             param: None,

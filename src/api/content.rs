@@ -67,7 +67,13 @@ pub async fn download(app: &App, tenant: &Tenant, id: &str, req: &Request<Incomi
             .map_err(|e| ApiError::internal("assets", e))?;
     }
     let stream = ReaderStream::with_capacity(file.take(count), CHUNK);
-    let body = StreamBody::new(futures_util::StreamExt::map(stream, |chunk| chunk.map(Frame::data)));
+    let body = StreamBody::new(futures_util::StreamExt::map(stream, |chunk| {
+        // Counted as sent, so a client that hangs up early is not counted for the rest.
+        if let (Ok(bytes), Some(m)) = (&chunk, crate::metrics::get()) {
+            m.asset_bytes_served.inc_by(bytes.len() as u64);
+        }
+        chunk.map(Frame::data)
+    }));
     builder
         .status(status)
         .header(CONTENT_LENGTH, HeaderValue::from(count))

@@ -43,6 +43,20 @@ pub enum ApiError {
     /// 413: the body is larger than `server.max_body_bytes`.
     #[error("Request body too large: the limit is {limit} bytes.")]
     TooLarge { limit: u64 },
+    /// 413: an uploaded file is larger than `server.max_upload_bytes`.
+    #[error("The uploaded file '{field}' is too large: the limit is {limit} bytes.")]
+    UploadTooLarge { field: String, limit: u64 },
+    /// 408: the client did not send its body within `server.request_timeout_secs`.
+    #[error("The request body did not arrive within {secs} seconds.")]
+    RequestTimeout { secs: u64 },
+    /// 429: over a tenant limit (requests per minute, or unfinished jobs at once).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        /// For the `x-ratelimit-*-requests` headers (requests-per-minute limits only).
+        state: Option<crate::limits::RateState>,
+        retry_after: std::time::Duration,
+    },
     /// 416: a `Range` outside the asset.
     #[error("Requested range not satisfiable")]
     RangeNotSatisfiable { len: u64 },
@@ -100,6 +114,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict { .. } => "conflict",
             ApiError::TooLarge { .. } => "too_large",
+            ApiError::RequestTimeout { .. } => "request_timeout",
+            ApiError::UploadTooLarge { .. } => "upload_too_large",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             ApiError::Internal { kind, .. } => kind,
         }
@@ -152,6 +169,27 @@ impl ApiError {
                 Some("request_too_large"),
                 no_header,
             ),
+            ApiError::UploadTooLarge { field, .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                Some(field.clone()),
+                Some("file_too_large"),
+                no_header,
+            ),
+            ApiError::RequestTimeout { .. } => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                None,
+                Some("request_timeout"),
+                no_header,
+            ),
+            ApiError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "requests",
+                None,
+                Some("rate_limit_exceeded"),
+                no_header,
+            ),
             ApiError::RangeNotSatisfiable { len } => (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "invalid_request_error",
@@ -173,14 +211,43 @@ impl ApiError {
         let body = json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
         let mut response = json_response(status, &body);
         let headers = response.headers_mut();
-        // The SDKs retry 408/409/429/5xx unless told not to; none of our 4xx goes away on retry.
-        if status.is_client_error() {
+        // The SDKs retry 408/409/429/5xx unless told not to; of our 4xx only a 429 goes away on retry.
+        if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
             headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        if let ApiError::RateLimited { state, retry_after, .. } = &self {
+            if let Some(state) = state {
+                rate_headers(headers, state);
+            }
+            // Whole seconds, at least 1 (the spec's `Retry-After`); the SDKs prefer the exact `retry-after-ms`.
+            let secs = retry_after.as_millis().div_ceil(1000).max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                headers.insert(hyper::header::RETRY_AFTER, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&retry_after.as_millis().max(1).to_string()) {
+                headers.insert("retry-after-ms", v);
+            }
         }
         if let Some((name, value)) = extra {
             headers.insert(name, value);
         }
         response
+    }
+}
+
+/// `x-ratelimit-{limit,remaining,reset}-requests`, on every answer to a tenant with a request limit.
+pub fn rate_headers(headers: &mut hyper::HeaderMap, state: &crate::limits::RateState) {
+    for (name, value) in [
+        ("x-ratelimit-limit-requests", state.limit.to_string()),
+        ("x-ratelimit-remaining-requests", state.remaining.to_string()),
+        (
+            "x-ratelimit-reset-requests",
+            crate::limits::format_duration(state.reset),
+        ),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
     }
 }
 

@@ -1,8 +1,10 @@
-//! The Sora surface. [`handle`] is the front of every request: it matches the route, authenticates, runs the
-//! handler and stamps the headers every response carries (`x-request-id`, `openai-processing-ms`).
+//! The Sora surface. [`handle`] is the front of every request: it matches the route, authenticates, counts the
+//! tenant's request rate, runs the handler, stamps the headers every response carries (`x-request-id`,
+//! `openai-processing-ms`, `x-ratelimit-*` for tenants with a limit) and logs one line.
 //!
-//! Order of the stages for a request: route → auth (tenant) → body limit → parse (JSON | multipart) → schema
-//! → semantic checks (models, sizes, inputs) → admission (persist, idempotency) → worker.
+//! Order of the stages for a request: route → auth (tenant) → rate limit → body limit → parse (JSON |
+//! multipart) → schema → semantic checks (models, sizes, inputs) → admission (moderation, unfinished-job cap,
+//! persist, idempotency) → worker. `/admin/…` takes an admin key instead of a tenant's.
 
 pub mod body;
 pub mod characters;
@@ -22,7 +24,7 @@ use serde_json::json;
 use self::error::ApiError;
 use self::response::{Response, json_response};
 use crate::app::App;
-use crate::auth::{Tenant, authenticate};
+use crate::auth::Tenant;
 use crate::video::new_id;
 
 /// Every operation we serve.
@@ -32,6 +34,7 @@ enum Route<'a> {
     Ready,
     Metrics,
     ShadowReport,
+    AdminJob(&'a str),
     CreateVideo,
     ListVideos,
     GetVideo(&'a str),
@@ -72,6 +75,17 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
                 Err(not_allowed("GET"))
             };
         }
+        _ if path.starts_with("/admin/jobs/") => {
+            let id = &path["/admin/jobs/".len()..];
+            return match (method == Method::GET, id.is_empty() || id.contains('/')) {
+                (_, true) => Err(ApiError::UnknownRoute {
+                    method: method.to_string(),
+                    path: path.to_owned(),
+                }),
+                (true, false) => Ok(Route::AdminJob(id)),
+                (false, false) => Err(not_allowed("GET")),
+            };
+        }
         "/readyz" => {
             return if method == Method::GET {
                 Ok(Route::Ready)
@@ -109,13 +123,22 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
     }
 }
 
+/// What the request line of the log and the response headers need to know about the caller.
+#[derive(Default)]
+struct Caller {
+    /// The tenant's name (never the key).
+    tenant: Option<String>,
+    rate: Option<crate::limits::RateState>,
+}
+
 /// Serves one request. Never fails: every error becomes an OpenAI-shaped response here.
 pub async fn handle(app: &App, req: Request<Incoming>) -> Response {
     let started = Instant::now();
     let request_id = new_id("req");
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let mut response = match dispatch(app, req).await {
+    let mut caller = Caller::default();
+    let mut response = match dispatch(app, req, &mut caller).await {
         Ok(r) => r,
         Err(e) => {
             if !matches!(e, ApiError::Internal { .. }) {
@@ -133,45 +156,106 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response {
         headers.insert("openai-processing-ms", v);
     }
     headers.insert("openai-version", HeaderValue::from_static("2020-10-01"));
-    tracing::info!(%request_id, %method, %path, status = response.status().as_u16(), ms = elapsed as u64, "request");
+    if let Some(state) = &caller.rate
+        && !headers.contains_key("x-ratelimit-limit-requests")
+    {
+        error::rate_headers(headers, state);
+    }
+    let route = route_label(&method, &path);
+    let status = response.status();
+    tracing::info!(
+        %request_id,
+        tenant = caller.tenant.as_deref().unwrap_or("-"),
+        %method,
+        route,
+        %path,
+        status = status.as_u16(),
+        ms = elapsed as u64,
+        "request"
+    );
     if let Some(m) = crate::metrics::get() {
         m.requests
-            .with_label_values(&[route_label(&method, &path), response.status().as_str()])
+            .with_label_values(&[route, method.as_str(), status.as_str()])
             .inc();
+        m.request_seconds
+            .with_label_values(&[route, method.as_str()])
+            .observe(started.elapsed().as_secs_f64());
     }
     response
 }
 
-async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response, ApiError> {
+async fn dispatch(app: &App, req: Request<Incoming>, caller: &mut Caller) -> Result<Response, ApiError> {
     let path = req.uri().path().to_owned();
     let route = route(req.method(), &path)?;
-    let tenant = || -> Result<Tenant, ApiError> { authenticate(req.headers()) };
     match route {
-        Route::Health => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
-        Route::Ready => Ok(ready(app).await),
-        Route::Metrics => Ok(metrics(app)),
-        Route::ShadowReport => shadow_report(app, req.headers()).await,
-        Route::CreateVideo => videos::create(app, &tenant()?, req).await,
-        Route::ListVideos => videos::list(app, &tenant()?, req.uri().query()).await,
-        Route::GetVideo(id) => videos::retrieve(app, &tenant()?, id).await,
-        Route::DeleteVideo(id) => videos::delete(app, &tenant()?, id).await,
-        Route::Content(id) => content::download(app, &tenant()?, id, &req).await,
-        Route::Remix(id) => videos::remix(app, &tenant()?, id, req).await,
-        Route::Edit => videos::edit(app, &tenant()?, req).await,
-        Route::Extend => videos::extend(app, &tenant()?, req).await,
-        Route::CreateCharacter => characters::create(app, &tenant()?, req).await,
-        Route::GetCharacter(id) => characters::retrieve(app, &tenant()?, id).await,
+        Route::Health => return Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        Route::Ready => return Ok(ready(app).await),
+        Route::Metrics => return Ok(metrics(app).await),
+        Route::ShadowReport => {
+            admin(app, req.headers(), caller)?;
+            return shadow_report(app).await;
+        }
+        Route::AdminJob(id) => {
+            admin(app, req.headers(), caller)?;
+            return admin_job(app, id).await;
+        }
+        _ => {}
+    }
+    // The Sora surface: the key names the tenant, whose request rate is counted before anything else is done.
+    let tenant: Tenant = app.live.load().access.authenticate(req.headers())?;
+    caller.tenant = Some(tenant.name.clone());
+    caller.rate = app.limits.check_request(&tenant)?;
+    let tenant = &tenant;
+    match route {
+        Route::CreateVideo => videos::create(app, tenant, req).await,
+        Route::ListVideos => videos::list(app, tenant, req.uri().query()).await,
+        Route::GetVideo(id) => videos::retrieve(app, tenant, id).await,
+        Route::DeleteVideo(id) => videos::delete(app, tenant, id).await,
+        Route::Content(id) => content::download(app, tenant, id, &req).await,
+        Route::Remix(id) => videos::remix(app, tenant, id, req).await,
+        Route::Edit => videos::edit(app, tenant, req).await,
+        Route::Extend => videos::extend(app, tenant, req).await,
+        Route::CreateCharacter => characters::create(app, tenant, req).await,
+        Route::GetCharacter(id) => characters::retrieve(app, tenant, id).await,
+        Route::Health | Route::Ready | Route::Metrics | Route::ShadowReport | Route::AdminJob(_) => Err(
+            ApiError::internal("routing", "an unauthenticated route reached the tenant dispatch"),
+        ),
     }
 }
 
-/// The Prometheus text exposition; circuit states are read now.
-fn metrics(app: &App) -> Response {
+/// The admin API: an admin key or 401.
+fn admin(app: &App, headers: &hyper::HeaderMap, caller: &mut Caller) -> Result<(), ApiError> {
+    app.live.load().access.authenticate_admin(headers)?;
+    caller.tenant = Some("admin".into());
+    Ok(())
+}
+
+/// The Prometheus text exposition; circuit states, queue depth and jobs held by backend limits are read now.
+async fn metrics(app: &App) -> Response {
     let Some(m) = crate::metrics::get() else {
         return json_response(StatusCode::NOT_FOUND, &json!({"status": "metrics disabled"}));
     };
     for (backend, state) in app.breakers.states() {
         let open = i64::from(state != crate::health::CircuitState::Closed);
         m.circuit_open.with_label_values(&[backend.as_str()]).set(open);
+    }
+    match app.store.queue_depth().await {
+        Ok(depths) => {
+            // Every unfinished state is reported, at 0 when empty, so a drained queue reads 0 rather than gone.
+            for state in crate::video::State::ALL.into_iter().filter(|s| !s.is_terminal()) {
+                m.queue_depth.with_label_values(&[state.as_str()]).set(0);
+            }
+            for (state, n) in depths {
+                m.queue_depth.with_label_values(&[state.as_str()]).set(n as i64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the queue depth for /metrics"),
+    }
+    let live = app.live.load();
+    for name in live.backends.names() {
+        if let Some(b) = live.backends.get(name) {
+            m.backend_waiting.with_label_values(&[name]).set(b.waiting() as i64);
+        }
     }
     let mut response = hyper::Response::new(response::full(m.render()));
     response.headers_mut().insert(
@@ -181,28 +265,23 @@ fn metrics(app: &App) -> Response {
     response
 }
 
-/// `sora-shim shadow report --json` over HTTP, for the admin token only (`SORA_SHIM_ADMIN_TOKEN`). Without a
-/// token configured the admin API does not exist (404), so it is never open by accident.
-async fn shadow_report(app: &App, headers: &hyper::HeaderMap) -> Result<Response, ApiError> {
-    let Some(token) = &app.config.admin_token else {
-        return Err(ApiError::UnknownRoute {
-            method: "GET".into(),
-            path: "/admin/shadow/report".into(),
-        });
-    };
-    let given = headers
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compare digests: equal-length inputs, so the comparison time says nothing about the token.
-    use sha2::{Digest, Sha256};
-    if Sha256::digest(given.as_bytes()) != Sha256::digest(token.expose().as_bytes()) {
-        return Err(ApiError::Unauthorized {
-            message: "The admin API needs the admin token (SORA_SHIM_ADMIN_TOKEN) as a Bearer token.".into(),
-            code: Some("invalid_api_key"),
-        });
+/// `GET /admin/jobs/{id}`: the whole job record — tenant, backend and its job id, internal state, attempts,
+/// moderation verdict, timings — for any tenant's video or a shadow job. Records hold no secrets.
+async fn admin_job(app: &App, id: &str) -> Result<Response, ApiError> {
+    let job = app.store.get_job(id).await?.ok_or_else(|| ApiError::NotFound {
+        message: format!("No job with id '{id}'."),
+        param: None,
+    })?;
+    let mut value = serde_json::to_value(&job).map_err(|e| ApiError::internal("admin job", e))?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("object".into(), json!("admin.job"));
+        obj.insert("status".into(), json!(job.sora_status()));
     }
+    Ok(json_response(StatusCode::OK, &value))
+}
+
+/// `sora-shim shadow report --json` over HTTP (admin keys only).
+async fn shadow_report(app: &App) -> Result<Response, ApiError> {
     let pairs = app.store.shadow_pairs().await?;
     let stats = crate::shadow::report(&pairs, &app.live.load().prices);
     let value = serde_json::to_value(&stats).map_err(|e| ApiError::internal("shadow report", e))?;
@@ -219,6 +298,7 @@ fn route_label(method: &Method, path: &str) -> &'static str {
         Ok(Route::Ready) => "readyz",
         Ok(Route::Metrics) => "metrics",
         Ok(Route::ShadowReport) => "admin_shadow_report",
+        Ok(Route::AdminJob(_)) => "admin_job",
         Ok(Route::CreateVideo) => "create_video",
         Ok(Route::ListVideos) => "list_videos",
         Ok(Route::GetVideo(_)) => "get_video",

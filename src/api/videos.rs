@@ -30,14 +30,13 @@ const MAX_EXTENSIONS: usize = 6;
 /// The tenant's video, or 404 (also for another tenant's video: its existence is not revealed).
 pub(crate) async fn owned_job(app: &App, tenant: &Tenant, id: &str) -> Result<Job, ApiError> {
     match app.store.get_job(id).await? {
-        Some(job) if job.tenant == tenant.0 => Ok(job),
+        Some(job) if job.tenant == tenant.id => Ok(job),
         _ => Err(ApiError::video_not_found(id)),
     }
 }
 
 async fn read_doc(app: &App, parts: &Parts, body: Incoming, allow_json: bool) -> Result<Doc, ApiError> {
-    let bytes = body::read_limited(&parts.headers, body, app.config.server.max_body_bytes).await?;
-    body::parse(&parts.headers, bytes, allow_json).await
+    body::read_doc(&app.config.server, &parts.headers, body, allow_json).await
 }
 
 fn check(app: &App, doc: &Doc, json: RequestSchema, multipart: RequestSchema) -> Result<(), ApiError> {
@@ -57,7 +56,7 @@ fn route_to(
     idempotency_key: Option<&str>,
 ) -> (String, Option<TargetOverride>) {
     let nonce = crate::video::new_id("route");
-    let target = mc.route.pick(model, &tenant.0, idempotency_key, &nonce);
+    let target = mc.route.pick(model, &tenant.id, idempotency_key, &nonce);
     (target.backend.clone(), target.override_for_job())
 }
 
@@ -180,7 +179,7 @@ async fn check_characters(app: &App, tenant: &Tenant, doc: &Doc) -> Result<Vec<S
     for (i, item) in items.iter().enumerate() {
         let id = item.get("id").and_then(Value::as_str).unwrap_or("");
         match app.store.get_character(id).await? {
-            Some(c) if c.tenant == tenant.0 => ids.push(c.id),
+            Some(c) if c.tenant == tenant.id => ids.push(c.id),
             _ => {
                 return Err(ApiError::invalid(
                     format!("Character '{id}' not found."),
@@ -267,7 +266,7 @@ pub async fn list(app: &App, tenant: &Tenant, query: Option<&str>) -> Result<Res
     }
     let mut jobs = app
         .store
-        .list_jobs(&tenant.0, after.as_deref(), limit + 1, order)
+        .list_jobs(&tenant.id, after.as_deref(), limit + 1, order)
         .await?;
     let has_more = jobs.len() > limit;
     jobs.truncate(limit);

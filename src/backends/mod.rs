@@ -127,6 +127,10 @@ pub trait Backend: Send + Sync + 'static {
     /// At start-up, before any job is driven: `job` is at this backend already (submitted, running or being
     /// finalized), so it counts against the backend's limits before a waiting job could take its place.
     fn claim(&self, _job: &Job) {}
+    /// Jobs held in the shim by this backend's concurrency limit now (for `/metrics`).
+    fn waiting(&self) -> usize {
+        0
+    }
     /// Copies one output into asset storage under `key`.
     async fn fetch(&self, output: &Output, assets: &AssetStore, key: &str) -> Result<Stored, BackendError> {
         match &output.location {

@@ -44,6 +44,8 @@ pub struct MappedBackend {
     poll_interval: Option<Duration>,
     /// Our job ids at the provider now (for `max_concurrent`); a slot is taken before the create is sent.
     in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Jobs refused a slot (held in the shim by `max_concurrent`), with when they last were.
+    waiting: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     assets: AssetStore,
     token: Option<TokenSource>,
     /// Hosts that may receive the credentials: the provider's own and the mapping's `download.auth_hosts`.
@@ -83,13 +85,14 @@ impl MappedBackend {
             base_url: config.base_url.clone(),
             secrets: config.secrets.clone(),
             target: json!({"model": config.model, "options": config.options, "files": config.files}),
-            http: HttpClient::new(config.timeout, config.max_response_bytes),
+            http: HttpClient::for_backend(config),
             limiter: config
                 .requests_per_second
                 .map(|n| RateLimiter::direct(Quota::per_second(n))),
             max_concurrent: config.max_concurrent,
             poll_interval: config.poll_interval,
             in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
+            waiting: std::sync::Mutex::new(std::collections::HashMap::new()),
             assets,
             token: config.mapping.token.clone().map(TokenSource::new),
             trusted_hosts: host
@@ -278,9 +281,32 @@ impl MappedBackend {
             l.until_ready().await;
         }
         let url = self.url(&path, &query);
+        let started = std::time::Instant::now();
         let reply = self.http.send(&step.method, &url, &headers, body.as_ref()).await;
-        let reply = reply.map_err(|e| self.transport_error(name, e))?;
-        self.absorb(name, &reply, ctx)
+        let result = reply
+            .map_err(|e| self.transport_error(name, e))
+            .and_then(|reply| self.absorb(name, &reply, ctx));
+        self.count_call(name.as_str(), started, &result);
+        result
+    }
+
+    /// `sora_shim_backend_calls_total` and `…_call_duration_seconds` for one provider call.
+    fn count_call<T>(&self, operation: &str, started: std::time::Instant, result: &Result<T, BackendError>) {
+        let Some(m) = crate::metrics::get() else { return };
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => match e.kind {
+                BackendErrorKind::Unavailable | BackendErrorKind::Busy => "retryable",
+                BackendErrorKind::Rejected(_) => "rejected",
+                BackendErrorKind::Ambiguous => "error",
+            },
+        };
+        m.backend_calls
+            .with_label_values(&[self.name.as_str(), operation, outcome])
+            .inc();
+        m.backend_call_seconds
+            .with_label_values(&[self.name.as_str(), operation])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// The `[upload]` step: the job's stored reference image goes to the provider as a multipart file, and the
@@ -319,12 +345,16 @@ impl MappedBackend {
             l.until_ready().await;
         }
         let url = self.url(&path, &query);
+        let started = std::time::Instant::now();
         let reply = self
             .http
             .send_multipart(&upload.step.method, &url, &headers, form)
             .await;
-        let reply = reply.map_err(|e| self.transport_error(StepName::Upload, e))?;
-        let mut ctx = self.absorb(StepName::Upload, &reply, ctx)?;
+        let result = reply
+            .map_err(|e| self.transport_error(StepName::Upload, e))
+            .and_then(|reply| self.absorb(StepName::Upload, &reply, ctx));
+        self.count_call(StepName::Upload.as_str(), started, &result);
+        let mut ctx = result?;
         let image = upload
             .image
             .eval(&ctx)
@@ -467,6 +497,10 @@ impl MappedBackend {
             });
         }
         Ok(out)
+    }
+
+    fn waiting_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn in_flight_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
@@ -676,8 +710,10 @@ impl Backend for MappedBackend {
 
     async fn submit(&self, job: &Job) -> Result<Submitted, BackendError> {
         if !self.take_slot(&job.id) {
+            self.waiting_set().insert(job.id.clone(), std::time::Instant::now());
             return Err(self.error(BackendErrorKind::Busy, "at its concurrency limit"));
         }
+        self.waiting_set().remove(&job.id);
         let submitted = self.create(job).await;
         if submitted.is_err() {
             // Nothing is running for it at the provider (or the job fails as ambiguous): free the slot.
@@ -694,6 +730,14 @@ impl Backend for MappedBackend {
 
     async fn release(&self, job: &Job) {
         self.in_flight_set().remove(&job.id);
+        self.waiting_set().remove(&job.id);
+    }
+
+    fn waiting(&self) -> usize {
+        // A job that stopped asking (failed at its queue deadline, deleted) drops out after a minute.
+        let mut set = self.waiting_set();
+        set.retain(|_, seen| seen.elapsed() < Duration::from_secs(60));
+        set.len()
     }
 
     fn claim(&self, job: &Job) {
@@ -701,6 +745,16 @@ impl Backend for MappedBackend {
     }
 
     async fn fetch(&self, output: &Output, assets: &AssetStore, key: &str) -> Result<Stored, BackendError> {
+        let started = std::time::Instant::now();
+        let result = self.fetch_output(output, assets, key).await;
+        self.count_call("download", started, &result);
+        result
+    }
+}
+
+impl MappedBackend {
+    /// Copies one output (inline data URL, or a download) into asset storage.
+    async fn fetch_output(&self, output: &Output, assets: &AssetStore, key: &str) -> Result<Stored, BackendError> {
         let OutputLocation::Url { url, auth } = &output.location else {
             return Err(self.error(BackendErrorKind::Unavailable, "a mapped backend has only URL outputs"));
         };

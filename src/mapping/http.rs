@@ -8,6 +8,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 use hyper::{Method, Request, Uri};
+use std::path::Path;
+
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -57,13 +59,51 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub fn new(timeout: Duration, max_answer_bytes: usize) -> HttpClient {
+    /// A client trusting the platform's roots and the CAs in `extra_ca` (a PEM file), if given.
+    pub fn with_ca(timeout: Duration, max_answer_bytes: usize, extra_ca: Option<&Path>) -> Result<HttpClient, String> {
+        let tls = crate::tls::client_config(extra_ca).map_err(|e| e.to_string())?;
+        Ok(Self::from_tls(tls, timeout, max_answer_bytes))
+    }
+
+    /// A backend's client: its timeout, answer cap and extra CAs. The CA file was checked when the config was
+    /// validated; should it have become unreadable since, the backend runs on the platform's roots (and a
+    /// self-hosted provider's handshake fails visibly) rather than not at all.
+    pub fn for_backend(config: &crate::config::MappedConfig) -> HttpClient {
+        let tls = crate::tls::client_config(config.ca_file.as_deref()).or_else(|e| {
+            tracing::error!(error = %e, "extra CA bundle no longer loads; using the platform's roots only");
+            crate::tls::client_config(None)
+        });
+        match tls {
+            Ok(tls) => Self::from_tls(tls, config.timeout, config.max_response_bytes),
+            // Only a provider that offers no safe protocol versions gets here, which ring's never is.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up TLS; using webpki roots");
+                Self::webpki(config.timeout, config.max_response_bytes)
+            }
+        }
+    }
+
+    fn webpki(timeout: Duration, max_answer_bytes: usize) -> HttpClient {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
             .enable_http2()
             .build();
+        Self::from_connector(https, timeout, max_answer_bytes)
+    }
+
+    fn from_tls(tls: rustls::ClientConfig, timeout: Duration, max_answer_bytes: usize) -> HttpClient {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        Self::from_connector(https, timeout, max_answer_bytes)
+    }
+
+    fn from_connector(https: HttpsConnector<HttpConnector>, timeout: Duration, max_answer_bytes: usize) -> HttpClient {
         HttpClient {
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(60))

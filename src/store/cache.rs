@@ -1,5 +1,6 @@
 //! A `dashmap` in front of a [`JobStore`]: polls (`GET /v1/videos/{id}`, about once a second per client) are
-//! answered from memory. Every write goes through here, so within one process the cache is never stale.
+//! answered from memory. Every write goes through here, so within one process the cache is never stale — and so
+//! every job state transition is seen here: logged (job id, backend, backend job id) and counted.
 
 use std::sync::Arc;
 
@@ -36,12 +37,36 @@ impl CachedStore {
     }
 }
 
+/// Logs and counts a job's move to its current state (and its whole duration once it has finished).
+fn transition(from: &str, job: &Job) {
+    let to = job.state.as_str();
+    tracing::info!(
+        job = %job.id,
+        from,
+        to,
+        backend = %job.backend,
+        backend_job_id = job.backend_job_id.as_deref().unwrap_or("-"),
+        "job transition"
+    );
+    let Some(m) = crate::metrics::get() else { return };
+    let (model, backend) = (job.request.model.as_str(), job.backend.as_str());
+    m.transitions.with_label_values(&[model, backend, from, to]).inc();
+    if job.state.is_terminal() {
+        let outcome = job.error.as_ref().map_or("completed", |e| e.code.as_str());
+        let seconds = (crate::video::now_unix_ms() - job.created_at_ms).max(0) as f64 / 1000.0;
+        m.job_seconds
+            .with_label_values(&[model, backend, outcome])
+            .observe(seconds);
+    }
+}
+
 #[async_trait]
 impl JobStore for CachedStore {
     async fn insert_job(&self, job: &Job) -> Result<Inserted, StoreError> {
         let outcome = self.inner.insert_job(job).await?;
         if let Inserted::New = outcome {
             self.remember(job);
+            transition("new", job);
         }
         Ok(outcome)
     }
@@ -58,9 +83,20 @@ impl JobStore for CachedStore {
     }
 
     async fn update_job(&self, job: &Job) -> Result<Job, StoreError> {
+        // The copy this write replaces (same version), if this process has it.
+        let before = self
+            .jobs
+            .get(&job.id)
+            .filter(|j| j.version == job.version)
+            .map(|j| j.state);
         match self.inner.update_job(job).await {
             Ok(stored) => {
                 self.remember(&stored);
+                match before {
+                    Some(state) if state == stored.state => {}
+                    Some(state) => transition(state.as_str(), &stored),
+                    None => transition("unknown", &stored),
+                }
                 Ok(stored)
             }
             Err(e) => {
@@ -101,6 +137,14 @@ impl JobStore for CachedStore {
 
     async fn get_character(&self, id: &str) -> Result<Option<Character>, StoreError> {
         self.inner.get_character(id).await
+    }
+
+    async fn count_unfinished(&self, tenant: &str) -> Result<u64, StoreError> {
+        self.inner.count_unfinished(tenant).await
+    }
+
+    async fn queue_depth(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.queue_depth().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

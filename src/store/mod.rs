@@ -62,4 +62,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn get_character(&self, id: &str) -> Result<Option<Character>, StoreError>;
     /// Cheap liveness check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// A tenant's jobs not yet completed or failed (for the per-tenant cap).
+    async fn count_unfinished(&self, tenant: &str) -> Result<u64, StoreError>;
+    /// Unfinished jobs by internal state (for `sora_shim_queue_depth`).
+    async fn queue_depth(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_backend_data.sql"),
     include_str!("migrations/0003_shadow.sql"),
+    include_str!("migrations/0004_moderation.sql"),
 ];
 
 pub struct SqliteStore {
@@ -85,7 +86,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 const JOB_COLUMNS: &str = "id, tenant, kind, request_json, remixed_from, backend, backend_version, backend_job_id, \
      state, progress, created_at, updated_at, completed_at, expires_at, error_code, error_message, assets_json, \
      idempotency_key, request_hash, attempts, next_attempt_at_ms, version, backend_data, produced_json, \
-     submitted_at_ms, shadow_of, created_at_ms";
+     submitted_at_ms, shadow_of, created_at_ms, moderation_json";
 
 fn row_to_job(row: &Row<'_>) -> Result<Job, StoreError> {
     let id: String = row.get(0)?;
@@ -134,6 +135,10 @@ fn row_to_job(row: &Row<'_>) -> Result<Job, StoreError> {
         submitted_at_ms: row.get(24)?,
         shadow_of: row.get(25)?,
         created_at_ms: row.get::<_, Option<i64>>(26)?.unwrap_or(created_at * 1000),
+        moderation: match row.get::<_, Option<String>>(27)? {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| corrupt(format!("moderation: {e}")))?),
+            None => None,
+        },
         id,
     })
 }
@@ -196,9 +201,9 @@ impl JobStore for SqliteStore {
                 "INSERT INTO jobs (id, tenant, kind, request_json, remixed_from, backend, backend_version, \
                  backend_job_id, state, progress, created_at, updated_at, completed_at, expires_at, error_code, \
                  error_message, assets_json, idempotency_key, request_hash, attempts, next_attempt_at_ms, version, \
-                 backend_data, produced_json, submitted_at_ms, shadow_of, created_at_ms) \
+                 backend_data, produced_json, submitted_at_ms, shadow_of, created_at_ms, moderation_json) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, \
-                 ?23, ?24, ?25, ?26, ?27)",
+                 ?23, ?24, ?25, ?26, ?27, ?28)",
                 params![
                     job.id,
                     job.tenant,
@@ -227,6 +232,7 @@ impl JobStore for SqliteStore {
                     job.submitted_at_ms,
                     job.shadow_of,
                     job.created_at_ms,
+                    opt_json(&job.id, &job.moderation)?,
                 ],
             )?;
             tx.commit()?;
@@ -247,7 +253,7 @@ impl JobStore for SqliteStore {
                 "UPDATE jobs SET backend = ?1, backend_version = ?2, backend_job_id = ?3, state = ?4, progress = ?5, \
                  updated_at = ?6, completed_at = ?7, expires_at = ?8, error_code = ?9, error_message = ?10, \
                  assets_json = ?11, attempts = ?12, next_attempt_at_ms = ?13, request_json = ?14, backend_data = ?15, \
-                 produced_json = ?16, submitted_at_ms = ?19, version = version + 1 \
+                 produced_json = ?16, submitted_at_ms = ?19, moderation_json = ?20, version = version + 1 \
                  WHERE id = ?17 AND version = ?18 AND deleted_at IS NULL",
                 params![
                     job.backend,
@@ -269,6 +275,7 @@ impl JobStore for SqliteStore {
                     job.id,
                     job.version,
                     job.submitted_at_ms,
+                    opt_json(&job.id, &job.moderation)?,
                 ],
             )?;
             if changed == 0 {
@@ -403,6 +410,32 @@ impl JobStore for SqliteStore {
         })
         .await
     }
+
+    async fn count_unfinished(&self, tenant: &str) -> Result<u64, StoreError> {
+        let tenant = tenant.to_owned();
+        Self::with(&self.reader, move |conn| {
+            let n: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE tenant = ?1 AND state NOT IN ('completed', 'failed') \
+                 AND deleted_at IS NULL",
+                params![tenant],
+                |r| r.get(0),
+            )?;
+            Ok(n.max(0) as u64)
+        })
+        .await
+    }
+
+    async fn queue_depth(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Self::with(&self.reader, |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT state, COUNT(*) FROM jobs WHERE state NOT IN ('completed', 'failed') AND deleted_at IS NULL \
+                 GROUP BY state",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -451,6 +484,7 @@ mod tests {
             submitted_at_ms: None,
             shadow_of: None,
             created_at_ms: 0,
+            moderation: None,
             idempotency_key: key.map(Into::into),
             request_hash: "h".into(),
             attempts: 0,

@@ -537,6 +537,12 @@ impl Worker {
 
     async fn fail(&self, mut job: Job, error: JobError) -> Next {
         tracing::info!(job = %job.id, code = %error.code, "video failed");
+        if error.code == "moderation_blocked" {
+            // The provider's verdict lands where a prompt policy's does.
+            let verdict = crate::moderation::Verdict::from_backend(&job.backend, &error.message);
+            crate::jobs::count_verdict(&verdict);
+            job.moderation = Some(verdict);
+        }
         job.state = State::Failed;
         job.error = Some(error);
         match self.save(job).await {

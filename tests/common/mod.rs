@@ -117,7 +117,11 @@ impl Shim {
             .stderr(log)
             .spawn()
             .unwrap();
-        let addr = listening_on(&mut child).trim_start_matches("http://").to_owned();
+        let url = listening_on(&mut child);
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned();
         Shim {
             child,
             addr,
@@ -314,12 +318,18 @@ impl Fake {
     }
 
     pub fn start_with_env(name: &str, env: &[(&str, &str)]) -> Fake {
+        Self::start_with_args(name, env, &[])
+    }
+
+    /// With extra command-line arguments (`--tls-cert`, `--tls-key`, `--key`).
+    pub fn start_with_args(name: &str, env: &[(&str, &str)], args: &[&str]) -> Fake {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fakes")
             .join(format!("{name}.py"));
         let mut child = Command::new("python3")
             .arg(script)
             .args(["--port", "0", "--key", FAKE_KEY])
+            .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -899,11 +899,21 @@ def main(fake_cls: type[FakeProvider], argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=f"fake {fake_cls.name} provider (see tests/fakes/README.md)")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = pick a free one)")
     parser.add_argument("--key", default="test-key", help="the API key the fake accepts (default test-key)")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain (and --tls-key)")
+    parser.add_argument("--tls-key", help="the PEM private key for --tls-cert")
     args = parser.parse_args(argv)
 
     server = FakeHTTPServer(("127.0.0.1", args.port), Handler)
     port = server.server_address[1]
-    base = f"http://127.0.0.1:{port}"
+    scheme = "http"
+    if args.tls_cert:
+        # A self-hosted provider behind its own CA. The handshake runs in the handler thread, not in accept().
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+        scheme = "https"
+    base = f"{scheme}://127.0.0.1:{port}"
     server.fake = fake_cls(key=args.key, base_url=base)  # type: ignore[attr-defined]
 
     def stop(signum, frame) -> None:  # noqa: ARG001
