@@ -99,6 +99,7 @@ impl App {
             &tracker,
             shutdown.clone(),
         );
+        crate::webhooks::Dispatcher::start(Arc::clone(&store), Arc::clone(&live), &tracker, shutdown.clone());
         let limits = Arc::new(crate::limits::Limits::default());
         let admission = Admission {
             limits: Arc::clone(&limits),

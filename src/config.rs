@@ -42,6 +42,7 @@ struct RawConfig {
     tenants: Option<BTreeMap<String, crate::auth::RawTenant>>,
     admin: Option<crate::auth::RawAdmin>,
     moderation: Option<BTreeMap<String, crate::moderation::RawPolicy>>,
+    webhooks: Option<BTreeMap<String, crate::webhooks::RawEndpoint>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -272,6 +273,7 @@ impl RawConfig {
             tenants: over.tenants.or(self.tenants),
             admin: over.admin.or(self.admin),
             moderation: over.moderation.or(self.moderation),
+            webhooks: over.webhooks.or(self.webhooks),
         }
     }
 }
@@ -296,6 +298,8 @@ pub struct Config {
     pub access: crate::auth::Access,
     /// Named prompt policies that models refer to (`moderation = "NAME"`).
     pub moderation: BTreeMap<String, std::sync::Arc<crate::moderation::Policy>>,
+    /// Outbound webhook endpoints by name.
+    pub webhooks: BTreeMap<String, std::sync::Arc<crate::webhooks::Endpoint>>,
     pub backends: BTreeMap<String, BackendConfig>,
     pub models: BTreeMap<String, ModelConfig>,
 }
@@ -565,6 +569,7 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
     let mut problems = Vec::new();
     let access = crate::auth::validate(raw.tenants.unwrap_or_default(), raw.admin, &mut problems);
     let moderation = crate::moderation::validate(raw.moderation.unwrap_or_default(), &base_dir, &mut problems);
+    let webhooks = crate::webhooks::validate(raw.webhooks.unwrap_or_default(), &access, &base_dir, &mut problems);
     for (key, message) in problems {
         p.add(&key, message);
     }
@@ -594,6 +599,7 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
         shadow_queue,
         access,
         moderation,
+        webhooks,
         backends,
         models,
     })

@@ -15,6 +15,7 @@
 //! - [`live`]     — models, routes and backends that a config reload swaps in (SIGHUP or file change).
 //! - [`shadow`]   — sampled copies of new videos on candidate backends, and the comparison report.
 //! - [`metrics`]  — Prometheus counters and gauges, served at `/metrics`.
+//! - [`webhooks`] — `video.completed` / `video.failed` to configured endpoints, signed, from a persistent outbox.
 //! - [`backends`] — where generations run: the `Backend` trait and the built-in local renderer.
 //! - [`assets`]   — storage for finished videos, thumbnails, spritesheets and uploaded inputs.
 //! - [`media`]    — looks inside uploads (image and MP4 dimensions, durations).
@@ -46,4 +47,5 @@ pub mod shadow;
 pub mod store;
 pub mod tls;
 pub mod video;
+pub mod webhooks;
 pub mod worker;

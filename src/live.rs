@@ -1,5 +1,5 @@
 //! The part of the configuration that changes without a restart — models and their routes, API defaults, the
-//! set of backends, tenants and their keys and limits, admin keys, prompt policies — swapped atomically (`arc-swap`) on SIGHUP or when the config file changes.
+//! set of backends, tenants and their keys and limits, admin keys, prompt policies, webhook endpoints — swapped atomically (`arc-swap`) on SIGHUP or when the config file changes.
 //!
 //! A reload is validated exactly as at start-up; a bad file is rejected with its reasons and the running config
 //! stays. Requests read one consistent snapshot each, so none fails during a swap. In-flight jobs keep the
@@ -36,6 +36,8 @@ pub struct Live {
     pub access: crate::auth::Access,
     /// Prompt policies by name.
     pub moderation: BTreeMap<String, Arc<crate::moderation::Policy>>,
+    /// Outbound webhook endpoints by name.
+    pub webhooks: BTreeMap<String, Arc<crate::webhooks::Endpoint>>,
     /// Each configured backend's settings as last applied (to tell a changed backend from an unchanged one).
     fingerprints: BTreeMap<String, String>,
 }
@@ -70,6 +72,7 @@ impl Live {
             routes: routes(config),
             access: config.access.clone(),
             moderation: config.moderation.clone(),
+            webhooks: config.webhooks.clone(),
             fingerprints: fingerprints(config),
         }
     }
@@ -168,6 +171,7 @@ impl Reloader {
             routes: routes(new),
             access,
             moderation: new.moderation.clone(),
+            webhooks: new.webhooks.clone(),
             fingerprints: prints,
         }));
         notes

@@ -35,6 +35,7 @@ enum Route<'a> {
     Metrics,
     ShadowReport,
     AdminJob(&'a str),
+    AdminWebhooks,
     CreateVideo,
     ListVideos,
     GetVideo(&'a str),
@@ -84,6 +85,13 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
                 }),
                 (true, false) => Ok(Route::AdminJob(id)),
                 (false, false) => Err(not_allowed("GET")),
+            };
+        }
+        "/admin/webhooks" => {
+            return if method == Method::GET {
+                Ok(Route::AdminWebhooks)
+            } else {
+                Err(not_allowed("GET"))
             };
         }
         "/readyz" => {
@@ -199,6 +207,10 @@ async fn dispatch(app: &App, req: Request<Incoming>, caller: &mut Caller) -> Res
             admin(app, req.headers(), caller)?;
             return admin_job(app, id).await;
         }
+        Route::AdminWebhooks => {
+            admin(app, req.headers(), caller)?;
+            return admin_webhooks(app, req.uri().query()).await;
+        }
         _ => {}
     }
     // The Sora surface: the key names the tenant, whose request rate is counted before anything else is done.
@@ -217,9 +229,15 @@ async fn dispatch(app: &App, req: Request<Incoming>, caller: &mut Caller) -> Res
         Route::Extend => videos::extend(app, tenant, req).await,
         Route::CreateCharacter => characters::create(app, tenant, req).await,
         Route::GetCharacter(id) => characters::retrieve(app, tenant, id).await,
-        Route::Health | Route::Ready | Route::Metrics | Route::ShadowReport | Route::AdminJob(_) => Err(
-            ApiError::internal("routing", "an unauthenticated route reached the tenant dispatch"),
-        ),
+        Route::Health
+        | Route::Ready
+        | Route::Metrics
+        | Route::ShadowReport
+        | Route::AdminJob(_)
+        | Route::AdminWebhooks => Err(ApiError::internal(
+            "routing",
+            "an unauthenticated route reached the tenant dispatch",
+        )),
     }
 }
 
@@ -280,6 +298,46 @@ async fn admin_job(app: &App, id: &str) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, &value))
 }
 
+/// `GET /admin/webhooks?video_id=…&state=pending|delivered|failed&limit=…`: webhook deliveries, newest first, with
+/// their attempts, last status and last error.
+async fn admin_webhooks(app: &App, query: Option<&str>) -> Result<Response, ApiError> {
+    let mut video_id = None;
+    let mut state = None;
+    let mut limit = 100usize;
+    let states = ["pending".to_owned(), "delivered".to_owned(), "failed".to_owned()];
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "video_id" => video_id = Some(v.into_owned()),
+            "state" if states.iter().any(|s| *s == v) => state = Some(v.into_owned()),
+            "state" => return Err(ApiError::invalid_value("state", &v, &states)),
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid("limit must be 1 to 1000", Some("limit"), Some("invalid_value"))
+                    })?;
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    format!("Unknown parameter: '{other}'."),
+                    Some(other),
+                    Some("unknown_parameter"),
+                ));
+            }
+        }
+    }
+    let deliveries = app
+        .store
+        .list_deliveries(video_id.as_deref(), state.as_deref(), limit)
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": deliveries}),
+    ))
+}
+
 /// `sora-shim shadow report --json` over HTTP (admin keys only).
 async fn shadow_report(app: &App) -> Result<Response, ApiError> {
     let pairs = app.store.shadow_pairs().await?;
@@ -299,6 +357,7 @@ fn route_label(method: &Method, path: &str) -> &'static str {
         Ok(Route::Metrics) => "metrics",
         Ok(Route::ShadowReport) => "admin_shadow_report",
         Ok(Route::AdminJob(_)) => "admin_job",
+        Ok(Route::AdminWebhooks) => "admin_webhooks",
         Ok(Route::CreateVideo) => "create_video",
         Ok(Route::ListVideos) => "list_videos",
         Ok(Route::GetVideo(_)) => "get_video",

@@ -197,6 +197,23 @@ impl HttpClient {
         self.read_reply(resp).await
     }
 
+    /// Posts `body` exactly as given (a signed webhook: the signature covers these bytes).
+    pub async fn send_bytes(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<Reply, SendError> {
+        let uri: Uri = url.parse().map_err(|_| SendError::Invalid("not a URL".into()))?;
+        let mut req = Self::request(&Method::POST, &uri, headers, None)?;
+        let value = HeaderValue::from_str(content_type).map_err(|e| SendError::Invalid(e.to_string()))?;
+        req.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+        *req.body_mut() = Full::new(body);
+        let resp = self.send_once(req).await?;
+        self.read_reply(resp).await
+    }
+
     /// Posts an `application/x-www-form-urlencoded` body (an OAuth2 token exchange).
     pub async fn send_form(&self, url: &str, form: &str) -> Result<Reply, SendError> {
         let uri: Uri = url.parse().map_err(|_| SendError::Invalid("not a URL".into()))?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dashmap::DashMap;
 
-use super::{Inserted, JobStore, Order, StoreError};
+use super::{Delivery, Event, Inserted, JobStore, Order, StoreError};
 use crate::video::{Character, Job};
 
 pub struct CachedStore {
@@ -145,6 +145,31 @@ impl JobStore for CachedStore {
 
     async fn queue_depth(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.queue_depth().await
+    }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.inner.pending_events(limit).await
+    }
+
+    async fn fan_out(&self, event: &Event, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        self.inner.fan_out(event, deliveries).await
+    }
+
+    async fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.inner.due_deliveries(now_ms, limit).await
+    }
+
+    async fn update_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        self.inner.update_delivery(delivery).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        video_id: Option<&str>,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.inner.list_deliveries(video_id, state, limit).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

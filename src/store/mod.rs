@@ -3,6 +3,7 @@
 //! The trait speaks only in domain terms (no SQL, no SQLite-only semantics), so a PostgreSQL store can follow.
 
 pub mod cache;
+pub mod outbox;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -19,6 +20,34 @@ pub enum StoreError {
     Conflict(String),
     #[error("job {0} does not exist")]
     Missing(String),
+}
+
+/// A finished video's webhook event (`video.completed` or `video.failed`), written with the state change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Event {
+    pub id: String,
+    pub video_id: String,
+    pub tenant: String,
+    pub kind: String,
+    pub created_at: i64,
+}
+
+/// One event on its way to one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Delivery {
+    /// `wh_…`: the `webhook-id` header, stable across attempts.
+    pub id: String,
+    pub event: Event,
+    pub endpoint: String,
+    pub url: String,
+    /// `pending`, `delivered` or `failed` (gave up).
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at_ms: i64,
+    pub created_at_ms: i64,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub delivered_at_ms: Option<i64>,
 }
 
 /// Sort order of a listing, by creation.
@@ -66,4 +95,19 @@ pub trait JobStore: Send + Sync + 'static {
     async fn count_unfinished(&self, tenant: &str) -> Result<u64, StoreError>;
     /// Unfinished jobs by internal state (for `sora_shim_queue_depth`).
     async fn queue_depth(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Events not yet fanned out to endpoints, oldest first.
+    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// Records an event's deliveries (one per endpoint, idempotent) and marks the event fanned out, at once.
+    async fn fan_out(&self, event: &Event, deliveries: &[Delivery]) -> Result<(), StoreError>;
+    /// Pending deliveries whose next attempt is due at `now_ms`, soonest first.
+    async fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    /// Writes a delivery's outcome after an attempt (state, attempts, next attempt, last status and error).
+    async fn update_delivery(&self, delivery: &Delivery) -> Result<(), StoreError>;
+    /// Deliveries for the admin API, newest first: of one video, or all; optionally in one state.
+    async fn list_deliveries(
+        &self,
+        video_id: Option<&str>,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
 }

@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Inserted, JobStore, Order, StoreError};
+use super::{Delivery, Event, Inserted, JobStore, Order, StoreError};
 use crate::video::{Character, Job, JobError, JobKind, State};
 
 /// Migrations in order; the index + 1 is the schema version they bring the database to.
@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_backend_data.sql"),
     include_str!("migrations/0003_shadow.sql"),
     include_str!("migrations/0004_moderation.sql"),
+    include_str!("migrations/0005_webhooks.sql"),
 ];
 
 pub struct SqliteStore {
@@ -235,6 +236,8 @@ impl JobStore for SqliteStore {
                     opt_json(&job.id, &job.moderation)?,
                 ],
             )?;
+            // A video can be failed from the start (a blocked prompt): its event is due now.
+            super::outbox::record_event(&tx, &job)?;
             tx.commit()?;
             Ok(Inserted::New)
         })
@@ -249,7 +252,8 @@ impl JobStore for SqliteStore {
     async fn update_job(&self, job: &Job) -> Result<Job, StoreError> {
         let mut job = job.clone();
         Self::with(&self.writer, move |conn| {
-            let changed = conn.execute(
+            let tx = conn.transaction()?;
+            let changed = tx.execute(
                 "UPDATE jobs SET backend = ?1, backend_version = ?2, backend_job_id = ?3, state = ?4, progress = ?5, \
                  updated_at = ?6, completed_at = ?7, expires_at = ?8, error_code = ?9, error_message = ?10, \
                  assets_json = ?11, attempts = ?12, next_attempt_at_ms = ?13, request_json = ?14, backend_data = ?15, \
@@ -281,6 +285,9 @@ impl JobStore for SqliteStore {
             if changed == 0 {
                 return Err(StoreError::Conflict(job.id));
             }
+            // The webhook event is written with the change that finishes the video, or not at all.
+            super::outbox::record_event(&tx, &job)?;
+            tx.commit()?;
             job.version += 1;
             Ok(job)
         })
@@ -421,6 +428,46 @@ impl JobStore for SqliteStore {
                 |r| r.get(0),
             )?;
             Ok(n.max(0) as u64)
+        })
+        .await
+    }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        Self::with(&self.reader, move |conn| super::outbox::pending_events(conn, limit)).await
+    }
+
+    async fn fan_out(&self, event: &Event, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        let (event, deliveries) = (event.clone(), deliveries.to_vec());
+        Self::with(&self.writer, move |conn| {
+            super::outbox::fan_out(conn, &event, &deliveries)
+        })
+        .await
+    }
+
+    async fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        Self::with(&self.reader, move |conn| {
+            super::outbox::due_deliveries(conn, now_ms, limit)
+        })
+        .await
+    }
+
+    async fn update_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        let delivery = delivery.clone();
+        Self::with(&self.writer, move |conn| {
+            super::outbox::update_delivery(conn, &delivery)
+        })
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        video_id: Option<&str>,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let (video_id, state) = (video_id.map(str::to_owned), state.map(str::to_owned));
+        Self::with(&self.reader, move |conn| {
+            super::outbox::list_deliveries(conn, video_id.as_deref(), state.as_deref(), limit)
         })
         .await
     }
