@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::schema::Schemas;
 use crate::assets::AssetStore;
 use crate::backends::Backends;
-use crate::config::{AssetsConfig, Config, StoreConfig};
+use crate::config::{AssetStorage, Config, StoreConfig};
 use crate::jobs::Admission;
 use crate::live::{Live, LiveConfig, Reloader};
 use crate::store::JobStore;
@@ -63,11 +63,21 @@ impl App {
                 Arc::new(CachedStore::new(Arc::new(sqlite), CACHE_CAPACITY))
             }
         };
-        let assets = match &config.assets {
-            AssetsConfig::Local { dir } => AssetStore::new(dir).map_err(|source| InitError::Assets {
+        let assets = match &config.assets.storage {
+            AssetStorage::Local { dir } => AssetStore::new(dir).map_err(|source| InitError::Assets {
                 path: dir.display().to_string(),
                 source,
             })?,
+            AssetStorage::S3 { settings, scratch } => {
+                let object = crate::assets::object::ObjectAssets::s3(settings).map_err(|e| InitError::Assets {
+                    path: format!("s3://{}", settings.bucket),
+                    source: std::io::Error::other(e),
+                })?;
+                AssetStore::with_object_store(object, scratch).map_err(|source| InitError::Assets {
+                    path: scratch.display().to_string(),
+                    source,
+                })?
+            }
         };
         match assets.sweep_temporaries().await {
             Ok(0) => {}
@@ -100,6 +110,15 @@ impl App {
             shutdown.clone(),
         );
         crate::webhooks::Dispatcher::start(Arc::clone(&store), Arc::clone(&live), &tracker, shutdown.clone());
+        tracker.spawn(
+            crate::retention::Sweeper {
+                store: Arc::clone(&store),
+                assets: assets.clone(),
+                every: config.assets.sweep_interval,
+                shutdown: shutdown.clone(),
+            }
+            .run(),
+        );
         let limits = Arc::new(crate::limits::Limits::default());
         let admission = Admission {
             limits: Arc::clone(&limits),

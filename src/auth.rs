@@ -38,6 +38,8 @@ pub struct TenantConfig {
     pub keys: Vec<KeyDigest>,
     pub requests_per_minute: Option<NonZeroU32>,
     pub max_unfinished_jobs: Option<NonZeroU32>,
+    /// This tenant's asset retention, over `[assets] retention` (`Some(None)`: never expire).
+    pub retention: Option<Option<std::time::Duration>>,
 }
 
 /// Who may call what: the tenants (none: open development mode) and the admin keys.
@@ -59,6 +61,8 @@ pub(crate) struct RawTenant {
     key_env: Vec<String>,
     requests_per_minute: Option<u32>,
     max_unfinished_jobs: Option<u32>,
+    /// How long this tenant's finished videos are kept (`"1h"`, `"30d"`, `"never"`).
+    retention: Option<String>,
 }
 
 /// `[admin]` as written.
@@ -149,7 +153,16 @@ pub(crate) fn validate(
             }
             v => v.and_then(NonZeroU32::new),
         };
+        let retention = match t.retention.as_deref().map(crate::config::parse_retention) {
+            None => None,
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => {
+                problems.push((format!("{at}.retention"), e));
+                None
+            }
+        };
         out.push(TenantConfig {
+            retention,
             requests_per_minute: nonzero("requests_per_minute", t.requests_per_minute, problems),
             max_unfinished_jobs: nonzero("max_unfinished_jobs", t.max_unfinished_jobs, problems),
             name,
@@ -310,6 +323,7 @@ mod tests {
                     key_env: vec![],
                     requests_per_minute: None,
                     max_unfinished_jobs: None,
+                    retention: None,
                 };
                 (name.to_string(), t)
             })
@@ -390,6 +404,7 @@ mod tests {
                 key_env: vec!["SORA_SHIM_TEST_UNSET_VARIABLE".into()],
                 requests_per_minute: Some(0),
                 max_unfinished_jobs: None,
+                retention: Some("forever".into()),
             },
         );
         let mut problems = Vec::new();
@@ -401,6 +416,7 @@ mod tests {
             "SORA_SHIM_TEST_UNSET_VARIABLE",
             "requests_per_minute",
             "no keys",
+            "retention",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }

@@ -83,6 +83,14 @@ struct RawStore {
 struct RawAssets {
     kind: Option<String>,
     dir: Option<PathBuf>,
+    // kind = "s3"
+    bucket: Option<String>,
+    prefix: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    /// How long finished videos' assets are kept after completion (`"1h"`, `"30d"`, `"never"`).
+    retention: Option<String>,
+    sweep_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +238,12 @@ impl RawConfig {
             (Some(b), Some(o)) => Some(RawAssets {
                 kind: pick(o.kind, b.kind),
                 dir: pick(o.dir, b.dir),
+                bucket: pick(o.bucket, b.bucket),
+                prefix: pick(o.prefix, b.prefix),
+                region: pick(o.region, b.region),
+                endpoint: pick(o.endpoint, b.endpoint),
+                retention: pick(o.retention, b.retention),
+                sweep_interval_secs: pick(o.sweep_interval_secs, b.sweep_interval_secs),
             }),
             (b, o) => o.or(b),
         };
@@ -346,8 +360,95 @@ pub enum StoreConfig {
 }
 
 #[derive(Debug, Clone)]
-pub enum AssetsConfig {
-    Local { dir: PathBuf },
+pub struct AssetsConfig {
+    pub storage: AssetStorage,
+    /// How long a finished video's assets are kept after completion (`expires_at`); `None`: kept until deleted.
+    pub retention: Option<Duration>,
+    /// How often expired assets are looked for.
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssetStorage {
+    Local {
+        dir: PathBuf,
+    },
+    S3 {
+        settings: crate::assets::object::S3Settings,
+        /// Local space for temporary copies and work files.
+        scratch: PathBuf,
+    },
+}
+
+/// `"never"`, or a number with a unit: `90s`, `30m`, `1h`, `7d`. `None` is never.
+pub fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text == "never" {
+        return Ok(None);
+    }
+    let bad = || format!("{text:?} is not a retention: use \"never\" or a number with s, m, h or d (\"1h\", \"30d\")");
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    if secs == 0 {
+        return Err(bad());
+    }
+    Ok(Some(Duration::from_secs(secs)))
+}
+
+fn validate_assets(a: RawAssets, data_dir: &Path, p: &mut Problems) -> AssetsConfig {
+    let retention = match a.retention.as_deref().map(parse_retention) {
+        None => Some(Duration::from_secs(3600)),
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            p.add("assets.retention", e);
+            None
+        }
+    };
+    let sweep_interval = Duration::from_secs(positive(p, "assets.sweep_interval_secs", a.sweep_interval_secs, 60));
+    let storage = match a.kind.as_deref().unwrap_or("local") {
+        "local" => AssetStorage::Local {
+            dir: resolve(data_dir, a.dir.unwrap_or_else(|| "assets".into())),
+        },
+        "s3" => {
+            let bucket = a.bucket.unwrap_or_default();
+            if bucket.is_empty() {
+                p.add("assets.bucket", "missing: the bucket to store assets in");
+            }
+            if let Some(e) = &a.endpoint
+                && !(e.starts_with("https://") || e.starts_with("http://"))
+            {
+                p.add("assets.endpoint", format!("{e:?} is not an http(s) URL"));
+            }
+            AssetStorage::S3 {
+                settings: crate::assets::object::S3Settings {
+                    bucket,
+                    prefix: a.prefix.unwrap_or_default(),
+                    region: a.region,
+                    endpoint: a.endpoint,
+                },
+                scratch: data_dir.join("scratch"),
+            }
+        }
+        other => {
+            p.add(
+                "assets.kind",
+                format!("unknown asset storage {other:?}; supported: \"local\", \"s3\""),
+            );
+            AssetStorage::Local { dir: PathBuf::new() }
+        }
+    };
+    AssetsConfig {
+        storage,
+        retention,
+        sweep_interval,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -518,18 +619,7 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
             StoreConfig::Sqlite { path: PathBuf::new() }
         }
     };
-    let assets = match raw.assets.unwrap_or_default() {
-        RawAssets { kind, dir } if kind.as_deref().unwrap_or("local") == "local" => AssetsConfig::Local {
-            dir: resolve(&data_dir, dir.unwrap_or_else(|| "assets".into())),
-        },
-        RawAssets { kind, .. } => {
-            p.add(
-                "assets.kind",
-                format!("unknown asset storage {kind:?}; supported: \"local\""),
-            );
-            AssetsConfig::Local { dir: PathBuf::new() }
-        }
-    };
+    let assets = validate_assets(raw.assets.unwrap_or_default(), &data_dir, &mut p);
     let w = raw.worker.unwrap_or_default();
     let worker = WorkerConfig {
         poll_interval: Duration::from_millis(positive(&mut p, "worker.poll_interval_ms", w.poll_interval_ms, 500)),

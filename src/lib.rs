@@ -17,7 +17,8 @@
 //! - [`metrics`]  — Prometheus counters and gauges, served at `/metrics`.
 //! - [`webhooks`] — `video.completed` / `video.failed` to configured endpoints, signed, from a persistent outbox.
 //! - [`backends`] — where generations run: the `Backend` trait and the built-in local renderer.
-//! - [`assets`]   — storage for finished videos, thumbnails, spritesheets and uploaded inputs.
+//! - [`assets`]   — storage for finished videos, thumbnails, spritesheets and uploaded inputs (local or S3).
+//! - [`retention`] — deletes the assets of videos past their `expires_at`; the record stays.
 //! - [`media`]    — looks inside uploads (image and MP4 dimensions, durations).
 //! - [`video`]    — domain types: jobs, states, sizes, durations, variants.
 //! - [`app`]      — the runtime that holds all of the above.
@@ -41,6 +42,7 @@ pub mod media;
 pub mod metrics;
 pub mod moderation;
 pub mod previews;
+pub mod retention;
 pub mod routing;
 pub mod server;
 pub mod shadow;

@@ -38,6 +38,8 @@ pub struct Live {
     pub moderation: BTreeMap<String, Arc<crate::moderation::Policy>>,
     /// Outbound webhook endpoints by name.
     pub webhooks: BTreeMap<String, Arc<crate::webhooks::Endpoint>>,
+    /// `[assets] retention` as started (tenants may override it).
+    default_retention: Option<Duration>,
     /// Each configured backend's settings as last applied (to tell a changed backend from an unchanged one).
     fingerprints: BTreeMap<String, String>,
 }
@@ -73,8 +75,19 @@ impl Live {
             access: config.access.clone(),
             moderation: config.moderation.clone(),
             webhooks: config.webhooks.clone(),
+            default_retention: config.assets.retention,
             fingerprints: fingerprints(config),
         }
+    }
+
+    /// How long the finished assets of a tenant's video are kept (`None`: until deleted).
+    pub fn retention_for(&self, tenant_id: &str) -> Option<Duration> {
+        self.access
+            .tenants
+            .iter()
+            .find(|t| t.name == tenant_id)
+            .and_then(|t| t.retention)
+            .unwrap_or(self.default_retention)
     }
 }
 
@@ -172,6 +185,7 @@ impl Reloader {
             access,
             moderation: new.moderation.clone(),
             webhooks: new.webhooks.clone(),
+            default_retention: old.default_retention,
             fingerprints: prints,
         }));
         notes

@@ -331,6 +331,11 @@ pub struct Job {
 }
 
 impl Job {
+    /// Past its `expires_at`: its assets are gone (or about to be swept); the record stays.
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.state == State::Completed && self.expires_at.is_some_and(|t| t <= now)
+    }
+
     /// The status a client sees. Never goes backwards: a job that was generating and is resubmitted after a
     /// crash (back to `accepted`) still shows `in_progress`, since its stored progress is above zero.
     pub fn sora_status(&self) -> &'static str {

@@ -7,8 +7,6 @@ use hyper::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH, RANGE,
 };
 use hyper::{Request, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::error::ApiError;
 use super::response::{Response, empty};
@@ -16,9 +14,6 @@ use super::videos::owned_job;
 use crate::app::App;
 use crate::auth::Tenant;
 use crate::video::{State, Variant};
-
-/// Read size when streaming an asset.
-const CHUNK: usize = 256 * 1024;
 
 pub async fn download(app: &App, tenant: &Tenant, id: &str, req: &Request<Incoming>) -> Result<Response, ApiError> {
     let variant = variant_of(req.uri().query())?;
@@ -29,6 +24,15 @@ pub async fn download(app: &App, tenant: &Tenant, id: &str, req: &Request<Incomi
             message: format!(
                 "Video is not ready yet, use GET /v1/videos/{id} to check status (current status: {}).",
                 job.sora_status()
+            ),
+            param: None,
+        });
+    }
+    if let Some(at) = job.expires_at.filter(|_| job.is_expired(crate::video::now_unix())) {
+        // Sora's assets were downloadable until `expires_at`; after it, the video is there but its content is not.
+        return Err(ApiError::NotFound {
+            message: format!(
+                "The content of video '{id}' has expired (expires_at {at}) and was deleted; the video record remains."
             ),
             param: None,
         });
@@ -49,7 +53,7 @@ pub async fn download(app: &App, tenant: &Tenant, id: &str, req: &Request<Incomi
             .body(empty())
             .map_err(|e| ApiError::internal("response", e));
     }
-    let (mut file, len) = app.assets.open(&asset.key).await?;
+    let len = app.assets.size(&asset.key).await?;
     let (status, start, count) = match req.headers().get(RANGE).and_then(|v| v.to_str().ok()) {
         None => (StatusCode::OK, 0, len),
         Some(spec) => match parse_range(spec, len) {
@@ -61,12 +65,7 @@ pub async fn download(app: &App, tenant: &Tenant, id: &str, req: &Request<Incomi
             }
         },
     };
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| ApiError::internal("assets", e))?;
-    }
-    let stream = ReaderStream::with_capacity(file.take(count), CHUNK);
+    let stream = app.assets.read_range(&asset.key, start, count).await?;
     let body = StreamBody::new(futures_util::StreamExt::map(stream, |chunk| {
         // Counted as sent, so a client that hangs up early is not counted for the rest.
         if let (Ok(bytes), Some(m)) = (&chunk, crate::metrics::get()) {

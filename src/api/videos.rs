@@ -351,6 +351,13 @@ async fn completed_source(app: &App, tenant: &Tenant, id: &str, param: &str) -> 
             Some("invalid_state"),
         ));
     }
+    if job.is_expired(crate::video::now_unix()) {
+        return Err(ApiError::invalid(
+            format!("Video '{id}' has expired: its content was deleted, so it cannot be used as a source."),
+            Some(param),
+            Some("invalid_state"),
+        ));
+    }
     Ok(job)
 }
 

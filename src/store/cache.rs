@@ -143,6 +143,10 @@ impl JobStore for CachedStore {
         self.inner.count_unfinished(tenant).await
     }
 
+    async fn expired_jobs(&self, now: i64, limit: usize) -> Result<Vec<Job>, StoreError> {
+        self.inner.expired_jobs(now, limit).await
+    }
+
     async fn queue_depth(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.inner.queue_depth().await
     }

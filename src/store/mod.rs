@@ -83,6 +83,8 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
         order: Order,
     ) -> Result<Vec<Job>, StoreError>;
+    /// Jobs whose `expires_at` has passed and whose assets are still stored, soonest first.
+    async fn expired_jobs(&self, now: i64, limit: usize) -> Result<Vec<Job>, StoreError>;
     /// Every job not yet completed or failed (for the worker, at start and on its sweeps).
     async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError>;
     /// Every shadow job with the primary job it mirrors (a pair whose primary was deleted drops out).

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_shadow.sql"),
     include_str!("migrations/0004_moderation.sql"),
     include_str!("migrations/0005_webhooks.sql"),
+    include_str!("migrations/0006_retention.sql"),
 ];
 
 pub struct SqliteStore {
@@ -361,6 +362,17 @@ impl JobStore for SqliteStore {
                 }
             }
             Ok(pairs)
+        })
+        .await
+    }
+
+    async fn expired_jobs(&self, now: i64, limit: usize) -> Result<Vec<Job>, StoreError> {
+        Self::with(&self.reader, move |conn| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ?1 \
+                 AND assets_json != '[]' AND deleted_at IS NULL ORDER BY expires_at LIMIT ?2"
+            );
+            select_jobs(conn, &sql, &[&now, &(limit as i64)])
         })
         .await
     }

@@ -452,7 +452,14 @@ impl Worker {
         job.assets = assets;
         job.state = State::Completed;
         job.progress = 100;
-        job.completed_at = Some(now_unix());
+        let now = now_unix();
+        job.completed_at = Some(now);
+        // When the assets go, as Sora's `expires_at` said; the sweeper (src/retention.rs) deletes them then.
+        job.expires_at = self
+            .live
+            .load()
+            .retention_for(&job.tenant)
+            .map(|r| now + r.as_secs() as i64);
         let job = self.save(job).await?;
         tracing::info!(job = %job.id, backend = backend.name(), "video completed");
         count_finished(&job, "completed");
@@ -487,7 +494,9 @@ impl Worker {
         video: &Asset,
         assets: &mut Vec<Asset>,
     ) -> Result<Produced, String> {
-        let video_path = self.assets.local_path(&video.key).map_err(|e| e.to_string())?;
+        // Probing and preview derivation work on a file: the asset itself, or a temporary copy from object storage.
+        let video_file = self.assets.local_file(&video.key).await.map_err(|e| e.to_string())?;
+        let video_path = video_file.path.clone();
         let missing: Vec<Variant> = [Variant::Thumbnail, Variant::Spritesheet]
             .into_iter()
             .filter(|v| !assets.iter().any(|a| a.variant == *v))
@@ -505,7 +514,7 @@ impl Worker {
         }
         let work = self
             .assets
-            .local_path(&format!("{}/previews", job.id))
+            .scratch_dir(&format!("{}/previews", job.id))
             .map_err(|e| e.to_string())?;
         tokio::fs::create_dir_all(&work).await.map_err(|e| e.to_string())?;
         let dir = work.clone();

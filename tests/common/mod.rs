@@ -444,3 +444,12 @@ pub fn start_mapped(which: usize, extra: &str) -> (Fake, Shim) {
     let shim = Shim::start_with(&mapped_config(mapping, &fake, model, &extra));
     (fake, shim)
 }
+
+/// A PNG of the given size (a reference image).
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::RgbImage::from_pixel(width, height, image::Rgb([200, 30, 30]))
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
