@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::schema::Schemas;
 use crate::assets::AssetStore;
 use crate::backends::Backends;
-use crate::config::{AssetStorage, Config, StoreConfig};
+use crate::config::{Config, StoreConfig};
 use crate::jobs::Admission;
 use crate::live::{Live, LiveConfig, Reloader};
 use crate::store::JobStore;
@@ -25,8 +25,8 @@ const CACHE_CAPACITY: usize = 100_000;
 pub enum InitError {
     #[error("cannot open the job store: {0}")]
     Store(#[from] crate::store::StoreError),
-    #[error("cannot open asset storage at {path}: {source}")]
-    Assets { path: String, source: std::io::Error },
+    #[error("cannot open asset storage: {0}")]
+    Assets(String),
     #[error("cannot load the request schemas: {0}")]
     Schema(#[from] crate::api::schema::SchemaError),
 }
@@ -63,22 +63,7 @@ impl App {
                 Arc::new(CachedStore::new(Arc::new(sqlite), CACHE_CAPACITY))
             }
         };
-        let assets = match &config.assets.storage {
-            AssetStorage::Local { dir } => AssetStore::new(dir).map_err(|source| InitError::Assets {
-                path: dir.display().to_string(),
-                source,
-            })?,
-            AssetStorage::S3 { settings, scratch } => {
-                let object = crate::assets::object::ObjectAssets::s3(settings).map_err(|e| InitError::Assets {
-                    path: format!("s3://{}", settings.bucket),
-                    source: std::io::Error::other(e),
-                })?;
-                AssetStore::with_object_store(object, scratch).map_err(|source| InitError::Assets {
-                    path: scratch.display().to_string(),
-                    source,
-                })?
-            }
-        };
+        let assets = AssetStore::open(&config.assets.storage)?;
         match assets.sweep_temporaries().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(files = n, "removed partial asset writes left by an earlier crash"),

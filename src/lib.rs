@@ -22,6 +22,7 @@
 //! - [`media`]    — looks inside uploads (image and MP4 dimensions, durations).
 //! - [`video`]    — domain types: jobs, states, sizes, durations, variants.
 //! - [`app`]      — the runtime that holds all of the above.
+//! - [`export`]   — `sora-shim export` / `import`: job records and asset files in a versioned layout.
 //! - [`conformance`] — `sora-shim conformance`: the Sora-contract scenarios, run against any endpoint over HTTP.
 
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod auth;
 pub mod backends;
 pub mod config;
 pub mod conformance;
+pub mod export;
 pub mod health;
 pub mod jobs;
 pub mod limits;

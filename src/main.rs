@@ -52,6 +52,27 @@ enum Command {
     /// API keys: `key hash` prints the digest of a key read from stdin, for `[tenants.NAME] keys`.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Write every job record (JSON Lines) and its asset files into a directory (layout in README "Export and import").
+    Export {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The directory to write (created; must not hold an export already).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only this tenant's records (its configured name, or in open mode its key's digest).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only records created on or after this date (YYYY-MM-DD, UTC) or unix time.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Read an export into the store and asset storage the config names; records already there are left alone.
+    Import {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The export's directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -117,6 +138,19 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Key(KeyCommand::Hash) => key_hash(),
+        Command::Export {
+            config,
+            out,
+            tenant,
+            since,
+        } => match config.load() {
+            Ok(config) => transfer(&config, Transfer::Export { out, tenant, since }),
+            Err(code) => code,
+        },
+        Command::Import { config, dir } => match config.load() {
+            Ok(config) => transfer(&config, Transfer::Import { dir }),
+            Err(code) => code,
+        },
         Command::Conformance(args) => sora_shim::conformance::cli(args),
         Command::Check(args) => match args.load() {
             Ok(config) => {
@@ -179,6 +213,63 @@ fn shadow_report(config: &Config, json: bool) -> ExitCode {
         print!("{}", sora_shim::shadow::render(&stats));
     }
     ExitCode::SUCCESS
+}
+
+enum Transfer {
+    Export {
+        out: PathBuf,
+        tenant: Option<String>,
+        since: Option<String>,
+    },
+    Import {
+        dir: PathBuf,
+    },
+}
+
+/// `export` / `import` against the store and asset storage the config names (the server may be running:
+/// SQLite takes a second writer, and imported records are new ids).
+#[allow(clippy::print_stdout)]
+fn transfer(config: &Config, what: Transfer) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sora-shim: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let sora_shim::config::StoreConfig::Sqlite { path } = &config.store;
+        let store: std::sync::Arc<dyn JobStore> = std::sync::Arc::new(
+            sora_shim::store::sqlite::SqliteStore::open(path).map_err(|e| format!("job store: {e}"))?,
+        );
+        let assets = sora_shim::assets::AssetStore::open(&config.assets.storage).map_err(|e| e.to_string())?;
+        match what {
+            Transfer::Export { out, tenant, since } => {
+                let since = since.as_deref().map(sora_shim::export::parse_since).transpose()?;
+                sora_shim::export::export(&store, &assets, &out, tenant.as_deref(), since)
+                    .await
+                    .map(|s| ("exported", s))
+                    .map_err(|e| e.to_string())
+            }
+            Transfer::Import { dir } => sora_shim::export::import(&store, &assets, &dir)
+                .await
+                .map(|s| ("imported", s))
+                .map_err(|e| e.to_string()),
+        }
+    });
+    match result {
+        Ok((verb, s)) => {
+            println!(
+                "{verb} {} jobs, {} characters, {} asset files ({} bytes); {} already present, {} files missing",
+                s.jobs, s.characters, s.asset_files, s.asset_bytes, s.skipped, s.missing_files
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sora-shim: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `sora-shim key hash`: the digest a tenant's `keys` list takes. The key comes on stdin, never as an argument

@@ -291,7 +291,7 @@ pub struct Segment {
 }
 
 /// The job record: the shim's system of record for one video.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
     /// The tenant that created it: its configured name, or in open mode the hash of its key (never the key).
@@ -374,7 +374,7 @@ impl Job {
 }
 
 /// A character made from an uploaded clip.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Character {
     pub id: String,
     pub tenant: String,

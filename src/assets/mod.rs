@@ -119,6 +119,22 @@ impl AssetStore {
         })
     }
 
+    /// The storage a config names.
+    pub fn open(storage: &crate::config::AssetStorage) -> Result<AssetStore, crate::app::InitError> {
+        use crate::app::InitError;
+        match storage {
+            crate::config::AssetStorage::Local { dir } => {
+                AssetStore::new(dir).map_err(|e| InitError::Assets(format!("{}: {e}", dir.display())))
+            }
+            crate::config::AssetStorage::S3 { settings, scratch } => {
+                let object = object::ObjectAssets::s3(settings)
+                    .map_err(|e| InitError::Assets(format!("s3://{}: {e}", settings.bucket)))?;
+                AssetStore::with_object_store(object, scratch)
+                    .map_err(|e| InitError::Assets(format!("{}: {e}", scratch.display())))
+            }
+        }
+    }
+
     /// Where the assets are, for logs: a directory or `s3://bucket/prefix`.
     pub fn describe(&self) -> String {
         match &self.object {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dashmap::DashMap;
 
-use super::{Delivery, Event, Inserted, JobStore, Order, StoreError};
+use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, StoreError};
 use crate::video::{Character, Job};
 
 pub struct CachedStore {
@@ -141,6 +141,28 @@ impl JobStore for CachedStore {
 
     async fn count_unfinished(&self, tenant: &str) -> Result<u64, StoreError> {
         self.inner.count_unfinished(tenant).await
+    }
+
+    async fn export_jobs(
+        &self,
+        tenant: Option<&str>,
+        since: Option<i64>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, ExportedJob)>, StoreError> {
+        self.inner.export_jobs(tenant, since, after, limit).await
+    }
+
+    async fn import_job(&self, job: &ExportedJob) -> Result<bool, StoreError> {
+        self.inner.import_job(job).await
+    }
+
+    async fn list_characters(&self, tenant: Option<&str>) -> Result<Vec<Character>, StoreError> {
+        self.inner.list_characters(tenant).await
+    }
+
+    async fn import_character(&self, character: &Character) -> Result<bool, StoreError> {
+        self.inner.import_character(character).await
     }
 
     async fn expired_jobs(&self, now: i64, limit: usize) -> Result<Vec<Job>, StoreError> {

@@ -50,6 +50,14 @@ pub struct Delivery {
     pub delivered_at_ms: Option<i64>,
 }
 
+/// A job record as exported: the record, and when it was deleted through the API (if it was).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ExportedJob {
+    #[serde(flatten)]
+    pub job: Job,
+    pub deleted_at: Option<i64>,
+}
+
 /// Sort order of a listing, by creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
@@ -83,6 +91,22 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
         order: Order,
     ) -> Result<Vec<Job>, StoreError>;
+    /// Job records in creation order after position `after` (0: from the start), deleted ones included, of one
+    /// tenant or all, created at or after `since` (unix seconds). Returns each with its position.
+    async fn export_jobs(
+        &self,
+        tenant: Option<&str>,
+        since: Option<i64>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, ExportedJob)>, StoreError>;
+    /// Inserts an exported record as it was (no webhook event); false if a job with its id (or its tenant's
+    /// idempotency key) is already there.
+    async fn import_job(&self, job: &ExportedJob) -> Result<bool, StoreError>;
+    /// Every character, of one tenant or all.
+    async fn list_characters(&self, tenant: Option<&str>) -> Result<Vec<Character>, StoreError>;
+    /// Inserts an exported character; false if its id is already there.
+    async fn import_character(&self, character: &Character) -> Result<bool, StoreError>;
     /// Jobs whose `expires_at` has passed and whose assets are still stored, soonest first.
     async fn expired_jobs(&self, now: i64, limit: usize) -> Result<Vec<Job>, StoreError>;
     /// Every job not yet completed or failed (for the worker, at start and on its sweeps).

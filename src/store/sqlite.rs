@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Delivery, Event, Inserted, JobStore, Order, StoreError};
+use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, StoreError};
 use crate::video::{Character, Job, JobError, JobKind, State};
 
 /// Migrations in order; the index + 1 is the schema version they bring the database to.
@@ -166,6 +166,51 @@ fn select_job(conn: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
     }
 }
 
+/// Inserts one job row; `verb` is "" or "OR IGNORE". Returns the rows inserted (0 or 1).
+fn insert_row(conn: &Connection, job: &Job, verb: &str) -> Result<usize, StoreError> {
+    let sql = format!(
+        "INSERT {verb} INTO jobs (id, tenant, kind, request_json, remixed_from, backend, backend_version, \
+         backend_job_id, state, progress, created_at, updated_at, completed_at, expires_at, error_code, \
+         error_message, assets_json, idempotency_key, request_hash, attempts, next_attempt_at_ms, version, \
+         backend_data, produced_json, submitted_at_ms, shadow_of, created_at_ms, moderation_json) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, \
+         ?23, ?24, ?25, ?26, ?27, ?28)"
+    );
+    Ok(conn.execute(
+        &sql,
+        params![
+            job.id,
+            job.tenant,
+            job.kind.as_str(),
+            to_json(&job.id, &job.request)?,
+            job.remixed_from,
+            job.backend,
+            job.backend_version,
+            job.backend_job_id,
+            job.state.as_str(),
+            job.progress,
+            job.created_at,
+            job.updated_at,
+            job.completed_at,
+            job.expires_at,
+            job.error.as_ref().map(|e| e.code.clone()),
+            job.error.as_ref().map(|e| e.message.clone()),
+            to_json(&job.id, &job.assets)?,
+            job.idempotency_key,
+            job.request_hash,
+            job.attempts,
+            job.next_attempt_at_ms,
+            job.version,
+            opt_json(&job.id, &job.backend_data)?,
+            opt_json(&job.id, &job.produced)?,
+            job.submitted_at_ms,
+            job.shadow_of,
+            job.created_at_ms,
+            opt_json(&job.id, &job.moderation)?,
+        ],
+    )?)
+}
+
 fn select_jobs(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Job>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(args)?;
@@ -199,44 +244,7 @@ impl JobStore for SqliteStore {
                     };
                 }
             }
-            tx.execute(
-                "INSERT INTO jobs (id, tenant, kind, request_json, remixed_from, backend, backend_version, \
-                 backend_job_id, state, progress, created_at, updated_at, completed_at, expires_at, error_code, \
-                 error_message, assets_json, idempotency_key, request_hash, attempts, next_attempt_at_ms, version, \
-                 backend_data, produced_json, submitted_at_ms, shadow_of, created_at_ms, moderation_json) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, \
-                 ?23, ?24, ?25, ?26, ?27, ?28)",
-                params![
-                    job.id,
-                    job.tenant,
-                    job.kind.as_str(),
-                    to_json(&job.id, &job.request)?,
-                    job.remixed_from,
-                    job.backend,
-                    job.backend_version,
-                    job.backend_job_id,
-                    job.state.as_str(),
-                    job.progress,
-                    job.created_at,
-                    job.updated_at,
-                    job.completed_at,
-                    job.expires_at,
-                    job.error.as_ref().map(|e| e.code.clone()),
-                    job.error.as_ref().map(|e| e.message.clone()),
-                    to_json(&job.id, &job.assets)?,
-                    job.idempotency_key,
-                    job.request_hash,
-                    job.attempts,
-                    job.next_attempt_at_ms,
-                    job.version,
-                    opt_json(&job.id, &job.backend_data)?,
-                    opt_json(&job.id, &job.produced)?,
-                    job.submitted_at_ms,
-                    job.shadow_of,
-                    job.created_at_ms,
-                    opt_json(&job.id, &job.moderation)?,
-                ],
-            )?;
+            insert_row(&tx, &job, "")?;
             // A video can be failed from the start (a blocked prompt): its event is due now.
             super::outbox::record_event(&tx, &job)?;
             tx.commit()?;
@@ -362,6 +370,84 @@ impl JobStore for SqliteStore {
                 }
             }
             Ok(pairs)
+        })
+        .await
+    }
+
+    async fn export_jobs(
+        &self,
+        tenant: Option<&str>,
+        since: Option<i64>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, ExportedJob)>, StoreError> {
+        let tenant = tenant.map(str::to_owned);
+        Self::with(&self.reader, move |conn| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS}, seq, deleted_at FROM jobs WHERE seq > ?1 AND (?2 IS NULL OR tenant = ?2) \
+                 AND (?3 IS NULL OR created_at >= ?3) ORDER BY seq LIMIT ?4"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![after, tenant, since, limit as i64])?;
+            let mut out = Vec::new();
+            let columns = JOB_COLUMNS.split(',').count();
+            while let Some(row) = rows.next()? {
+                let job = row_to_job(row)?;
+                let seq: i64 = row.get(columns)?;
+                let deleted_at: Option<i64> = row.get(columns + 1)?;
+                out.push((seq, ExportedJob { job, deleted_at }));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn import_job(&self, exported: &ExportedJob) -> Result<bool, StoreError> {
+        let exported = exported.clone();
+        Self::with(&self.writer, move |conn| {
+            let tx = conn.transaction()?;
+            let inserted = insert_row(&tx, &exported.job, "OR IGNORE")? == 1;
+            if inserted && exported.deleted_at.is_some() {
+                tx.execute(
+                    "UPDATE jobs SET deleted_at = ?1 WHERE id = ?2",
+                    params![exported.deleted_at, exported.job.id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(inserted)
+        })
+        .await
+    }
+
+    async fn list_characters(&self, tenant: Option<&str>) -> Result<Vec<Character>, StoreError> {
+        let tenant = tenant.map(str::to_owned);
+        Self::with(&self.reader, move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, tenant, name, created_at, video_key FROM characters WHERE (?1 IS NULL OR tenant = ?1) \
+                 ORDER BY created_at, id",
+            )?;
+            let rows = stmt.query_map(params![tenant], |r| {
+                Ok(Character {
+                    id: r.get(0)?,
+                    tenant: r.get(1)?,
+                    name: r.get(2)?,
+                    created_at: r.get(3)?,
+                    video_key: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn import_character(&self, c: &Character) -> Result<bool, StoreError> {
+        let c = c.clone();
+        Self::with(&self.writer, move |conn| {
+            let n = conn.execute(
+                "INSERT OR IGNORE INTO characters (id, tenant, name, created_at, video_key) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![c.id, c.tenant, c.name, c.created_at, c.video_key],
+            )?;
+            Ok(n == 1)
         })
         .await
     }

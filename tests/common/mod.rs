@@ -88,6 +88,11 @@ impl Shim {
         shim
     }
 
+    /// A shim on an existing config file and data directory (owned by the caller).
+    pub fn start_on(config: &Path, data_dir: &Path) -> Shim {
+        Self::spawn(data_dir, config, &[])
+    }
+
     /// Starts another process on the same data directory and config (after a crash or a stop).
     pub fn restart(mut self) -> Shim {
         let tmp = self._tmp.take();
