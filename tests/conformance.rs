@@ -100,6 +100,7 @@ fn quick_profile_passes_through_every_mapping() {
             assert!(
                 line.contains("full profile only")
                     || line.contains("not offered by this endpoint")
+                    || line.contains("needs --webhook-listen")
                     || line.starts_with("SKIP headers.rate_limit ("),
                 "{name}: unexpected skip: {line}\n{stdout}"
             );
@@ -107,15 +108,35 @@ fn quick_profile_passes_through_every_mapping() {
     }
 }
 
+/// A signing secret for the webhook scenario, and a config delivering the shim's webhooks to `port`.
+const WEBHOOK_SECRET: &str = "whsec_Y29uZm9ybWFuY2Uga2l0IHdlYmhvb2sgc2VjcmV0";
+
+fn webhook_config(port: u16) -> String {
+    format!(
+        "{}\n[webhooks.kit]\nurl = \"http://127.0.0.1:{port}/hooks\"\nsecret_env = \"KIT_WEBHOOK_SECRET\"\nretry_base_ms = 200\n",
+        common::TEST_CONFIG
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 #[test]
 fn quick_profile_passes_against_the_shim() {
-    let shim = Shim::start();
+    let port = free_port();
+    let shim = Shim::start_with_env(&webhook_config(port), &[("KIT_WEBHOOK_SECRET", WEBHOOK_SECRET)]);
     let dir = tempfile::tempdir().unwrap();
     let (junit, report) = (dir.path().join("junit.xml"), dir.path().join("report.md"));
     let base = format!("http://{}/v1", shim.addr);
+    let listen = format!("127.0.0.1:{port}");
     let (out, stdout, took) = conformance(
         &base,
         &[
+            "--webhook-listen",
+            &listen,
+            "--webhook-secret",
+            WEBHOOK_SECRET,
             "--second-api-key",
             "k2",
             "--profile",
@@ -177,6 +198,7 @@ fn quick_profile_passes_against_the_shim() {
         "delete",
         "headers.request_id",
         "schemas.every_response",
+        "webhook.signed_event",
     ] {
         let prefix = format!("PASS {must_pass} (");
         assert!(
@@ -365,4 +387,29 @@ fn almost_compatible_endpoints_fail_with_the_reason() {
             "{mutation}: the failure does not say why: {line}"
         );
     }
+}
+
+/// An endpoint whose webhooks are signed with another secret than the receiver expects fails the scenario.
+#[test]
+fn a_webhook_signed_with_another_secret_fails() {
+    let port = free_port();
+    let other = "whsec_c29tZW9uZSBlbHNlJ3Mgc2VjcmV0IGtleQ==";
+    let shim = Shim::start_with_env(&webhook_config(port), &[("KIT_WEBHOOK_SECRET", other)]);
+    let listen = format!("127.0.0.1:{port}");
+    let (out, stdout, _) = conformance(
+        &format!("http://{}/v1", shim.addr),
+        &[
+            "--only",
+            "webhook",
+            "--webhook-listen",
+            &listen,
+            "--webhook-secret",
+            WEBHOOK_SECRET,
+        ],
+    );
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("FAIL webhook.signed_event (") && stdout.contains("does not verify"),
+        "{stdout}"
+    );
 }

@@ -68,10 +68,12 @@ pub struct Ctx {
     pub spare: Mutex<Vec<String>>,
     /// A character made by the `characters` scenario.
     pub character: Mutex<Option<String>>,
+    /// The webhook receiver, with `--webhook-listen`.
+    pub webhooks: Option<super::webhook::Receiver>,
 }
 
 impl Ctx {
-    pub fn new(api: Api, opts: Options) -> Ctx {
+    pub fn new(api: Api, opts: Options, webhooks: Option<super::webhook::Receiver>) -> Ctx {
         Ctx {
             api,
             opts,
@@ -81,6 +83,7 @@ impl Ctx {
             mp4: OnceCell::new(),
             spare: Mutex::new(Vec::new()),
             character: Mutex::new(None),
+            webhooks,
         }
     }
 

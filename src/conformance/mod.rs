@@ -23,6 +23,7 @@ mod negative;
 pub mod report;
 mod scenarios;
 mod schema;
+mod webhook;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -69,6 +70,10 @@ pub struct Options {
     pub timeout: Duration,
     /// The endpoint's request body limit; the oversize scenario sends 1 KiB more.
     pub max_body_bytes: u64,
+    /// Where the kit listens for the endpoint's webhooks (the webhook scenario is skipped without it).
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// The signing secret the endpoint uses for that receiver (`whsec_…`).
+    pub webhook_secret: Option<String>,
 }
 
 /// The `conformance` subcommand's arguments.
@@ -101,6 +106,12 @@ pub struct Args {
     /// The endpoint's request body limit (server.max_body_bytes); the oversize scenario sends 1 KiB more.
     #[arg(long, default_value_t = 52_428_800)]
     pub max_body_bytes: u64,
+    /// Listen here for the endpoint's webhooks (configure the endpoint to deliver `video.completed` to it).
+    #[arg(long, value_name = "ADDR")]
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// The secret the endpoint signs those webhooks with (`whsec_…`).
+    #[arg(long, env = "SORA_CONFORMANCE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
 }
 
 impl From<Args> for Options {
@@ -115,6 +126,8 @@ impl From<Args> for Options {
             report: a.report,
             timeout: Duration::from_secs(a.timeout_secs),
             max_body_bytes: a.max_body_bytes,
+            webhook_listen: a.webhook_listen,
+            webhook_secret: a.webhook_secret,
         }
     }
 }
@@ -129,6 +142,11 @@ pub enum ConformanceError {
     Write { path: String, source: std::io::Error },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot listen for webhooks on {addr}: {source}")]
+    WebhookListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Whether `name` is selected by `--only`.
@@ -203,7 +221,15 @@ pub async fn run_with(opts: Options, out: &mut dyn Write) -> Result<Summary, Con
             catalogue.len()
         ),
     )?;
-    let ctx = Ctx::new(api, opts.clone());
+    let receiver = match opts.webhook_listen {
+        Some(addr) => Some(
+            webhook::Receiver::start(addr)
+                .await
+                .map_err(|source| ConformanceError::WebhookListen { addr, source })?,
+        ),
+        None => None,
+    };
+    let ctx = Ctx::new(api, opts.clone(), receiver);
     let mut results = Vec::with_capacity(catalogue.len());
     for s in &catalogue {
         let t = Instant::now();
