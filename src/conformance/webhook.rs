@@ -168,9 +168,7 @@ pub async fn signed_event(ctx: &Ctx) -> Checked<String> {
             event["type"]
         )));
     }
-    if event["object"] != "event"
-        || !event["id"].as_str().is_some_and(|s| !s.is_empty())
-        || !event["created_at"].is_i64()
+    if event["object"] != "event" || event["id"].as_str().is_none_or(|s| s.is_empty()) || !event["created_at"].is_i64()
     {
         return Err(Stop::Fail(format!(
             "not OpenAI's event envelope {{id, object: \"event\", created_at, type, data: {{id}}}}: {event}"
