@@ -142,6 +142,13 @@ struct RawBackend {
     /// PEM file of extra CA certificates to trust for this backend (a self-hosted provider), besides the
     /// platform's roots; relative to the config file.
     ca_file: Option<PathBuf>,
+    /// The shim's public URL as the provider can reach it: turns on provider callbacks where the mapping has a
+    /// `[callback]` (the provider calls `{callback_base_url}/callbacks/{backend}/{job}`).
+    callback_base_url: Option<String>,
+    /// With callbacks on, polling is the safety net: this slower pace (default 30 s).
+    callback_poll_interval_ms: Option<u64>,
+    /// Overrides the mapping's `callback.jwks_url` (a provider's staging keys, a test server).
+    callback_jwks_url: Option<String>,
     /// Estimated price per second of video produced (any currency), for the shadow report's cost figures.
     price_per_second: Option<f64>,
 }
@@ -499,6 +506,16 @@ pub struct MappedConfig {
     pub max_response_bytes: usize,
     /// Extra CA certificates to trust (checked to load at validation).
     pub ca_file: Option<PathBuf>,
+    /// Provider callbacks, when on: the shim's public base URL, and the slower poll pace that goes with it.
+    pub callbacks: Option<CallbackSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackSettings {
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub poll_interval: Duration,
+    pub jwks_url: Option<String>,
 }
 
 /// A credential read from the environment at start-up. Prints as `*****`.
@@ -835,8 +852,43 @@ fn validate_mapped(key: &str, b: RawBackend, base_dir: &Path, p: &mut Problems) 
             return None;
         }
     };
+    let callback_secret = match mapping.callback.as_ref().map(|c| &c.verify) {
+        Some(crate::mapping::compile::CallbackVerify::StandardWebhooks { secret }) => Some(secret.clone()),
+        _ => None,
+    };
+    let callbacks = match (&b.callback_base_url, &mapping.callback) {
+        (None, _) => None,
+        (Some(_), None) => {
+            p.add(
+                &format!("{key}.callback_base_url"),
+                format!(
+                    "mapping {:?} has no [callback]: this provider cannot call back",
+                    mapping.name
+                ),
+            );
+            None
+        }
+        (Some(url), Some(_)) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+            p.add(
+                &format!("{key}.callback_base_url"),
+                format!("{url:?} is not an http(s) URL"),
+            );
+            None
+        }
+        (Some(url), Some(_)) => Some(CallbackSettings {
+            base_url: url.trim_end_matches('/').to_owned(),
+            poll_interval: Duration::from_millis(b.callback_poll_interval_ms.filter(|m| *m > 0).unwrap_or(30_000)),
+            jwks_url: b.callback_jwks_url.clone(),
+        }),
+    };
+    let mut needed_secrets = mapping.secrets.clone();
+    if callbacks.is_some()
+        && let Some(s) = &callback_secret
+    {
+        needed_secrets.push(s.clone());
+    }
     let mut secrets = BTreeMap::new();
-    for needed in &mapping.secrets {
+    for needed in &needed_secrets {
         match b.secrets.get(needed) {
             None => p.add(
                 &format!("{key}.secrets.{needed}"),
@@ -853,7 +905,11 @@ fn validate_mapped(key: &str, b: RawBackend, base_dir: &Path, p: &mut Problems) 
             },
         }
     }
-    for extra in b.secrets.keys().filter(|k| !mapping.secrets.contains(k)) {
+    for extra in b
+        .secrets
+        .keys()
+        .filter(|k| !mapping.secrets.contains(k) && callback_secret.as_ref() != Some(k))
+    {
         p.add(
             &format!("{key}.secrets.{extra}"),
             "the mapping does not use this secret",
@@ -884,6 +940,7 @@ fn validate_mapped(key: &str, b: RawBackend, base_dir: &Path, p: &mut Problems) 
     }
     Some(MappedConfig {
         ca_file,
+        callbacks,
         mapping: std::sync::Arc::new(mapping),
         base_url,
         secrets,

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub moderation: IntCounterVec,
     /// Outbound webhook deliveries by outcome.
     pub webhooks: IntCounterVec,
+    /// Provider callbacks by backend and outcome (`accepted`, `refused`: bad or missing signature, `unknown_job`).
+    pub callbacks: IntCounterVec,
     /// Jobs accepted, by Sora model and the backend the route picked.
     pub accepted: IntCounterVec,
     /// Jobs finished, by model, backend, role (primary or shadow) and outcome (`completed` or the error code).
@@ -172,6 +174,12 @@ impl Metrics {
                 "sora_shim_webhook_deliveries_total",
                 "Outbound webhook deliveries by outcome",
                 &["outcome"],
+            )?,
+            callbacks: counter(
+                r,
+                "sora_shim_provider_callbacks_total",
+                "Provider callbacks by backend and outcome (accepted, refused, unknown_job)",
+                &["backend", "outcome"],
             )?,
             circuit_open: gauge(
                 r,

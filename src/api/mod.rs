@@ -36,6 +36,8 @@ enum Route<'a> {
     ShadowReport,
     AdminJob(&'a str),
     AdminWebhooks,
+    /// `POST /callbacks/{backend}/{job}`: a provider calling back (no tenant key: the provider's signature).
+    Callback(&'a str, &'a str),
     CreateVideo,
     ListVideos,
     GetVideo(&'a str),
@@ -74,6 +76,17 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
                 Ok(Route::ShadowReport)
             } else {
                 Err(not_allowed("GET"))
+            };
+        }
+        _ if path.starts_with("/callbacks/") => {
+            let parts: Vec<&str> = path["/callbacks/".len()..].split('/').collect();
+            return match (parts.as_slice(), method == Method::POST) {
+                ([backend, job], true) if !backend.is_empty() && !job.is_empty() => Ok(Route::Callback(backend, job)),
+                ([_, _], false) => Err(not_allowed("POST")),
+                _ => Err(ApiError::UnknownRoute {
+                    method: method.to_string(),
+                    path: path.to_owned(),
+                }),
             };
         }
         _ if path.starts_with("/admin/jobs/") => {
@@ -211,6 +224,10 @@ async fn dispatch(app: &App, req: Request<Incoming>, caller: &mut Caller) -> Res
             admin(app, req.headers(), caller)?;
             return admin_webhooks(app, req.uri().query()).await;
         }
+        Route::Callback(backend, job) => {
+            caller.tenant = Some(format!("provider:{backend}"));
+            return callback(app, backend, job, req).await;
+        }
         _ => {}
     }
     // The Sora surface: the key names the tenant, whose request rate is counted before anything else is done.
@@ -234,7 +251,8 @@ async fn dispatch(app: &App, req: Request<Incoming>, caller: &mut Caller) -> Res
         | Route::Metrics
         | Route::ShadowReport
         | Route::AdminJob(_)
-        | Route::AdminWebhooks => Err(ApiError::internal(
+        | Route::AdminWebhooks
+        | Route::Callback(..) => Err(ApiError::internal(
             "routing",
             "an unauthenticated route reached the tenant dispatch",
         )),
@@ -338,6 +356,62 @@ async fn admin_webhooks(app: &App, query: Option<&str>) -> Result<Response, ApiE
     ))
 }
 
+/// A provider's callback: verified by the provider's own signature scheme (the mapping's `[callback]`), then
+/// handed to the worker, which reads it as the job's next poll answer. Refused (401) when unsigned or badly
+/// signed; the job is untouched then, and polling carries on.
+async fn callback(app: &App, backend: &str, job_id: &str, req: Request<Incoming>) -> Result<Response, ApiError> {
+    let count = |outcome: &str| {
+        if let Some(m) = crate::metrics::get() {
+            m.callbacks.with_label_values(&[backend, outcome]).inc();
+        }
+    };
+    let not_found = || ApiError::UnknownRoute {
+        method: "POST".into(),
+        path: format!("/callbacks/{backend}/{job_id}"),
+    };
+    let target = app
+        .live
+        .load()
+        .backends
+        .get(backend)
+        .filter(|b| b.takes_callbacks())
+        .cloned()
+        .ok_or_else(not_found)?;
+    let (parts, body) = req.into_parts();
+    let read = body::read_limited(&parts.headers, body, 4 * 1024 * 1024);
+    let bytes = tokio::time::timeout(app.config.server.request_timeout, read)
+        .await
+        .map_err(|_| ApiError::RequestTimeout {
+            secs: app.config.server.request_timeout.as_secs(),
+        })??;
+    if let Err(reason) = target.verify_callback(&parts.headers, &bytes).await {
+        count("refused");
+        tracing::warn!(backend, job = job_id, %reason, "provider callback refused");
+        return Err(ApiError::Unauthorized {
+            message: format!("Callback refused: {reason}."),
+            code: Some("invalid_signature"),
+        });
+    }
+    match app.store.get_job(job_id).await? {
+        Some(job) if job.backend == backend => {}
+        _ => {
+            count("unknown_job");
+            return Err(not_found());
+        }
+    }
+    let body: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid(format!("The callback body is not JSON: {e}"), None, None))?;
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), json!(v))))
+        .collect();
+    app.worker.callback(job_id, json!({"body": body, "headers": headers}));
+    count("accepted");
+    tracing::info!(backend, job = job_id, "provider callback accepted");
+    Ok(json_response(StatusCode::OK, &json!({"received": true})))
+}
+
 /// `sora-shim shadow report --json` over HTTP (admin keys only).
 async fn shadow_report(app: &App) -> Result<Response, ApiError> {
     let pairs = app.store.shadow_pairs().await?;
@@ -358,6 +432,7 @@ fn route_label(method: &Method, path: &str) -> &'static str {
         Ok(Route::ShadowReport) => "admin_shadow_report",
         Ok(Route::AdminJob(_)) => "admin_job",
         Ok(Route::AdminWebhooks) => "admin_webhooks",
+        Ok(Route::Callback(..)) => "provider_callback",
         Ok(Route::CreateVideo) => "create_video",
         Ok(Route::ListVideos) => "list_videos",
         Ok(Route::GetVideo(_)) => "get_video",

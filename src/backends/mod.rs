@@ -127,6 +127,18 @@ pub trait Backend: Send + Sync + 'static {
     /// At start-up, before any job is driven: `job` is at this backend already (submitted, running or being
     /// finalized), so it counts against the backend's limits before a waiting job could take its place.
     fn claim(&self, _job: &Job) {}
+    /// Whether the provider calls back (`POST /callbacks/{backend}/{job}`) for this backend's jobs.
+    fn takes_callbacks(&self) -> bool {
+        false
+    }
+    /// Checks a callback's signature (the provider's scheme) before anything reads it.
+    async fn verify_callback(&self, _headers: &hyper::HeaderMap, _body: &[u8]) -> Result<(), String> {
+        Err("this backend takes no callbacks".into())
+    }
+    /// A verified callback (`{body, headers}`) read as the progress a poll would have found.
+    async fn on_callback(&self, job: &Job, _payload: &serde_json::Value) -> Result<Progress, BackendError> {
+        self.poll(job).await
+    }
     /// Jobs held in the shim by this backend's concurrency limit now (for `/metrics`).
     fn waiting(&self) -> usize {
         0

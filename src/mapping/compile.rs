@@ -103,11 +103,30 @@ pub struct Mapping {
     pub error: Option<Expr>,
     pub result: Option<Step>,
     pub upload: Option<Upload>,
+    pub callback: Option<Callback>,
     pub outputs: Vec<(crate::video::Variant, Expr)>,
     pub download_auth: bool,
     pub download_auth_hosts: Vec<String>,
     pub states: BTreeMap<String, StateClass>,
     pub errors: Vec<ErrorRule>,
+}
+
+/// How a provider signs its callbacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackVerify {
+    /// Standard Webhooks (Replicate): HMAC-SHA256 with the key in the named backend secret.
+    StandardWebhooks { secret: String },
+    /// fal: Ed25519 over request id, user id, timestamp and the body's SHA-256, keys from a JWKS.
+    FalEd25519 { jwks_url: String },
+}
+
+/// `[callback]`, compiled.
+#[derive(Debug, Clone)]
+pub struct Callback {
+    pub verify: CallbackVerify,
+    pub job_id: Option<Expr>,
+    pub response: Expr,
+    pub result: Option<Expr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -417,6 +436,52 @@ fn build(raw: RawMapping, p: &mut Problems) -> Option<Mapping> {
         }
         (None, _) => None,
     };
+    let callback = match &raw.callback {
+        None => None,
+        Some(c) => {
+            let verify = match c.verify.as_str() {
+                "standard-webhooks" => match &c.secret {
+                    Some(secret) => Some(CallbackVerify::StandardWebhooks { secret: secret.clone() }),
+                    None => {
+                        p.add(
+                            "callback.secret",
+                            "missing: the backend secret that holds the signing key",
+                        );
+                        None
+                    }
+                },
+                "fal-ed25519" => match &c.jwks_url {
+                    Some(url) => Some(CallbackVerify::FalEd25519 { jwks_url: url.clone() }),
+                    None => {
+                        p.add(
+                            "callback.jwks_url",
+                            "missing: where the provider publishes its public keys",
+                        );
+                        None
+                    }
+                },
+                other => {
+                    p.add(
+                        "callback.verify",
+                        format!("unknown scheme {other:?}; use \"standard-webhooks\" or \"fal-ed25519\""),
+                    );
+                    None
+                }
+            };
+            let job_id = p.opt_expr("callback.job_id", c.job_id.as_ref())?;
+            let response = p.expr("callback.response", &c.response);
+            let result = p.opt_expr("callback.result", c.result.as_ref())?;
+            match (verify, response) {
+                (Some(verify), Some(response)) => Some(Callback {
+                    verify,
+                    job_id,
+                    response,
+                    result,
+                }),
+                _ => None,
+            }
+        }
+    };
     let job_id = match &raw.create.job_id {
         Some(c) => p.expr("create.job_id", c),
         None => {
@@ -456,6 +521,7 @@ fn build(raw: RawMapping, p: &mut Problems) -> Option<Mapping> {
         images,
         create: create?,
         upload,
+        callback,
         job_id: job_id?,
         job_data,
         poll: poll?,

@@ -50,6 +50,9 @@ pub struct MappedBackend {
     token: Option<TokenSource>,
     /// Hosts that may receive the credentials: the provider's own and the mapping's `download.auth_hosts`.
     trusted_hosts: Vec<String>,
+    /// Provider callbacks, when the backend turned them on (and the mapping has a `[callback]`).
+    callbacks: Option<crate::config::CallbackSettings>,
+    jwks: super::callback::JwksCache,
 }
 
 /// Which request of the mapping an answer belongs to.
@@ -90,7 +93,13 @@ impl MappedBackend {
                 .requests_per_second
                 .map(|n| RateLimiter::direct(Quota::per_second(n))),
             max_concurrent: config.max_concurrent,
-            poll_interval: config.poll_interval,
+            // With callbacks, polling is only the safety net.
+            poll_interval: match &config.callbacks {
+                Some(c) => Some(c.poll_interval),
+                None => config.poll_interval,
+            },
+            callbacks: config.callbacks.clone(),
+            jwks: super::callback::JwksCache::default(),
             in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
             waiting: std::sync::Mutex::new(std::collections::HashMap::new()),
             assets,
@@ -213,6 +222,7 @@ impl MappedBackend {
             "target": self.target_for(r),
             "job": {"id": job.id, "backend_job_id": job.backend_job_id, "data": job.backend_data},
             "source": {"backend_job_id": r.source_backend_job_id},
+            "callback_url": self.callbacks.as_ref().map(|c| format!("{}/callbacks/{}/{}", c.base_url, self.name, job.id)),
         }))
     }
 
@@ -551,6 +561,45 @@ impl MappedBackend {
         if ctx["status"] == 404 {
             return Ok(Progress::Lost);
         }
+        self.progress_of(ctx, None).await
+    }
+
+    /// A verified callback's payload (`{body, headers}`) read as the poll (and result) answer it stands for.
+    async fn callback_progress(&self, job: &Job, payload: &Value) -> Result<Progress, BackendError> {
+        let Some(callback) = &self.mapping.callback else {
+            return self.poll_job(job).await;
+        };
+        if let (Some(expr), Some(known)) = (&callback.job_id, &job.backend_job_id) {
+            let said = expr.eval_string(payload).unwrap_or_default();
+            if &said != known {
+                tracing::warn!(job = %job.id, %said, %known, "a callback names another provider job; polling instead");
+                return self.poll_job(job).await;
+            }
+        }
+        let response = callback
+            .response
+            .eval(payload)
+            .map_err(|e| self.mapping_error(format!("callback.response: {e}")))?;
+        let result = match &callback.result {
+            Some(e) => Some(
+                e.eval(payload)
+                    .map_err(|e| self.mapping_error(format!("callback.result: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut ctx = self.context(job).await?;
+        if let Value::Object(map) = &mut ctx {
+            map.insert("status".into(), Value::from(200));
+            map.insert("headers".into(), payload["headers"].clone());
+            map.insert("response".into(), response);
+            map.insert("step".into(), Value::from("poll"));
+        }
+        self.progress_of(ctx, result).await
+    }
+
+    /// The provider's state in `ctx` (a poll's answer) as progress; when done, the outputs (from `result` if a
+    /// callback carried it, else from the `[result]` step).
+    async fn progress_of(&self, ctx: Value, result: Option<Value>) -> Result<Progress, BackendError> {
         let state = self
             .mapping
             .state
@@ -585,9 +634,16 @@ impl MappedBackend {
                 })))
             }
             StateClass::Done => {
-                let ctx = match &self.mapping.result {
-                    Some(step) => self.send(step, StepName::Result, ctx).await?,
-                    None => ctx,
+                let ctx = match (result, &self.mapping.result) {
+                    (Some(answer), _) => {
+                        let mut ctx = ctx;
+                        if let Value::Object(map) = &mut ctx {
+                            map.insert("response".into(), answer);
+                        }
+                        ctx
+                    }
+                    (None, Some(step)) => self.send(step, StepName::Result, ctx).await?,
+                    (None, None) => ctx,
                 };
                 Ok(Progress::Done(self.outputs(&ctx)?))
             }
@@ -726,6 +782,38 @@ impl Backend for MappedBackend {
         // A job we poll is at the provider and holds a slot (the worker also claims them all at start-up).
         self.in_flight_set().insert(job.id.clone());
         self.poll_job(job).await
+    }
+
+    fn takes_callbacks(&self) -> bool {
+        self.callbacks.is_some() && self.mapping.callback.is_some()
+    }
+
+    async fn verify_callback(&self, headers: &hyper::HeaderMap, body: &[u8]) -> Result<(), String> {
+        let (Some(settings), Some(callback)) = (&self.callbacks, &self.mapping.callback) else {
+            return Err("this backend takes no callbacks".into());
+        };
+        let now = crate::video::now_unix();
+        match &callback.verify {
+            crate::mapping::compile::CallbackVerify::StandardWebhooks { secret } => {
+                let secret = self
+                    .secrets
+                    .get(secret)
+                    .ok_or_else(|| format!("the callback secret {secret:?} is not configured"))?;
+                super::callback::verify_standard(headers, body, secret.expose(), now)
+            }
+            crate::mapping::compile::CallbackVerify::FalEd25519 { jwks_url } => {
+                let url = settings.jwks_url.as_deref().unwrap_or(jwks_url);
+                self.jwks.verify_fal(&self.http, url, headers, body, now).await
+            }
+        }
+    }
+
+    async fn on_callback(&self, job: &Job, payload: &Value) -> Result<Progress, BackendError> {
+        self.in_flight_set().insert(job.id.clone());
+        let started = std::time::Instant::now();
+        let result = self.callback_progress(job, payload).await;
+        self.count_call("callback", started, &result);
+        result
     }
 
     async fn release(&self, job: &Job) {

@@ -16,6 +16,7 @@ pub struct RawMapping {
     pub poll: RawRequest,
     pub result: Option<RawRequest>,
     pub upload: Option<RawUpload>,
+    pub callback: Option<RawCallback>,
     pub outputs: RawOutputs,
     #[serde(default)]
     pub download: RawDownload,
@@ -118,6 +119,26 @@ fn post() -> String {
 
 fn image() -> String {
     "image".into()
+}
+
+/// `[callback]`: the provider calls the shim back when a job changes (a backend turns it on with
+/// `callback_base_url`; the create sees the URL as `.callback_url`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCallback {
+    /// How the provider signs callbacks: `standard-webhooks` (webhook-id/-timestamp/-signature, HMAC-SHA256 of a
+    /// `whsec_` key) or `fal-ed25519` (X-Fal-Webhook-* headers, Ed25519 keys from a JWKS).
+    pub verify: String,
+    /// standard-webhooks: the backend secret (a name under the backend's `secrets`) holding the signing key.
+    pub secret: Option<String>,
+    /// fal-ed25519: where the provider publishes its public keys.
+    pub jwks_url: Option<String>,
+    /// jq over `{body, headers}` → the provider's job id, checked against the job's.
+    pub job_id: Option<String>,
+    /// jq over `{body, headers}` → what a poll would have answered (seen as `.response` by `poll.state` …).
+    pub response: String,
+    /// jq over `{body, headers}` → what the `[result]` step would have answered (that call is then skipped).
+    pub result: Option<String>,
 }
 
 /// `images = "upload"`: the reference image is sent to the provider first, as a multipart file.

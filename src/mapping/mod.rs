@@ -2,6 +2,7 @@
 //! provider's requests and how its answers come back; [`compile`] validates it once at start-up, and
 //! [`engine::MappedBackend`] runs it over [`http`]. No provider is named in Rust code.
 
+pub mod callback;
 pub mod compile;
 pub mod engine;
 pub mod format;

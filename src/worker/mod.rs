@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashSet;
+use dashmap::{DashMap, DashSet};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,9 +28,27 @@ const MAX_FINALIZE_ATTEMPTS: u32 = 12;
 #[derive(Clone)]
 pub struct WorkerHandle {
     wake: mpsc::UnboundedSender<String>,
+    inbox: Arc<Inbox>,
+}
+
+/// Verified provider callbacks waiting for their job's next step, and a way to cut that job's pause short.
+#[derive(Default)]
+struct Inbox {
+    callbacks: DashMap<String, serde_json::Value>,
+    wakers: DashMap<String, Arc<tokio::sync::Notify>>,
 }
 
 impl WorkerHandle {
+    /// A verified callback for `job_id`: its next step reads it instead of polling, and that step runs now.
+    /// (Held in memory: a callback lost to a crash is made up by the next poll.)
+    pub fn callback(&self, job_id: &str, payload: serde_json::Value) {
+        self.inbox.callbacks.insert(job_id.to_owned(), payload);
+        if let Some(waker) = self.inbox.wakers.get(job_id) {
+            waker.notify_one();
+        }
+        self.notify(job_id);
+    }
+
     pub fn notify(&self, job_id: &str) {
         // A closed channel means shutdown; the job is persisted and resumes on the next start.
         let _ = self.wake.send(job_id.to_owned());
@@ -50,6 +68,7 @@ pub struct Worker {
     config: WorkerConfig,
     breakers: Arc<Breakers>,
     active: Arc<DashSet<String>>,
+    inbox: Arc<Inbox>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -77,6 +96,7 @@ impl Worker {
             config,
             breakers,
             active: Arc::new(DashSet::new()),
+            inbox: Arc::default(),
             tracker,
             shutdown,
         })
@@ -97,7 +117,10 @@ impl Worker {
             }
             tracing::debug!("worker dispatcher stopped");
         });
-        WorkerHandle { wake: tx }
+        WorkerHandle {
+            wake: tx,
+            inbox: Arc::clone(&self.inbox),
+        }
     }
 
     async fn sweep(self: &Arc<Self>) {
@@ -128,6 +151,13 @@ impl Worker {
             return;
         }
         let me = Arc::clone(self);
+        let waker = Arc::clone(
+            self.inbox
+                .wakers
+                .entry(job_id.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Notify::new()))
+                .value(),
+        );
         self.tracker.spawn(async move {
             loop {
                 let next = match me.store.get_job(&job_id).await {
@@ -143,9 +173,13 @@ impl Worker {
                 tokio::select! {
                     _ = me.shutdown.cancelled() => break,
                     _ = tokio::time::sleep(pause) => {}
+                    // A provider callback arrived: act on it now rather than at the next poll.
+                    _ = waker.notified() => {}
                 }
             }
             me.release_if_finished(&job_id).await;
+            me.inbox.wakers.remove(&job_id);
+            me.inbox.callbacks.remove(&job_id);
             me.active.remove(&job_id);
         });
     }
@@ -363,7 +397,10 @@ impl Worker {
     }
 
     async fn poll(&self, job: Job, backend: &dyn Backend) -> Result<Next, StoreError> {
-        let polled = backend.poll(&job).await;
+        let polled = match self.inbox.callbacks.remove(&job.id) {
+            Some((_, payload)) => backend.on_callback(&job, &payload).await,
+            None => backend.poll(&job).await,
+        };
         match &polled {
             Err(BackendError {
                 kind: BackendErrorKind::Unavailable | BackendErrorKind::Ambiguous,

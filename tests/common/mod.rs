@@ -88,6 +88,13 @@ impl Shim {
         shim
     }
 
+    /// Listening on a given address (a config that names the shim's own URL, for provider callbacks).
+    pub fn start_listening(config: &str, env: &[(&str, &str)], listen: &str) -> Shim {
+        let mut env: Vec<(&str, &str)> = env.to_vec();
+        env.push(("SORA_SHIM_TEST_LISTEN", listen));
+        Self::start_with_env(config, &env)
+    }
+
     /// A shim on an existing config file and data directory (owned by the caller).
     pub fn start_on(config: &Path, data_dir: &Path) -> Shim {
         Self::spawn(data_dir, config, &[])
@@ -110,8 +117,12 @@ impl Shim {
             .append(true)
             .open(data_dir.parent().unwrap().join("shim.log"))
             .unwrap();
+        let listen = env
+            .iter()
+            .find(|(k, _)| k == "SORA_SHIM_TEST_LISTEN")
+            .map_or("127.0.0.1:0", |(_, v)| v.as_str());
         let mut child = Command::new(env!("CARGO_BIN_EXE_sora-shim"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .arg("--config")
             .arg(config)

@@ -883,6 +883,85 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+# -- provider callbacks (webhooks to the client) ------------------------------------------------------------
+
+#: Prompt marker that makes the fake sign its callback with the wrong key (for signature-refusal tests).
+BAD_SIGNATURE_MARKER = "[fake:badsig]"
+
+
+def run_job_in_background(store: "Store", job: "Job", advance, on_terminal, interval: float = 0.05) -> None:
+    """Walks `job` to its end without polls (as a real provider works on its own), then calls `on_terminal(job)`
+    outside the lock. Used when the client asked for a callback."""
+    def walk() -> None:
+        while True:
+            time.sleep(interval)
+            with store.lock:
+                if not job.terminal:
+                    advance(job)
+                if job.terminal:
+                    break
+        on_terminal(job)
+    threading.Thread(target=walk, daemon=True).start()
+
+
+def post_callback(url: str, body: bytes, headers: dict, attempts: int = 5) -> None:
+    """POSTs a callback, retrying a few times on errors or non-2xx, as providers do."""
+    import urllib.request
+    for attempt in range(attempts):
+        req = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                log(f"callback to {url} -> {resp.status}")
+                if 200 <= resp.status < 300:
+                    return
+        except Exception as e:  # noqa: BLE001
+            log(f"callback to {url} failed: {e}")
+        time.sleep(0.2 * (attempt + 1))
+
+
+def standard_webhooks_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256>` of `{msg_id}.{timestamp}.{body}`; the key is the base64 part of `whsec_…`."""
+    import hashlib
+    import hmac
+    key = base64.b64decode(secret[len("whsec_"):]) if secret.startswith("whsec_") else secret.encode()
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+class Ed25519Key:
+    """An Ed25519 key made and used through the openssl CLI (the standard library has no Ed25519)."""
+
+    def __init__(self) -> None:
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix="fake-ed25519-")
+        self.pem = os.path.join(self.dir, "key.pem")
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", self.pem], check=True,
+                       capture_output=True)
+        der = subprocess.run(["openssl", "pkey", "-in", self.pem, "-pubout", "-outform", "DER"], check=True,
+                             capture_output=True).stdout
+        self.public_raw = der[-32:]
+
+    def sign(self, message: bytes) -> bytes:
+        msg = os.path.join(self.dir, f"msg-{uuid_hex()}")
+        with open(msg, "wb") as f:
+            f.write(message)
+        try:
+            return subprocess.run(["openssl", "pkeyutl", "-sign", "-inkey", self.pem, "-rawin", "-in", msg],
+                                  check=True, capture_output=True).stdout
+        finally:
+            os.unlink(msg)
+
+    def jwk(self) -> dict:
+        x = base64.urlsafe_b64encode(self.public_raw).decode().rstrip("=")
+        return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "fake-1", "alg": "EdDSA", "use": "sig"}
+
+
+def uuid_hex() -> str:
+    import uuid
+    return uuid.uuid4().hex
+
+
 class FakeHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True

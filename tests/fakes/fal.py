@@ -25,6 +25,8 @@ Auth: `Authorization: Key KEY`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import sys
@@ -113,6 +115,7 @@ class FalFake(FakeProvider):
         rid = r"(?P<request_id>[^/]+)"
         return [
             Route("GET", r"^/cdn/files/(?P<file_id>[^/]+)/(?P<name>[^/]+)$", self.download, "download", auth=False),
+            Route("GET", r"^/\.well-known/jwks\.json$", self.jwks, None, auth=False),
             Route("GET", rf"^/{app}/requests/{rid}/status$", self.status, "poll"),
             Route("PUT", rf"^/{app}/requests/{rid}/cancel$", self.cancel, "cancel"),
             Route("GET", rf"^/{app}/requests/{rid}$", self.result, "result"),
@@ -257,10 +260,54 @@ class FalFake(FakeProvider):
         self.store.add_job(job)
         if outcome == "succeed":
             fakelib.prewarm_mp4(w, h, seconds)
+        if job.data["webhook"]:
+            fakelib.run_job_in_background(self.store, job, self._advance, self._send_webhook)
         resp = {"status": "IN_QUEUE", **self._urls(job), "queue_position": 0}
         if job.data["webhook"]:
             resp["gateway_request_id"] = job.id
         return json_response(200, resp)
+
+    # -- webhooks -----------------------------------------------------------------------------
+    _key = None
+
+    def signing_key(self):
+        if FalFake._key is None:
+            FalFake._key = fakelib.Ed25519Key()
+        return FalFake._key
+
+    def jwks(self, req: Request) -> Response:
+        return json_response(200, {"keys": [self.signing_key().jwk()]})
+
+    def _send_webhook(self, job: Job) -> None:
+        """fal's webhook: {request_id, gateway_request_id, status OK|ERROR, payload, error}, signed with Ed25519
+        over request id, user id, timestamp and the body's SHA-256 (X-Fal-Webhook-* headers)."""
+        with self.store.lock:
+            err = self._error_of(job)
+            file_id = job.data["file_id"]
+        if err:
+            body = {"request_id": job.id, "gateway_request_id": job.id, "status": "ERROR",
+                    "error": "Invalid status code: 422", "payload": {"detail": err}}
+        else:
+            path = fakelib.ensure_mp4(job.width, job.height, job.seconds)
+            body = {"request_id": job.id, "gateway_request_id": job.id, "status": "OK",
+                    "payload": {"video": {"url": self.url(f"/cdn/files/{file_id}/output.mp4"),
+                                          "content_type": "video/mp4", "file_name": "output.mp4",
+                                          "file_size": os.path.getsize(path)},
+                                "seed": job.data["seed"]}}
+        raw = json.dumps(body).encode()
+        user_id = "fake-user"
+        ts = str(int(time.time()))
+        message = "\n".join([job.id, user_id, ts, hashlib.sha256(raw).hexdigest()]).encode()
+        key = self.signing_key()
+        signature = key.sign(message)
+        if fakelib.BAD_SIGNATURE_MARKER in job.prompt:
+            signature = bytes(64)
+        fakelib.post_callback(job.data["webhook"], raw, {
+            "X-Fal-Webhook-Request-Id": job.id,
+            "X-Fal-Webhook-User-Id": user_id,
+            "X-Fal-Webhook-Timestamp": ts,
+            "X-Fal-Webhook-Signature": signature.hex(),
+        })
 
     def _find(self, owner: str, app: str, request_id: str):
         job = self.store.get_job(request_id)

@@ -22,15 +22,22 @@ Endpoints:
   GET  /v1/predictions                          -> {previous, next, results}
   GET  /delivery/{file_id}/output.mp4           -> MP4 (no auth; 404 once expired; the prediction then shows
                                                    data_removed: true)
+  GET  /v1/webhooks/default/secret              -> {"key": "whsec_..."}: the signing key of webhooks
+Webhooks: a create with `webhook` (and `webhook_events_filter` containing "completed", or none) runs on its own
+without polls and POSTs the final prediction there, signed the Standard Webhooks way (webhook-id,
+webhook-timestamp, webhook-signature) with the key above (env FAKE_WEBHOOK_SECRET, else a fixed test key);
+[fake:badsig] in the prompt signs with a wrong key.
 Auth: `Authorization: Bearer KEY` (also `Token KEY`).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import sys
+import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -88,7 +95,30 @@ class ReplicateFake(FakeProvider):
             Route("GET", rf"^/v1/predictions/{pid}$", self.retrieve, "poll"),
             Route("POST", rf"^/v1/predictions/{pid}/cancel$", self.cancel, "cancel"),
             Route("GET", r"^/delivery/(?P<file_id>[^/]+)/(?P<name>[^/]+)$", self.download, "download", auth=False),
+            Route("GET", r"^/v1/webhooks/default/secret$", self.webhook_secret, None),
         ]
+
+    # -- webhooks -----------------------------------------------------------------------------
+    @staticmethod
+    def signing_secret() -> str:
+        return os.environ.get("FAKE_WEBHOOK_SECRET") or "whsec_" + base64.b64encode(b"fake replicate signing key").decode()
+
+    def webhook_secret(self, req: Request) -> Response:
+        return json_response(200, {"key": self.signing_secret()})
+
+    def _send_webhook(self, job: Job) -> None:
+        with self.store.lock:
+            body = json.dumps(self._prediction(job)).encode()
+        secret = self.signing_secret()
+        if fakelib.BAD_SIGNATURE_MARKER in job.prompt:
+            secret = "whsec_" + base64.b64encode(b"not the account key").decode()
+        msg_id = "msg_" + new_id()
+        ts = int(time.time())
+        fakelib.post_callback(job.data["webhook"], body, {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": fakelib.standard_webhooks_signature(secret, msg_id, ts, body),
+        })
 
     # -- auth / errors ------------------------------------------------------------------------
     def check_auth(self, req: Request):
@@ -186,6 +216,9 @@ class ReplicateFake(FakeProvider):
         self.store.add_job(job)
         if outcome == "succeed":
             fakelib.prewarm_mp4(w, h, seconds)
+        events = body.get("webhook_events_filter") or ["start", "output", "logs", "completed"]
+        if body.get("webhook") and "completed" in events:
+            fakelib.run_job_in_background(self.store, job, self._advance, self._send_webhook)
         prefer = (req.header("Prefer") or "").strip().lower()
         if prefer.startswith("wait"):
             # The real API blocks up to N (<= 60) s and returns the prediction in whatever state it reached;
