@@ -10,6 +10,7 @@ pub mod body;
 pub mod characters;
 pub mod content;
 pub mod error;
+pub mod openapi;
 pub mod response;
 pub mod schema;
 pub mod videos;
@@ -33,6 +34,7 @@ enum Route<'a> {
     Health,
     Ready,
     Metrics,
+    OpenApi,
     ShadowReport,
     AdminJob(&'a str),
     AdminWebhooks,
@@ -60,6 +62,13 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
         "/healthz" => {
             return if method == Method::GET {
                 Ok(Route::Health)
+            } else {
+                Err(not_allowed("GET"))
+            };
+        }
+        "/openapi.json" | "/v1/openapi.json" => {
+            return if method == Method::GET {
+                Ok(Route::OpenApi)
             } else {
                 Err(not_allowed("GET"))
             };
@@ -212,6 +221,7 @@ async fn dispatch(app: &App, req: Request<Incoming>, caller: &mut Caller) -> Res
         Route::Health => return Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         Route::Ready => return Ok(ready(app).await),
         Route::Metrics => return Ok(metrics(app).await),
+        Route::OpenApi => return Ok(json_response(StatusCode::OK, openapi::document())),
         Route::ShadowReport => {
             admin(app, req.headers(), caller)?;
             return shadow_report(app).await;
@@ -249,6 +259,7 @@ async fn dispatch(app: &App, req: Request<Incoming>, caller: &mut Caller) -> Res
         Route::Health
         | Route::Ready
         | Route::Metrics
+        | Route::OpenApi
         | Route::ShadowReport
         | Route::AdminJob(_)
         | Route::AdminWebhooks
@@ -429,6 +440,7 @@ fn route_label(method: &Method, path: &str) -> &'static str {
         Ok(Route::Health) => "healthz",
         Ok(Route::Ready) => "readyz",
         Ok(Route::Metrics) => "metrics",
+        Ok(Route::OpenApi) => "openapi",
         Ok(Route::ShadowReport) => "admin_shadow_report",
         Ok(Route::AdminJob(_)) => "admin_job",
         Ok(Route::AdminWebhooks) => "admin_webhooks",
