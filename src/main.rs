@@ -178,16 +178,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// A single-threaded runtime for the offline subcommands.
+fn one_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("sora-shim: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 /// Reads the shadow pairs from the store the config names (safe while the server runs: SQLite WAL readers).
 #[allow(clippy::print_stdout)]
 fn shadow_report(config: &Config, json: bool) -> ExitCode {
     let sora_shim::config::StoreConfig::Sqlite { path } = &config.store;
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match one_thread_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sora-shim: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let pairs = runtime.block_on(async {
         let store = sora_shim::store::sqlite::SqliteStore::open(path)?;
@@ -230,12 +238,9 @@ enum Transfer {
 /// SQLite takes a second writer, and imported records are new ids).
 #[allow(clippy::print_stdout)]
 fn transfer(config: &Config, what: Transfer) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match one_thread_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sora-shim: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let sora_shim::config::StoreConfig::Sqlite { path } = &config.store;

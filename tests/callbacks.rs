@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Fake, Shim};
+use common::{Fake, Shim, metric};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
@@ -38,16 +38,6 @@ fn shim_with_callbacks(mapping: &str, fake: &Fake, model: &str, poll_ms: u64) ->
     Shim::start_listening(&config, &[("TEST_REPLICATE_WEBHOOK_SECRET", REPLICATE_SECRET)], &addr)
 }
 
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
-async fn metrics(shim: &Shim) -> String {
-    String::from_utf8_lossy(&shim.call(Method::GET, "/metrics", None, &[], Bytes::new()).await.body).into_owned()
-}
-
 #[tokio::test]
 async fn replicate_and_fal_callbacks_complete_jobs_without_a_poll() {
     for (mapping, fake_name, model) in [
@@ -69,7 +59,7 @@ async fn replicate_and_fal_callbacks_complete_jobs_without_a_poll() {
             shim.get(&format!("/v1/videos/{id}/content"), "sk-cb").await.status,
             StatusCode::OK
         );
-        let m = metrics(&shim).await;
+        let m = shim.metrics().await;
         assert!(
             metric(
                 &m,
@@ -95,7 +85,7 @@ async fn replicate_and_fal_callbacks_complete_jobs_without_a_poll() {
         );
         assert!(
             metric(
-                &metrics(&shim).await,
+                &shim.metrics().await,
                 "sora_shim_provider_callbacks_total{backend=\"prov\",outcome=\"refused\"}"
             ) >= 1.0
         );
@@ -130,7 +120,7 @@ async fn a_badly_signed_callback_is_refused_and_polling_finishes_the_job() {
             fake.stats().await["polls"].as_u64().unwrap() >= 1,
             "{mapping}: finished without polling?"
         );
-        let m = metrics(&shim).await;
+        let m = shim.metrics().await;
         assert!(
             metric(
                 &m,

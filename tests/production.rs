@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Fake, Shim, assert_error, multipart};
+use common::{Fake, Shim, assert_error, metric, multipart};
 use http_body_util::{BodyExt, Empty};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -239,8 +239,7 @@ async fn request_limits_answer_429_with_headers_and_release() {
     // Released once the bucket has refilled by one.
     tokio::time::sleep(Duration::from_millis(wait_ms + 100)).await;
     assert_eq!(shim.get("/v1/videos", GLOBEX_KEY).await.status, StatusCode::OK);
-    let metrics =
-        String::from_utf8_lossy(&shim.call(Method::GET, "/metrics", None, &[], Bytes::new()).await.body).into_owned();
+    let metrics = shim.metrics().await;
     assert!(
         metric(
             &metrics,
@@ -248,13 +247,6 @@ async fn request_limits_answer_429_with_headers_and_release() {
         ) >= 1.0,
         "{metrics}"
     );
-}
-
-/// The value of one sample line of a Prometheus exposition (0 when absent).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
 }
 
 /// A tenant capped at one unfinished video on a fake provider that keeps jobs running for a while.
@@ -704,8 +696,7 @@ async fn prompt_policies_block_before_dispatch_and_record_the_verdict() {
             .contains("unavailable")
     );
 
-    let metrics =
-        String::from_utf8_lossy(&shim.call(Method::GET, "/metrics", None, &[], Bytes::new()).await.body).into_owned();
+    let metrics = shim.metrics().await;
     assert!(
         metric(
             &metrics,
@@ -775,8 +766,7 @@ flagged = '.results[0].flagged'
     bodies.push(shim.get(&format!("/admin/jobs/{id}"), ADMIN_KEY).await.body);
     bodies.push(shim.get(&format!("/v1/videos/{id}"), GLOBEX_KEY).await.body);
 
-    let metrics =
-        String::from_utf8_lossy(&shim.call(Method::GET, "/metrics", None, &[], Bytes::new()).await.body).into_owned();
+    let metrics = shim.metrics().await;
     for series in [
         "sora_shim_http_requests_total{method=\"POST\",route=\"create_video\",status=\"200\"}",
         "sora_shim_http_request_duration_seconds_count{method=\"GET\",route=\"get_video\"}",

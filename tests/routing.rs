@@ -109,7 +109,7 @@ async fn a_dead_backend_opens_its_circuit_jobs_fail_over_and_it_recovers_through
         assert_eq!(backends_of_jobs(&shim)[&id], "spare");
     }
     assert_eq!(accepted(&primary).await, 0);
-    let metrics = String::from_utf8(shim.get("/metrics", "k").await.body.to_vec()).unwrap();
+    let metrics = shim.metrics().await;
     assert_eq!(
         metric(
             &metrics,

@@ -208,7 +208,7 @@ async fn a_failing_receiver_gets_each_event_until_it_answers_with_the_same_ids()
         (last["type"].as_str(), last["data"]["id"].as_str()),
         (Some("video.failed"), Some(failed.as_str()))
     );
-    let metrics = String::from_utf8_lossy(&shim.get("/metrics", "x").await.body).into_owned();
+    let metrics = shim.metrics().await;
     assert!(
         metrics.contains("sora_shim_webhook_deliveries_total{outcome=\"retry\"} 3"),
         "{metrics}"

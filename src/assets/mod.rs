@@ -152,37 +152,10 @@ impl AssetStore {
         self.root.join(".tmp").join(crate::video::new_id("part"))
     }
 
-    /// Stores `bytes` under `key`.
+    /// Stores `bytes` under `key` (one chunk of [`AssetStore::put_stream`]).
     pub async fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<Stored, AssetError> {
-        if let Some(o) = &self.object {
-            check_key(key)?;
-            let stored = o.put_bytes(key, Bytes::copy_from_slice(bytes)).await?;
-            count_stored(stored.bytes);
-            return Ok(stored);
-        }
-        let io_err = |source| AssetError::Io {
-            key: key.to_owned(),
-            source,
-        };
-        let dest = self.path(key)?;
-        let tmp = self.temp_path();
-        let result = async {
-            let mut f = File::create(&tmp).await?;
-            f.write_all(bytes).await?;
-            f.sync_all().await?;
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp).await;
-            return Err(io_err(e));
-        }
-        self.commit(key, &tmp, &dest).await?;
-        count_stored(bytes.len() as u64);
-        Ok(Stored {
-            bytes: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(bytes)),
-        })
+        let chunk = Ok::<_, io::Error>(Bytes::copy_from_slice(bytes));
+        self.put_stream(key, futures_util::stream::iter([chunk])).await
     }
 
     /// Copies the file at `src` into storage under `key`, hashing as it streams (constant memory).

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, GetRange, ObjectStore, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -99,18 +99,6 @@ impl ObjectAssets {
         } else {
             ObjectPath::from(format!("{}/{key}", self.prefix))
         }
-    }
-
-    pub async fn put_bytes(&self, key: &str, bytes: Bytes) -> Result<Stored, AssetError> {
-        let stored = Stored {
-            bytes: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(&bytes)),
-        };
-        self.store
-            .put(&self.path(key), PutPayload::from_bytes(bytes))
-            .await
-            .map_err(|e| object_error(key, e))?;
-        Ok(stored)
     }
 
     pub async fn put_stream<S>(&self, key: &str, chunks: &mut S) -> Result<Stored, AssetError>

@@ -469,3 +469,18 @@ pub fn png(width: u32, height: u32) -> Vec<u8> {
         .unwrap();
     out
 }
+
+/// The value of one sample line of a Prometheus exposition (0 when absent).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+impl Shim {
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        let r = self.call(Method::GET, "/metrics", None, &[], Bytes::new()).await;
+        String::from_utf8_lossy(&r.body).into_owned()
+    }
+}
