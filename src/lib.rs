@@ -23,6 +23,7 @@
 //! - [`video`]    — domain types: jobs, states, sizes, durations, variants.
 //! - [`app`]      — the runtime that holds all of the above.
 //! - [`export`]   — `sora-shim export` / `import`: job records and asset files in a versioned layout.
+//! - [`fuzzing`]  — entry points for the fuzz targets (`tests/fuzz/`) and their regression tests.
 //! - [`conformance`] — `sora-shim conformance`: the Sora-contract scenarios, run against any endpoint over HTTP.
 
 #![forbid(unsafe_code)]
@@ -35,6 +36,7 @@ pub mod backends;
 pub mod config;
 pub mod conformance;
 pub mod export;
+pub mod fuzzing;
 pub mod health;
 pub mod jobs;
 pub mod limits;

@@ -1,7 +1,7 @@
 //! Looking inside uploads: the size of a reference image and the size and length of an uploaded MP4, so bad
 //! inputs are refused at the door with a clear error instead of failing later at a backend.
 
-use std::io::Cursor;
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -40,7 +40,8 @@ pub fn probe_image(bytes: &[u8]) -> Option<ImageInfo> {
 
 /// Dimensions of the first video track and the movie's duration.
 pub fn probe_mp4(bytes: &[u8]) -> Option<VideoInfo> {
-    let reader = mp4::Mp4Reader::read_header(Cursor::new(bytes), bytes.len() as u64).ok()?;
+    let size = bytes.len() as u64;
+    let reader = mp4::Mp4Reader::read_header(Bounded::new(Cursor::new(bytes), size), size).ok()?;
     video_info(&reader)
 }
 
@@ -48,8 +49,51 @@ pub fn probe_mp4(bytes: &[u8]) -> Option<VideoInfo> {
 pub fn probe_mp4_file(path: &std::path::Path) -> Option<VideoInfo> {
     let file = std::fs::File::open(path).ok()?;
     let size = file.metadata().ok()?.len();
-    let reader = mp4::Mp4Reader::read_header(std::io::BufReader::new(file), size).ok()?;
+    let reader = mp4::Mp4Reader::read_header(Bounded::new(io::BufReader::new(file), size), size).ok()?;
     video_info(&reader)
+}
+
+/// What the `mp4` crate reads through: at most one read or seek per byte of the file (plus a margin), then an
+/// error. The crate loops forever on a box of size 0 inside a container (it seeks back to the same header and
+/// reads it again; found by fuzzing, `tests/fuzz/regressions/request_body/`), so an upload or a provider's
+/// output could pin a core; a parse of a real file makes far fewer calls than it has bytes.
+pub struct Bounded<R> {
+    inner: R,
+    calls_left: u64,
+}
+
+impl<R> Bounded<R> {
+    pub fn new(inner: R, size: u64) -> Bounded<R> {
+        Bounded {
+            inner,
+            calls_left: size.saturating_add(4096),
+        }
+    }
+
+    fn spend(&mut self) -> io::Result<()> {
+        if self.calls_left == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "malformed MP4: reading its boxes does not end",
+            ));
+        }
+        self.calls_left -= 1;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.spend()?;
+        self.inner.read(buf)
+    }
+}
+
+impl<R: Seek> Seek for Bounded<R> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.spend()?;
+        self.inner.seek(pos)
+    }
 }
 
 fn video_info<R: std::io::Read + std::io::Seek>(reader: &mp4::Mp4Reader<R>) -> Option<VideoInfo> {
@@ -73,6 +117,19 @@ fn video_info<R: std::io::Read + std::io::Seek>(reader: &mp4::Mp4Reader<R>) -> O
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_box_of_size_zero_inside_moov_is_refused_not_looped_on() {
+        let mut mp4 = Vec::new();
+        mp4.extend_from_slice(&[0, 0, 0, 16]);
+        mp4.extend_from_slice(b"ftypisom");
+        mp4.extend_from_slice(&[0, 0, 0, 0]);
+        mp4.extend_from_slice(&[0, 0, 0, 16]);
+        mp4.extend_from_slice(b"moov");
+        mp4.extend_from_slice(&[0, 0, 0, 0]);
+        mp4.extend_from_slice(b"free");
+        assert_eq!(super::probe_mp4(&mp4), None);
+    }
+
     use super::*;
 
     #[test]

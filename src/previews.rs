@@ -115,7 +115,8 @@ fn derive(video: &Path, dir: &Path) -> Result<Previews, PreviewError> {
     let started = Instant::now();
     let file = File::open(video)?;
     let size = file.metadata()?.len();
-    let mut reader = Mp4Reader::read_header(BufReader::new(file), size).map_err(mp4_err)?;
+    let mut reader =
+        Mp4Reader::read_header(crate::media::Bounded::new(BufReader::new(file), size), size).map_err(mp4_err)?;
     let track = H264Track::find(&reader)?;
     let total = track.sample_count;
     if total == 0 {

@@ -68,7 +68,8 @@ pub fn inspect_mp4(bytes: &[u8]) -> Result<Mp4Facts, String> {
             return Err(format!("no '{needed}' box (top-level boxes: {})", names.join(", ")));
         }
     }
-    let mut reader = mp4::Mp4Reader::read_header(Cursor::new(bytes), bytes.len() as u64)
+    let size = bytes.len() as u64;
+    let mut reader = mp4::Mp4Reader::read_header(crate::media::Bounded::new(Cursor::new(bytes), size), size)
         .map_err(|e| format!("MP4 boxes do not parse: {e}"))?;
     let track = reader
         .tracks()
