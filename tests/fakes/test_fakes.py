@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Optional
@@ -542,6 +543,18 @@ def test_429_retry_after_then_reset(fake: Fake):
     stats = fake.stats()
     assert stats["creates"] == 2 and len(stats["jobs"]) == 1
     assert [r["status"] for r in stats["requests"] if r["fault"]] == ["429", "reset"]
+
+
+@pytest.mark.parametrize("fake", ["openai_videos", "runway"], indirect=True)
+def test_rate_limit_rps(fake: Fake):
+    d = DRIVERS[fake.name]
+    fake.plan({"rate_limit_rps": 3})
+    answers = [d.create(fake, f"burst {i}")[0] for i in range(5)]
+    assert answers[:3] == [CREATED[fake.name]] * 3 and answers[3:] == [429, 429], answers
+    stats = fake.stats()
+    assert stats["rate_limited"] == 2 and stats["peak_rps"] == 3 and len(stats["jobs"]) == 3
+    time.sleep(1.05)
+    assert d.create(fake, "after the window")[0] == CREATED[fake.name]
 
 
 @pytest.mark.parametrize("fake", ["openai_videos"], indirect=True)
