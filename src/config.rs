@@ -102,6 +102,7 @@ struct RawWorker {
     queue_deadline_secs: Option<u64>,
     job_deadline_secs: Option<u64>,
     shadow_queue: Option<u64>,
+    max_active_steps: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -262,6 +263,7 @@ impl RawConfig {
                 queue_deadline_secs: pick(o.queue_deadline_secs, b.queue_deadline_secs),
                 job_deadline_secs: pick(o.job_deadline_secs, b.job_deadline_secs),
                 shadow_queue: pick(o.shadow_queue, b.shadow_queue),
+                max_active_steps: pick(o.max_active_steps, b.max_active_steps),
             }),
             (b, o) => o.or(b),
         };
@@ -467,6 +469,10 @@ pub struct WorkerConfig {
     pub queue_deadline: Duration,
     /// A job a backend accepted but has not finished within this long fails (`backend_timeout`).
     pub job_deadline: Duration,
+    /// How many jobs take a step (a submit, poll or asset copy) at once; the others wait their turn holding
+    /// almost no memory. Bounds the worker's memory and its pressure on the store when thousands of jobs wake
+    /// together (after a restart, or when an unreachable backend's retries line up).
+    pub max_active_steps: usize,
 }
 
 /// Circuit breakers per backend (see `health`).
@@ -654,6 +660,8 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
             w.job_deadline_secs,
             86_400,
         )),
+        max_active_steps: usize::try_from(positive(&mut p, "worker.max_active_steps", w.max_active_steps, 256))
+            .unwrap_or(256),
     };
     let shadow_queue = usize::try_from(positive(&mut p, "worker.shadow_queue", w.shadow_queue, 256)).unwrap_or(256);
     let h = raw.health.unwrap_or_default();

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub asset_bytes_served: IntCounter,
     /// 429s by tenant name and limit (`requests`, `concurrent_jobs`).
     pub rate_limited: IntCounterVec,
+    /// Writes refused because the data dir's disk is full, by where (`create` answered 507, `finalize` waits).
+    pub storage_full: IntCounterVec,
     /// Moderation verdicts by source (`policy`, `backend`) and verdict.
     pub moderation: IntCounterVec,
     /// Outbound webhook deliveries by outcome.
@@ -162,6 +164,12 @@ impl Metrics {
                 "sora_shim_rate_limited_total",
                 "Requests refused with 429, by tenant and limit",
                 &["tenant", "limit"],
+            )?,
+            storage_full: counter(
+                r,
+                "sora_shim_storage_full_total",
+                "Writes refused because storage is full, by where (create: answered 507; finalize: retried later)",
+                &["at"],
             )?,
             moderation: counter(
                 r,

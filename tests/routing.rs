@@ -410,3 +410,42 @@ async fn a_target_can_carry_its_own_provider_model_and_options() {
         "both targets' provider models were used"
     );
 }
+
+/// `worker.max_active_steps` is per backend: with one turn each, a backend whose polls hang holds only its own
+/// turn, and a job on another backend finishes meanwhile.
+#[tokio::test]
+async fn a_backend_whose_calls_hang_does_not_hold_another_backends_turns() {
+    let slow = Fake::start("runway");
+    let quick = Fake::start("runway");
+    slow.faults(json!({"poll": {"delay_ms": 4000}})).await;
+    let config = format!(
+        "{}{}{}[models.\"sora-2\"]\nbackend = \"slow\"\nsizes = [\"1280x720\"]\nseconds = [\"4\"]\n\
+         [models.\"sora-2-pro\"]\nbackend = \"quick\"\nsizes = [\"1280x720\"]\nseconds = [\"4\"]\n\
+         [api]\ndefault_size = \"1280x720\"\n",
+        worker("max_active_steps = 1"),
+        runway_backend("slow", &slow.url),
+        runway_backend("quick", &quick.url),
+    );
+    let shim = Shim::start_with(&config);
+    let stuck = shim.create("k", &json!({"prompt": "stuck", "model": "sora-2"})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while slow.stats().await["polls"].as_u64().unwrap() == 0 {
+        assert!(Instant::now() < deadline, "the slow backend was never polled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other = shim
+        .create("k", &json!({"prompt": "other", "model": "sora-2-pro"}))
+        .await;
+    assert_eq!(shim.wait(&other, "k").await["status"], "completed");
+    // Sharing one turn, the quick job's five steps would each have waited out a hanging poll first.
+    let slow_polls = slow.stats().await["polls"].as_u64().unwrap();
+    assert!(
+        slow_polls <= 2,
+        "the quick job waited behind {slow_polls} hanging polls"
+    );
+    let status = shim.get(&format!("/v1/videos/{stuck}"), "k").await.json()["status"].clone();
+    assert_ne!(
+        status, "completed",
+        "the slow backend's job is still held by its hanging poll"
+    );
+}

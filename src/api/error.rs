@@ -60,6 +60,9 @@ pub enum ApiError {
     /// 416: a `Range` outside the asset.
     #[error("Requested range not satisfiable")]
     RangeNotSatisfiable { len: u64 },
+    /// 507: the data dir's disk is full; nothing of this request was stored. The detail is logged.
+    #[error("The server's storage is full, so this request was not stored. Try again later.")]
+    StorageFull { detail: String },
     /// 500: our fault. The message the client sees is generic; the detail is logged.
     #[error("{kind}: {detail}")]
     Internal { kind: &'static str, detail: String },
@@ -118,6 +121,7 @@ impl ApiError {
             ApiError::UploadTooLarge { .. } => "upload_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            ApiError::StorageFull { .. } => "storage_full",
             ApiError::Internal { kind, .. } => kind,
         }
     }
@@ -199,12 +203,26 @@ impl ApiError {
                     .ok()
                     .map(|v| (CONTENT_RANGE, v)),
             ),
+            ApiError::StorageFull { .. } => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "server_error",
+                None,
+                Some("storage_full"),
+                no_header,
+            ),
             ApiError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, None, no_header),
         };
         let message = match &self {
             ApiError::Internal { kind, detail } => {
                 tracing::error!(kind, detail = %detail, "request failed");
                 "The server had an error while processing your request. Sorry about that!".to_owned()
+            }
+            ApiError::StorageFull { detail } => {
+                tracing::error!(detail = %detail, "storage is full; request refused with 507");
+                if let Some(m) = crate::metrics::get() {
+                    m.storage_full.with_label_values(&["create"]).inc();
+                }
+                self.to_string()
             }
             other => other.to_string(),
         };
@@ -253,12 +271,18 @@ pub fn rate_headers(headers: &mut hyper::HeaderMap, state: &crate::limits::RateS
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::internal("store", e)
+        match e {
+            StoreError::Full(_) => ApiError::StorageFull { detail: e.to_string() },
+            e => ApiError::internal("store", e),
+        }
     }
 }
 
 impl From<AssetError> for ApiError {
     fn from(e: AssetError) -> Self {
+        if e.is_storage_full() {
+            return ApiError::StorageFull { detail: e.to_string() };
+        }
         ApiError::internal("assets", e)
     }
 }

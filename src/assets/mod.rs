@@ -44,6 +44,20 @@ impl AssetError {
             AssetError::BadKey(_) => false,
         }
     }
+
+    /// The disk (or quota) under local storage is full: nothing is wrong with the asset or its source, and the
+    /// same write succeeds once space is freed.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            AssetError::Io { source, .. } => is_storage_full(source),
+            AssetError::Object { .. } | AssetError::BadKey(_) => false,
+        }
+    }
+}
+
+/// ENOSPC or EDQUOT.
+pub fn is_storage_full(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 /// A stream of an asset's bytes.

@@ -72,6 +72,9 @@ pub enum BackendErrorKind {
     Rejected(JobError),
     /// The backend is at its concurrency limit; the job waits in `queued` (not an error).
     Busy,
+    /// Our own storage is full while copying an output: nothing is wrong at the backend, and the copy is tried
+    /// again, without counting as an attempt, until space is freed.
+    StorageFull,
 }
 
 /// Why a request cannot go to this backend, found before anything is persisted (a 400 for the client).
@@ -103,6 +106,16 @@ impl BackendError {
             retry_after: None,
         }
     }
+
+    /// Writing an output into our storage failed: `StorageFull` when the disk is, else worth another try.
+    pub fn storing(backend: &str, e: &crate::assets::AssetError, context: &str) -> BackendError {
+        let kind = if e.is_storage_full() {
+            BackendErrorKind::StorageFull
+        } else {
+            BackendErrorKind::Unavailable
+        };
+        BackendError::new(backend, kind, format!("{context}: {e}"))
+    }
 }
 
 #[async_trait]
@@ -124,9 +137,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn poll(&self, job: &Job) -> Result<Progress, BackendError>;
     /// Frees whatever the backend keeps for a job once its assets are ours (or it failed).
     async fn release(&self, job: &Job);
-    /// At start-up, before any job is driven: `job` is at this backend already (submitted, running or being
+    /// At start-up, before any job is driven: the job is at this backend already (submitted, running or being
     /// finalized), so it counts against the backend's limits before a waiting job could take its place.
-    fn claim(&self, _job: &Job) {}
+    fn claim(&self, _job_id: &str) {}
     /// Whether the provider calls back (`POST /callbacks/{backend}/{job}`) for this backend's jobs.
     fn takes_callbacks(&self) -> bool {
         false
@@ -149,7 +162,7 @@ pub trait Backend: Send + Sync + 'static {
             OutputLocation::LocalFile(path) => assets
                 .put_file(key, path)
                 .await
-                .map_err(|e| BackendError::new(self.name(), BackendErrorKind::Unavailable, e.to_string())),
+                .map_err(|e| BackendError::storing(self.name(), &e, "store")),
             OutputLocation::Url { .. } => Err(BackendError::new(
                 self.name(),
                 BackendErrorKind::Rejected(JobError {

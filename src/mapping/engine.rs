@@ -91,7 +91,9 @@ impl MappedBackend {
             http: HttpClient::for_backend(config),
             limiter: config
                 .requests_per_second
-                .map(|n| RateLimiter::direct(Quota::per_second(n))),
+                // Evenly spaced, no burst: a provider metering calls per second sees at most `n` in any
+                // one-second window, also right after a quiet spell.
+                .map(|n| RateLimiter::direct(Quota::per_second(n).allow_burst(std::num::NonZeroU32::MIN))),
             max_concurrent: config.max_concurrent,
             // With callbacks, polling is only the safety net.
             poll_interval: match &config.callbacks {
@@ -307,6 +309,7 @@ impl MappedBackend {
             Ok(_) => "ok",
             Err(e) => match e.kind {
                 BackendErrorKind::Unavailable | BackendErrorKind::Busy => "retryable",
+                BackendErrorKind::StorageFull => "storage_full",
                 BackendErrorKind::Rejected(_) => "rejected",
                 BackendErrorKind::Ambiguous => "error",
             },
@@ -828,8 +831,8 @@ impl Backend for MappedBackend {
         set.len()
     }
 
-    fn claim(&self, job: &Job) {
-        self.in_flight_set().insert(job.id.clone());
+    fn claim(&self, job_id: &str) {
+        self.in_flight_set().insert(job_id.to_owned());
     }
 
     async fn fetch(&self, output: &Output, assets: &AssetStore, key: &str) -> Result<Stored, BackendError> {
@@ -856,7 +859,7 @@ impl MappedBackend {
             return assets
                 .put_stream(key, chunk)
                 .await
-                .map_err(|e| self.error(BackendErrorKind::Unavailable, format!("store: {e}")));
+                .map_err(|e| BackendError::storing(&self.name, &e, "store"));
         }
         let (headers, query) = if *auth { self.auth().await? } else { (vec![], vec![]) };
         let url = if query.is_empty() {
@@ -888,7 +891,7 @@ impl MappedBackend {
         assets
             .put_stream(key, Box::pin(stream))
             .await
-            .map_err(|e| self.error(BackendErrorKind::Unavailable, format!("download: {e}")))
+            .map_err(|e| BackendError::storing(&self.name, &e, "download"))
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dashmap::DashMap;
 
-use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, StoreError};
+use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, StoreError, Unfinished};
 use crate::video::{Character, Job};
 
 pub struct CachedStore {
@@ -123,7 +123,7 @@ impl JobStore for CachedStore {
         self.inner.list_jobs(tenant, after, limit, order).await
     }
 
-    async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError> {
+    async fn unfinished_jobs(&self) -> Result<Vec<Unfinished>, StoreError> {
         self.inner.unfinished_jobs().await
     }
 

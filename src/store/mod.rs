@@ -20,6 +20,17 @@ pub enum StoreError {
     Conflict(String),
     #[error("job {0} does not exist")]
     Missing(String),
+    /// The disk under the database is full; nothing was written (the transaction rolled back).
+    #[error("the store's disk is full: {0}")]
+    Full(String),
+}
+
+/// A job not yet completed or failed, as the worker's sweep sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    pub id: String,
+    pub state: crate::video::State,
+    pub backend: String,
 }
 
 /// A finished video's webhook event (`video.completed` or `video.failed`), written with the state change.
@@ -109,8 +120,9 @@ pub trait JobStore: Send + Sync + 'static {
     async fn import_character(&self, character: &Character) -> Result<bool, StoreError>;
     /// Jobs whose `expires_at` has passed and whose assets are still stored, soonest first.
     async fn expired_jobs(&self, now: i64, limit: usize) -> Result<Vec<Job>, StoreError>;
-    /// Every job not yet completed or failed (for the worker, at start and on its sweeps).
-    async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError>;
+    /// Every job not yet completed or failed, oldest first (for the worker, at start and on its sweeps): only
+    /// what a sweep needs, so that sweeping many thousands of waiting jobs stays cheap.
+    async fn unfinished_jobs(&self) -> Result<Vec<Unfinished>, StoreError>;
     /// Every shadow job with the primary job it mirrors (a pair whose primary was deleted drops out).
     async fn shadow_pairs(&self) -> Result<Vec<(Job, Job)>, StoreError>;
     async fn insert_character(&self, character: &Character) -> Result<(), StoreError>;

@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, StoreError};
+use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, StoreError, Unfinished};
 use crate::video::{Character, Job, JobError, JobKind, State};
 
 /// Migrations in order; the index + 1 is the schema version they bring the database to.
@@ -29,7 +29,10 @@ pub struct SqliteStore {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+            _ => StoreError::Backend(e.to_string()),
+        }
     }
 }
 
@@ -463,13 +466,30 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn unfinished_jobs(&self) -> Result<Vec<Job>, StoreError> {
+    async fn unfinished_jobs(&self) -> Result<Vec<Unfinished>, StoreError> {
         Self::with(&self.reader, move |conn| {
-            let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE state NOT IN ('completed', 'failed') AND deleted_at IS NULL \
-                 ORDER BY seq ASC"
-            );
-            select_jobs(conn, &sql, &[])
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, state, backend FROM jobs WHERE state NOT IN ('completed', 'failed') \
+                 AND deleted_at IS NULL ORDER BY seq ASC",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let id: String = row.get(0)?;
+                let state: String = row.get(1)?;
+                let Some(state) = State::parse(&state) else {
+                    return Err(StoreError::Corrupt {
+                        id,
+                        reason: format!("unknown state {state:?}"),
+                    });
+                };
+                out.push(Unfinished {
+                    id,
+                    state,
+                    backend: row.get(2)?,
+                });
+            }
+            Ok(out)
         })
         .await
     }

@@ -68,6 +68,9 @@ pub struct Worker {
     config: WorkerConfig,
     breakers: Arc<Breakers>,
     active: Arc<DashSet<String>>,
+    /// Turns per backend (`config.max_active_steps` each): a job holds one while it takes a step, not while it
+    /// sleeps.
+    steps: DashMap<String, Arc<tokio::sync::Semaphore>>,
     inbox: Arc<Inbox>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -96,6 +99,7 @@ impl Worker {
             config,
             breakers,
             active: Arc::new(DashSet::new()),
+            steps: DashMap::new(),
             inbox: Arc::default(),
             tracker,
             shutdown,
@@ -136,7 +140,7 @@ impl Worker {
                         State::Submitting | State::Submitted | State::Running | State::Finalizing
                     ) && let Some(backend) = live.backends.get(&job.backend)
                     {
-                        backend.claim(job);
+                        backend.claim(&job.id);
                     }
                 }
                 jobs.into_iter().for_each(|j| self.drive(j.id));
@@ -158,17 +162,10 @@ impl Worker {
                 .or_insert_with(|| Arc::new(tokio::sync::Notify::new()))
                 .value(),
         );
-        self.tracker.spawn(async move {
+        let fut = async move {
             loop {
-                let next = match me.store.get_job(&job_id).await {
-                    Ok(Some(job)) if job.state.is_terminal() => Next::Stop,
-                    Ok(Some(job)) => me.step(job).await,
-                    Ok(None) => Next::Stop,
-                    Err(e) => {
-                        tracing::error!(job = %job_id, error = %e, "cannot read job");
-                        Next::After(me.config.retry_max)
-                    }
-                };
+                // Boxed, so that a task sleeping between polls holds only this loop's small state.
+                let next = Box::pin(me.turn(&job_id)).await;
                 let Next::After(pause) = next else { break };
                 tokio::select! {
                     _ = me.shutdown.cancelled() => break,
@@ -177,11 +174,54 @@ impl Worker {
                     _ = waker.notified() => {}
                 }
             }
-            me.release_if_finished(&job_id).await;
+            Box::pin(me.release_if_finished(&job_id)).await;
             me.inbox.wakers.remove(&job_id);
             me.inbox.callbacks.remove(&job_id);
             me.active.remove(&job_id);
-        });
+        };
+        self.tracker.spawn(fut);
+    }
+
+    /// One step of a job, when its backend has a turn free (`max_active_steps`). Waiting for its turn, a job
+    /// holds neither its record nor a step's state; a shutdown stops the wait.
+    async fn turn(&self, job_id: &str) -> Next {
+        let backend = match self.store.get_job(job_id).await {
+            Ok(Some(job)) if job.state.is_terminal() => return Next::Stop,
+            Ok(Some(job)) => job.backend,
+            Ok(None) => return Next::Stop,
+            Err(e) => return self.unreadable(job_id, &e),
+        };
+        let turns = self.steps_for(&backend);
+        let permit = tokio::select! {
+            _ = self.shutdown.cancelled() => return Next::Stop,
+            permit = turns.acquire_owned() => permit,
+        };
+        let Ok(_permit) = permit else { return Next::Stop };
+        match self.store.get_job(job_id).await {
+            // Boxed: a step's future (HTTP calls, asset copies) is large, and a job waiting for its turn must
+            // not hold that much.
+            Ok(Some(job)) if !job.state.is_terminal() => Box::pin(self.step(job)).await,
+            Ok(_) => Next::Stop,
+            Err(e) => self.unreadable(job_id, &e),
+        }
+    }
+
+    /// The turns (`max_active_steps`) for the jobs of one backend: a backend that is slow or rate-limited holds
+    /// only its own turns, never another backend's.
+    fn steps_for(&self, backend: &str) -> Arc<tokio::sync::Semaphore> {
+        if let Some(turns) = self.steps.get(backend) {
+            return Arc::clone(turns.value());
+        }
+        let turns = self
+            .steps
+            .entry(backend.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.config.max_active_steps.max(1))));
+        Arc::clone(turns.value())
+    }
+
+    fn unreadable(&self, job_id: &str, e: &StoreError) -> Next {
+        tracing::error!(job = %job_id, error = %e, "cannot read job");
+        Next::After(self.config.retry_max)
     }
 
     /// Whatever way a job ended (completed, failed, rejected, lost), its backend frees what it kept for it.
@@ -233,6 +273,27 @@ impl Worker {
     async fn save(&self, mut job: Job) -> Result<Job, StoreError> {
         job.updated_at = now_unix();
         self.store.update_job(&job).await
+    }
+
+    /// Persists a job the provider has just accepted. Its provider id exists only in memory until this write
+    /// succeeds, so a store that cannot write now (disk full, I/O error) is retried here rather than the job
+    /// dropped back to `submitting`, whose recovery would resubmit or fail it. Only a shutdown (or a crash)
+    /// gives up, leaving the documented `submitting` ambiguity.
+    async fn save_accepted(&self, job: Job) -> Result<Job, StoreError> {
+        let mut pause = self.config.retry_base;
+        loop {
+            match self.save(job.clone()).await {
+                Err(e @ (StoreError::Full(_) | StoreError::Backend(_))) => {
+                    tracing::error!(job = %job.id, error = %e, "cannot record the provider's job id yet; retrying");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Err(e),
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(self.config.retry_max);
+                }
+                saved => return saved,
+            }
+        }
     }
 
     /// A job no backend would take, or one a backend has kept unfinished, for too long: it fails with a clear
@@ -290,11 +351,13 @@ impl Worker {
                 job.submitted_at_ms = Some(now_unix_ms());
                 job.backend_job_id = Some(submitted.backend_job_id);
                 job.backend_data = submitted.data;
-                self.save(job).await?;
+                self.save_accepted(job).await?;
                 Ok(Next::After(self.poll_interval(backend)))
             }
             Err(e) => match e.kind {
-                BackendErrorKind::Unavailable => {
+                // A submit stores nothing of ours, so `StorageFull` is only a backend's own disk (the local one):
+                // nothing was accepted.
+                BackendErrorKind::Unavailable | BackendErrorKind::StorageFull => {
                     tracing::warn!(job = %job.id, error = %e, "submit failed before anything was accepted");
                     let mut job = job;
                     job.state = State::Accepted;
@@ -477,7 +540,11 @@ impl Worker {
         };
         match self.derive_missing_previews(&job, &video, &mut assets).await {
             Ok(produced) => job.produced = Some(produced),
-            Err(message) => {
+            Err(Derive::StorageFull(message)) => {
+                let e = crate::backends::BackendError::new(backend.name(), BackendErrorKind::StorageFull, message);
+                return self.finalize_failed(job, e).await;
+            }
+            Err(Derive::Unreadable(message)) => {
                 tracing::error!(job = %job.id, %message, "the finished video cannot be read");
                 let error = JobError {
                     code: "internal_error".into(),
@@ -507,6 +574,17 @@ impl Worker {
         if let BackendErrorKind::Rejected(error) = e.kind {
             return Ok(self.fail(job, error).await);
         }
+        if let BackendErrorKind::StorageFull = e.kind {
+            // Our disk, not the provider: the job keeps its attempts and waits in `finalizing` (the provider keeps
+            // the output; a later poll fetches fresh URLs), and nothing half-written is kept.
+            tracing::error!(job = %job.id, error = %e, "asset storage is full; the copy will be tried again");
+            if let Some(m) = crate::metrics::get() {
+                m.storage_full.with_label_values(&["finalize"]).inc();
+            }
+            job.next_attempt_at_ms = now_unix_ms() + self.config.retry_max.as_millis() as i64;
+            self.save(job).await?;
+            return Ok(Next::After(Duration::ZERO));
+        }
         job.attempts += 1;
         if job.attempts > MAX_FINALIZE_ATTEMPTS {
             let error = JobError {
@@ -530,9 +608,9 @@ impl Worker {
         job: &Job,
         video: &Asset,
         assets: &mut Vec<Asset>,
-    ) -> Result<Produced, String> {
+    ) -> Result<Produced, Derive> {
         // Probing and preview derivation work on a file: the asset itself, or a temporary copy from object storage.
-        let video_file = self.assets.local_file(&video.key).await.map_err(|e| e.to_string())?;
+        let video_file = self.assets.local_file(&video.key).await.map_err(Derive::from_asset)?;
         let video_path = video_file.path.clone();
         let missing: Vec<Variant> = [Variant::Thumbnail, Variant::Spritesheet]
             .into_iter()
@@ -541,8 +619,8 @@ impl Worker {
         if missing.is_empty() {
             let info = tokio::task::spawn_blocking(move || crate::media::probe_mp4_file(&video_path))
                 .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "not an MP4 with a video track".to_owned())?;
+                .map_err(|e| Derive::Unreadable(e.to_string()))?
+                .ok_or_else(|| Derive::Unreadable("not an MP4 with a video track".to_owned()))?;
             return Ok(Produced {
                 width: info.width,
                 height: info.height,
@@ -552,20 +630,29 @@ impl Worker {
         let work = self
             .assets
             .scratch_dir(&format!("{}/previews", job.id))
-            .map_err(|e| e.to_string())?;
-        tokio::fs::create_dir_all(&work).await.map_err(|e| e.to_string())?;
+            .map_err(Derive::from_asset)?;
+        tokio::fs::create_dir_all(&work).await.map_err(Derive::from_io)?;
         let dir = work.clone();
-        let info = tokio::task::spawn_blocking(move || crate::previews::derive_previews(&video_path, &dir))
+        let derived = tokio::task::spawn_blocking(move || crate::previews::derive_previews(&video_path, &dir))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Derive::Unreadable(e.to_string()))?;
+        let info = match derived {
+            Ok(info) => info,
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&work).await;
+                return Err(Derive::from_preview(e));
+            }
+        };
         for variant in missing {
             let key = format!("{}/{}", job.id, variant.file_name());
-            let stored = self
-                .assets
-                .put_file(&key, &work.join(variant.file_name()))
-                .await
-                .map_err(|e| e.to_string())?;
+            let stored = self.assets.put_file(&key, &work.join(variant.file_name())).await;
+            let stored = match stored {
+                Ok(stored) => stored,
+                Err(e) => {
+                    let _ = tokio::fs::remove_dir_all(&work).await;
+                    return Err(Derive::from_asset(e));
+                }
+            };
             assets.push(Asset {
                 variant,
                 key,
@@ -614,6 +701,39 @@ impl Worker {
         let jittered = rand::rng().random_range(exp / 2..=exp.max(1));
         let asked = asked.map(|d| d.as_millis() as u64).unwrap_or(0);
         jittered.max(asked) as i64
+    }
+}
+
+/// Why the previews of a stored video could not be made: our disk is full (try again later), or the video
+/// itself cannot be read (the job fails).
+enum Derive {
+    StorageFull(String),
+    Unreadable(String),
+}
+
+impl Derive {
+    fn from_io(e: std::io::Error) -> Derive {
+        if crate::assets::is_storage_full(&e) {
+            Derive::StorageFull(e.to_string())
+        } else {
+            Derive::Unreadable(e.to_string())
+        }
+    }
+
+    fn from_asset(e: crate::assets::AssetError) -> Derive {
+        if e.is_storage_full() {
+            Derive::StorageFull(e.to_string())
+        } else {
+            Derive::Unreadable(e.to_string())
+        }
+    }
+
+    fn from_preview(e: crate::previews::PreviewError) -> Derive {
+        match e {
+            crate::previews::PreviewError::Io(e) => Derive::from_io(e),
+            crate::previews::PreviewError::Image(image::ImageError::IoError(e)) => Derive::from_io(e),
+            e => Derive::Unreadable(e.to_string()),
+        }
     }
 }
 
