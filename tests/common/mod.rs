@@ -2,6 +2,8 @@
 //! talks to it over real HTTP.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod moto;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
