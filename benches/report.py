@@ -70,6 +70,52 @@ def seed(source_db: str, dest_db: str, n: str, ids_path: str) -> None:
         f.write("\n".join(sample) + "\n")
 
 
+def poll(shim: str, fake: str, db: str, jobs: str, rate: str, pid: str) -> None:
+    """Creates `jobs` videos at the shim, waits until every one is finished, and prints one JSON line: how long it
+    took, what became of the jobs, what the rate-limited fake saw, and the shim's peak memory."""
+    import http.client
+    import threading
+    import time
+    import urllib.request
+
+    jobs, rate = int(jobs), int(rate)
+    host, port = shim.split(":")
+    created, refused = [], []
+
+    def creator(n: int) -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        for i in range(n):
+            conn.request("POST", "/v1/videos", body=json.dumps({"prompt": f"poll {i}"}),
+                         headers={"Authorization": "Bearer bench", "Content-Type": "application/json"})
+            r = conn.getresponse()
+            body = r.read()
+            (created if r.status == 200 else refused).append(json.loads(body).get("id") if r.status == 200 else r.status)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=creator, args=(jobs // 8 + (1 if t < jobs % 8 else 0),)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    created_in = time.monotonic() - started
+    ro = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    deadline = time.monotonic() + 3600
+    while True:
+        states = dict(ro.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+        if states.get("completed", 0) + states.get("failed", 0) >= len(created) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    finished_in = time.monotonic() - started
+    stats = json.load(urllib.request.urlopen(f"http://{fake}/__control/stats"))
+    hwm = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmHWM"))
+    print(json.dumps({
+        "poll": True, "jobs": jobs, "rate": rate, "created": len(created), "refused": len(refused),
+        "created_s": round(created_in, 1), "finished_s": round(finished_in, 1), "states": states,
+        "fake_creates": stats["creates"], "fake_polls": stats["polls"], "fake_downloads": stats["downloads"],
+        "fake_429": stats["rate_limited"], "fake_peak_rps": stats["peak_rps"], "shim_peak_kib": hwm,
+    }))
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -92,16 +138,46 @@ def fmt(v, digits=1):
     return "–" if v is None else f"{v:,.{digits}f}"
 
 
+def compare(rows, name, conns, rps, mib, p50, floor):
+    """The row's ratio to what it is measured against (the floor, nginx, LiteLLM), and for a proxy row its p50
+    minus the fake backend's own p50 at the same load (what the proxy adds)."""
+    def other(prefix: str):
+        what = name.split(": ", 1)[1] if ": " in name else name
+        rs = rows.get((f"{prefix}: {what}", conns))
+        return rs
+
+    ratio, added = "", ""
+    if name.startswith("shim: GET /v1/videos/{id}") and "content" not in name and floor and rps:
+        ratio = f"{rps / floor:.2f}× floor"
+    elif name.startswith("shim: GET /v1/videos/{id}/content"):
+        nginx = rows.get(("nginx: GET 50 MB file", conns))
+        base = med([r["mib_s"] for r in nginx]) if nginx else None
+        ratio = f"{mib / base:.2f}× nginx" if base and mib else ""
+    elif name.startswith("shim → fake: "):
+        peer = other("LiteLLM → fake")
+        base = med([r["rps"] for r in peer]) if peer else None
+        ratio = f"{rps / base:.2f}× LiteLLM" if base and rps else ""
+    if name.startswith(("shim → fake", "LiteLLM → fake")):
+        what = name.split(": ", 1)[1]
+        direct = rows.get((f"fake directly: {what}", conns))
+        base = med([r["p50_ms"] for r in direct]) if direct else None
+        added = f"{p50 - base:+.2f} ms" if base is not None and p50 is not None else ""
+    return ratio, added
+
+
 def write(results_path: str, runs: str, duration: str) -> None:
-    rows, memory = {}, []
+    rows, memory, polls = {}, [], []
     for line in open(results_path):
         r = json.loads(line)
         if "memory" in r:
             memory.append(r)
             continue
+        if "poll" in r:
+            polls.append(r)
+            continue
         rows.setdefault((r["name"], r["conns"]), []).append(r)
     floor = med([r["rps"] for r in rows.get(("floor: GET (same JSON from memory)", 64), [])])
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     print("# Benchmarks\n")
     print(f"Measured {datetime.date.today().isoformat()} on {machine()}, commit `{rev}`, with `bash benches/run.sh` "
           f"(wrk, 2 threads, {duration} s per run, median of {runs} runs). The load generator, the servers and the "
@@ -110,15 +186,24 @@ def write(results_path: str, runs: str, duration: str) -> None:
           "the upload, persist the job with `synchronous=FULL`, answer); dispatch retries in the background. The 50 MB "
           "download is a finished video's asset replaced on disk by a 50 MB H.264 file, served by the shim from its "
           "storage and by nginx (sendfile) from a copy.\n")
-    print("| scenario | connections | requests/s | MiB/s | p50 ms | p99 ms | non-2xx | vs floor |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("The peer rows send the same reads and creates to one fake OpenAI-compatible backend "
+          "(tests/fakes/openai_videos.py) directly, through LiteLLM's proxy (`litellm[proxy]`, pinned in "
+          "benches/litellm-requirements.txt, its `/v1/videos` routed to the fake), and through the shim (mapping "
+          "`openai`). The shim answers reads from its own store and creates once persisted, dispatching in the "
+          "background; LiteLLM forwards every call. At 1 connection the p50 column is each path's latency, so the "
+          "difference to `fake directly` is what the proxy adds; 16 connections is saturation. The shadow row "
+          "copies every create to a second fake (`sample = 1.0`). wrk is closed-loop; the rows whose connections read "
+          "`N/s` are open-loop instead (benches/rate.py: N requests each second at fixed times, latency counted from "
+          "each request's scheduled time). `ratio` is requests/s against the floor or LiteLLM, MiB/s against nginx; "
+          "`added p50` is a proxy's p50 minus the fake's own at the same load.\n")
+    print("| scenario | connections | requests/s | MiB/s | p50 ms | p99 ms | non-2xx | ratio | added p50 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (name, conns), rs in rows.items():
-        rps = med([r["rps"] for r in rs])
-        polling = name.startswith("shim: GET /v1/videos/{id}") and "content" not in name
-        ratio = f"{rps / floor:.2f}×" if floor and rps and polling else ""
-        print(f"| {name} | {conns} | {fmt(rps, 0)} | {fmt(med([r['mib_s'] for r in rs]))} | "
-              f"{fmt(med([r['p50_ms'] for r in rs]), 2)} | {fmt(med([r['p99_ms'] for r in rs]), 2)} | "
-              f"{sum(r['non_2xx'] for r in rs)} | {ratio} |")
+        rps, mib = med([r["rps"] for r in rs]), med([r["mib_s"] for r in rs])
+        p50 = med([r["p50_ms"] for r in rs])
+        ratio, added = compare(rows, name, conns, rps, mib, p50, floor)
+        print(f"| {name} | {conns} | {fmt(rps, 0)} | {fmt(mib)} | {fmt(p50, 2)} | "
+              f"{fmt(med([r['p99_ms'] for r in rs]), 2)} | {sum(r['non_2xx'] for r in rs)} | {ratio} | {added} |")
     print("\nThe content rows compare the shim with nginx: read the MiB/s column. `peak` is VmHWM, reset just "
           "before the load (`/proc/PID/clear_refs`); `before` is what the process already held after the seeding "
           "renders and the create loads (the allocator keeps freed render buffers), so the cost of the downloads is "
@@ -127,8 +212,19 @@ def write(results_path: str, runs: str, duration: str) -> None:
     print("|---|---:|---:|")
     for m in memory:
         print(f"| {m['memory']} | {m['before_kib'] / 1024:,.1f} MiB | {m['after_kib'] / 1024:,.1f} MiB |")
+    for p in polls:
+        print(f"\n**{p['jobs']:,} unfinished jobs through a backend limited to {p['rate']} requests/s.** The fake "
+              f"answers 429 to API calls beyond {p['rate']} in any one-second window; the shim's backend has "
+              f"`requests_per_second = {p['rate']}`. Steps: 2 polls per job, 160x96 1 s videos.\n")
+        print("| created | refused creates | all created after | all finished after | job states | provider calls "
+              "(creates / polls / downloads) | refused by the provider (429) | most calls in one second | shim peak RSS |")
+        print("|---:|---:|---:|---:|---|---|---:|---:|---:|")
+        states = ", ".join(f"{k} {v:,}" for k, v in sorted(p["states"].items()))
+        print(f"| {p['created']:,} | {p['refused']:,} | {p['created_s']:,.1f} s | {p['finished_s']:,.1f} s | {states} | "
+              f"{p['fake_creates']:,} / {p['fake_polls']:,} / {p['fake_downloads']:,} | {p['fake_429']:,} | "
+              f"{p['fake_peak_rps']} | {p['shim_peak_kib'] / 1024:,.1f} MiB |")
 
 
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"parse": parse, "seed": seed, "write": write}[cmd](*args)
+    {"parse": parse, "seed": seed, "poll": poll, "write": write}[cmd](*args)

@@ -175,5 +175,110 @@ for n in 10000 100000 1000000; do
   kill "$LAST_PID"
 done
 
+echo "== a peer: the same reads and creates through LiteLLM's proxy, and through the shim, to one fake backend"
+# The fake is tests/fakes/openai_videos.py (Python, a thread per connection); its direct figures are in the
+# table, so it visibly is not what limits the shim's rows. The shim calls the backend in the background
+# (dispatch, polling), so its rows measure what its clients wait for; LiteLLM forwards each call.
+LITELLM_VENV=$ROOT/target/bench-litellm-venv
+if [ ! -x "$LITELLM_VENV/bin/litellm" ] || ! cmp -s benches/litellm-requirements.txt "$LITELLM_VENV/.requirements"; then
+  rm -rf "$LITELLM_VENV" && python3 -m venv "$LITELLM_VENV"
+  "$LITELLM_VENV/bin/pip" install -q --disable-pip-version-check -r benches/litellm-requirements.txt
+  cp benches/litellm-requirements.txt "$LITELLM_VENV/.requirements"
+fi
+start fake python3 "$ROOT/tests/fakes/openai_videos.py" --port 0 --key test-key
+FAKE=$ADDR
+start shadowfake python3 "$ROOT/tests/fakes/openai_videos.py" --port 0 --key test-key
+SHADOW_FAKE=$ADDR
+printf '%s\n' \
+  'model_list:' \
+  '  - model_name: sora-2' \
+  "    litellm_params: {model: openai/sora-2, api_base: \"http://$FAKE/v1\", api_key: test-key}" \
+  'general_settings: {master_key: sk-bench}' \
+  'litellm_settings: {telemetry: false}' >"$WORK/litellm.yaml"
+LITELLM_TELEMETRY=False LITELLM_LOCAL_MODEL_COST_MAP=True "$LITELLM_VENV/bin/litellm" --config "$WORK/litellm.yaml" \
+  --host 127.0.0.1 --port 18572 >"$WORK/litellm.out" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 300); do curl -sf http://127.0.0.1:18572/health/liveliness >/dev/null && break; sleep 0.2; done
+LITELLM=127.0.0.1:18572
+curl -sf -XPOST "http://$FAKE/__control/reset" >/dev/null  # LiteLLM's start-up probe of /v1/models
+# Jobs stay in progress at the fakes (and the shim polls once a minute): the shim's background work per create is
+# its one dispatch call, not a video ingest, so both proxies make the same one provider call per create.
+for f in "$FAKE" "$SHADOW_FAKE"; do
+  curl -sf -XPOST "http://$f/__control/faults" -d '{"steps": 1000000}' >/dev/null
+done
+peer_config() {  # $1 = shadow: every create is also copied to a second fake
+  printf '%s\n' '[server]' 'poll_after_ms = 2000' '[worker]' 'poll_interval_ms = 60000'
+  for b in "fake $FAKE" "candidate $SHADOW_FAKE"; do
+    read -r name addr <<<"$b"
+    printf '%s\n' "[backends.$name]" 'kind = "mapping"' 'mapping = "openai"' "base_url = \"http://$addr\"" \
+      'secrets = { api_key = "BENCH_FAKE_KEY" }'
+  done
+  printf '%s\n' '[models."sora-2"]' 'backend = "fake"' 'sizes = ["720x1280", "1280x720"]' 'seconds = ["4"]'
+}
+peer_config >"$WORK/peer.toml"
+{ peer_config; printf '%s\n' 'shadow = [{ backend = "candidate", sample = 1.0 }]' 'shadow_daily_cap = 100000000'; } \
+  >"$WORK/peer-shadow.toml"
+export BENCH_FAKE_KEY=test-key
+start peershim "$SHIM_BIN" serve --config "$WORK/peer.toml" --listen 127.0.0.1:0 --data-dir "$WORK/peer"
+PEER_SHIM=$ADDR PEER_PID=$LAST_PID
+CREATE='{"model":"sora-2","prompt":"a peer benchmark fox","seconds":"4","size":"1280x720"}'
+create_at() {  # $1 = address, $2 = key: prints the new video's id
+  curl -sf "http://$1/v1/videos" -H "authorization: Bearer $2" -H 'content-type: application/json' -d "$CREATE" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'
+}
+FAKE_ID=$(create_at "$FAKE" test-key)
+LITELLM_ID=$(create_at "$LITELLM" sk-bench)
+SHIM_ID=$(create_at "$PEER_SHIM" bench)
+for conns in 1 16; do
+  BENCH_KEY=test-key measure "fake directly: GET /v1/videos/{id}" "$conns" -s benches/call.lua "http://$FAKE/v1/videos/$FAKE_ID"
+  BENCH_KEY=sk-bench measure "LiteLLM → fake: GET /v1/videos/{id}" "$conns" -s benches/call.lua \
+    "http://$LITELLM/v1/videos/$LITELLM_ID"
+  BENCH_KEY=bench measure "shim → fake: GET /v1/videos/{id}" "$conns" -s benches/call.lua "http://$PEER_SHIM/v1/videos/$SHIM_ID"
+done
+export BENCH_BODY=$CREATE
+for conns in 1 16; do
+  BENCH_KEY=test-key measure "fake directly: POST /v1/videos JSON" "$conns" -s benches/call.lua "http://$FAKE/v1/videos"
+  BENCH_KEY=sk-bench measure "LiteLLM → fake: POST /v1/videos JSON" "$conns" -s benches/call.lua "http://$LITELLM/v1/videos"
+  BENCH_KEY=bench measure "shim → fake: POST /v1/videos JSON" "$conns" -s benches/call.lua "http://$PEER_SHIM/v1/videos"
+done
+# Open-loop: a fixed rate, latency counted from each request's scheduled time (wrk above is closed-loop).
+RATE_FIXED=${CREATE_RATE:-50}
+for run in $(seq 1 "$RUNS"); do
+  for target in "fake directly|$FAKE|test-key" "LiteLLM → fake|$LITELLM|sk-bench" "shim → fake|$PEER_SHIM|bench"; do
+    IFS='|' read -r label addr key <<<"$target"
+    python3 "$ROOT/benches/rate.py" "$label: POST /v1/videos JSON" "$RATE_FIXED" "$DURATION" "http://$addr/v1/videos" \
+      "$key" "$CREATE" >>"$WORK/results.jsonl"
+  done
+done
+kill "$PEER_PID" 2>/dev/null || true
+start shadowshim "$SHIM_BIN" serve --config "$WORK/peer-shadow.toml" --listen 127.0.0.1:0 --data-dir "$WORK/peer-shadow"
+for conns in 1 16; do
+  BENCH_KEY=bench measure "shim → fake, shadow copy of every create: POST JSON" "$conns" -s benches/call.lua \
+    "http://$ADDR/v1/videos"
+done
+kill "$LAST_PID" 2>/dev/null || true
+unset BENCH_BODY
+
+echo "== 10k unfinished jobs polled through a rate-limited backend"
+# The fake refuses (429) API calls beyond RATE in any one-second window, and the shim's backend is configured
+# with requests_per_second = RATE. Every job must complete; the fake counts the calls it had to refuse.
+RATE=${POLL_RATE:-200}
+JOBS=${POLL_JOBS:-10000}
+curl -sf -XPOST "http://$FAKE/__control/reset" >/dev/null
+curl -sf -XPOST "http://$FAKE/__control/faults" -d "{\"rate_limit_rps\": $RATE, \"steps\": 2}" >/dev/null
+# The openai mapping with one small size and length added, so that 10k finished videos stay cheap to store.
+sed -e 's/^sizes = {/sizes = { "160x96" = "160x96", /' -e 's/^seconds = {/seconds = { "1" = "1", /' \
+  "$ROOT/mappings/openai.toml" >"$WORK/openai-small.toml"
+printf '%s\n' '[server]' 'poll_after_ms = 2000' '[worker]' 'poll_interval_ms = 1000' '[backends.fake]' \
+  'kind = "mapping"' "mapping = \"$WORK/openai-small.toml\"" "base_url = \"http://$FAKE\"" \
+  'secrets = { api_key = "BENCH_FAKE_KEY" }' \
+  "requests_per_second = $RATE" '[api]' 'default_model = "sora-2"' 'default_size = "160x96"' 'default_seconds = "1"' \
+  '[models."sora-2"]' 'backend = "fake"' 'sizes = ["160x96"]' 'seconds = ["1"]' >"$WORK/poll.toml"
+start pollshim "$SHIM_BIN" serve --config "$WORK/poll.toml" --listen 127.0.0.1:0 --data-dir "$WORK/poll"
+POLL_PID=$LAST_PID
+python3 "$ROOT/benches/report.py" poll "$ADDR" "$FAKE" "$WORK/poll/sora-shim.db" "$JOBS" "$RATE" "$POLL_PID" \
+  >>"$WORK/results.jsonl"
+kill "$POLL_PID" 2>/dev/null || true
+
 python3 "$ROOT/benches/report.py" write "$WORK/results.jsonl" "$RUNS" "$DURATION" >"$ROOT/BENCHMARKS.md"
 echo "== wrote BENCHMARKS.md"
