@@ -29,6 +29,8 @@ pub enum InitError {
     Assets(String),
     #[error("cannot load the request schemas: {0}")]
     Schema(#[from] crate::api::schema::SchemaError),
+    #[error("{0}")]
+    Locked(#[from] crate::datadir::LockError),
 }
 
 pub struct App {
@@ -49,11 +51,18 @@ pub struct App {
     /// Every background task; shutdown waits for them.
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
+    /// This process's hold on its data directory, released when the app is dropped or the process exits.
+    _lock: crate::datadir::DataDirLock,
 }
 
 impl App {
     /// Opens storage, resumes unfinished jobs and starts the worker.
     pub async fn start(config: Config) -> Result<Arc<App>, InitError> {
+        // Before anything is opened: a second process on the same files must not touch them at all.
+        let targets = config.lock_targets();
+        let lock = tokio::task::spawn_blocking(move || crate::datadir::DataDirLock::acquire(&targets))
+            .await
+            .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
         let store: Arc<dyn JobStore> = match &config.store {
             StoreConfig::Sqlite { path } => {
                 let path = path.clone();
@@ -126,6 +135,7 @@ impl App {
             worker,
             tracker,
             shutdown,
+            _lock: lock,
         }))
     }
 

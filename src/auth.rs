@@ -94,7 +94,13 @@ fn parse_digest(text: &str) -> Option<KeyDigest> {
 }
 
 /// Digests and environment keys of one `keys`/`key_env` pair; problems go to `problems` as (key, message).
-fn collect_keys(at: &str, keys: &[String], key_env: &[String], problems: &mut Vec<(String, String)>) -> Vec<KeyDigest> {
+fn collect_keys(
+    at: &str,
+    keys: &[String],
+    key_env: &[String],
+    secrets: crate::config::SecretSource,
+    problems: &mut Vec<(String, String)>,
+) -> Vec<KeyDigest> {
     let mut out = Vec::new();
     for (i, text) in keys.iter().enumerate() {
         match parse_digest(text.trim()) {
@@ -109,12 +115,11 @@ fn collect_keys(at: &str, keys: &[String], key_env: &[String], problems: &mut Ve
         }
     }
     for var in key_env {
-        match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => out.push(hash_key(v.trim())),
-            _ => problems.push((
-                format!("{at}.key_env"),
-                format!("environment variable {var} is not set"),
-            )),
+        match secrets.read(var) {
+            Ok(Some(v)) => out.push(hash_key(v.trim())),
+            // Not read (`check --without-secrets`): one stand-in per variable, so the checks on keys still run.
+            Ok(None) => out.push(hash_key(&format!("\0unread:{var}"))),
+            Err(message) => problems.push((format!("{at}.key_env"), message)),
         }
     }
     out
@@ -124,6 +129,7 @@ fn collect_keys(at: &str, keys: &[String], key_env: &[String], problems: &mut Ve
 pub(crate) fn validate(
     tenants: BTreeMap<String, RawTenant>,
     admin: Option<RawAdmin>,
+    secrets: crate::config::SecretSource,
     problems: &mut Vec<(String, String)>,
 ) -> Access {
     let mut out = Vec::new();
@@ -139,7 +145,7 @@ pub(crate) fn validate(
                 "a tenant name is 1 to 63 letters, digits, '-', '_' or '.', and not \"shadow\"".into(),
             ));
         }
-        let keys = collect_keys(&at, &t.keys, &t.key_env, problems);
+        let keys = collect_keys(&at, &t.keys, &t.key_env, secrets, problems);
         if keys.is_empty() {
             problems.push((at.clone(), "has no keys: give `keys` (digests) or `key_env`".into()));
         }
@@ -170,7 +176,7 @@ pub(crate) fn validate(
         });
     }
     let admin = admin.unwrap_or_default();
-    let mut admin_keys = collect_keys("admin", &admin.keys, &admin.key_env, problems);
+    let mut admin_keys = collect_keys("admin", &admin.keys, &admin.key_env, secrets, problems);
     if let Ok(v) = std::env::var(ADMIN_KEY_ENV)
         && !v.trim().is_empty()
     {
@@ -333,7 +339,12 @@ mod tests {
             key_env: vec![],
         };
         let mut problems = Vec::new();
-        let a = validate(raw, Some(admin), &mut problems);
+        let a = validate(
+            raw,
+            Some(admin),
+            crate::config::SecretSource::Environment,
+            &mut problems,
+        );
         assert!(problems.is_empty(), "{problems:?}");
         a
     }
@@ -408,7 +419,7 @@ mod tests {
             },
         );
         let mut problems = Vec::new();
-        validate(tenants, None, &mut problems);
+        validate(tenants, None, crate::config::SecretSource::Environment, &mut problems);
         let text = format!("{problems:?}");
         for needle in [
             "tenants.shadow",

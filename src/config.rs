@@ -13,6 +13,8 @@ use serde::Deserialize;
 
 use crate::video::{Seconds, Size};
 
+mod parse;
+
 /// The embedded default: what `sora-shim serve` runs with no config file.
 pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
 
@@ -76,6 +78,8 @@ struct RawApi {
 struct RawStore {
     kind: Option<String>,
     path: Option<PathBuf>,
+    /// Where the database and local assets live; below `--data-dir` and `SORA_SHIM_DATA_DIR`, relative to the file.
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +179,9 @@ struct RawModel {
     moderation: Option<String>,
     sizes: Vec<String>,
     seconds: Vec<String>,
+    /// Refuse (400) a size or length the backend would round, instead of serving the nearest it makes.
+    #[serde(default)]
+    strict: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,7 +206,7 @@ impl RawConfig {
     fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: parse::every_problem::<RawConfig>(text, &e).join(&format!("\n{file}: ")),
         })
     }
 
@@ -239,6 +246,7 @@ impl RawConfig {
             (Some(b), Some(o)) => Some(RawStore {
                 kind: pick(o.kind, b.kind),
                 path: pick(o.path, b.path),
+                data_dir: pick(o.data_dir, b.data_dir),
             }),
             (b, o) => o.or(b),
         };
@@ -306,6 +314,8 @@ impl RawConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: String,
+    /// Valid but probably not meant (weights that do not sum to 100, sizes or lengths a backend rounds).
+    pub warnings: Vec<String>,
     pub data_dir: PathBuf,
     pub server: ServerConfig,
     pub api: ApiConfig,
@@ -366,6 +376,33 @@ pub struct ApiConfig {
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     Sqlite { path: PathBuf },
+}
+
+impl Config {
+    /// What `serve` locks so that one process at a time uses these files: the data directory, and the SQLite
+    /// file and local asset directory where the config puts them elsewhere.
+    pub fn lock_targets(&self) -> Vec<crate::datadir::LockTarget> {
+        use crate::datadir::LockTarget;
+        let mut targets = vec![LockTarget {
+            what: "data directory",
+            path: self.data_dir.clone(),
+            is_dir: true,
+        }];
+        let StoreConfig::Sqlite { path } = &self.store;
+        targets.push(LockTarget {
+            what: "SQLite database",
+            path: path.clone(),
+            is_dir: false,
+        });
+        if let AssetStorage::Local { dir } = &self.assets.storage {
+            targets.push(LockTarget {
+                what: "asset directory",
+                path: dir.clone(),
+                is_dir: true,
+            });
+        }
+        targets
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -552,6 +589,8 @@ pub struct ModelConfig {
     pub moderation: Option<String>,
     pub sizes: Vec<Size>,
     pub seconds: Vec<Seconds>,
+    /// Refuse what the backend would round (else it is served as the nearest it makes, with a header saying so).
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -566,6 +605,30 @@ pub struct Overrides {
     pub file: Option<PathBuf>,
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub secrets: SecretSource,
+}
+
+/// Where validation reads secret values: the environment (every command), or nowhere (`check
+/// --without-secrets`, for CI that validates a config without holding production secrets: each secret's
+/// variable must still be named, its value is not read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SecretSource {
+    #[default]
+    Environment,
+    Unread,
+}
+
+impl SecretSource {
+    /// `Ok(Some(value))` when set, `Ok(None)` when values are not read, `Err(message)` when unset or blank.
+    pub fn read(self, var: &str) -> Result<Option<String>, String> {
+        match self {
+            SecretSource::Unread => Ok(None),
+            SecretSource::Environment => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Ok(Some(v)),
+                _ => Err(format!("environment variable {var} is not set")),
+            },
+        }
+    }
 }
 
 impl Config {
@@ -584,8 +647,14 @@ impl Config {
         if let Some(listen) = &overrides.listen {
             raw.server.get_or_insert_with(RawServer::default).listen = Some(listen.clone());
         }
-        let data_dir = overrides.data_dir.clone().unwrap_or_else(|| PathBuf::from("data"));
-        validate(raw, source, data_dir)
+        let data_dir = data_dir(overrides, raw.store.as_ref().and_then(|s| s.data_dir.clone()));
+        validate(raw, source, data_dir, overrides.secrets)
+    }
+
+    /// Whether the job store the config names already exists (the offline commands never create one).
+    pub fn store_exists(&self) -> bool {
+        let StoreConfig::Sqlite { path } = &self.store;
+        path.is_file()
     }
 
     pub fn is_default(&self) -> bool {
@@ -593,22 +662,47 @@ impl Config {
     }
 }
 
+/// The data directory, in one order of precedence for every command: `--data-dir`, then `SORA_SHIM_DATA_DIR`
+/// (clap fills `overrides.data_dir` from either), then `[store] data_dir` (relative to the config file's
+/// directory, so a command run from elsewhere finds the same files), then `./data`.
+fn data_dir(overrides: &Overrides, from_file: Option<PathBuf>) -> PathBuf {
+    if let Some(dir) = &overrides.data_dir {
+        return dir.clone();
+    }
+    match from_file {
+        Some(dir) if dir.is_relative() => overrides
+            .file
+            .as_deref()
+            .and_then(Path::parent)
+            .map_or_else(|| dir.clone(), |base| base.join(&dir)),
+        Some(dir) => dir,
+        None => PathBuf::from("data"),
+    }
+}
+
 /// Collects problems as `file: key: message` lines.
 struct Problems {
     file: String,
     lines: Vec<String>,
+    /// What is valid but probably not meant; `check` prints these and the server logs them at start.
+    warnings: Vec<String>,
 }
 
 impl Problems {
     fn add(&mut self, key: &str, message: impl fmt::Display) {
         self.lines.push(format!("{}: {key}: {message}", self.file));
     }
+
+    fn warn(&mut self, key: &str, message: impl fmt::Display) {
+        self.warnings.push(format!("{}: {key}: {message}", self.file));
+    }
 }
 
-fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config, ConfigError> {
+fn validate(raw: RawConfig, source: String, data_dir: PathBuf, secrets: SecretSource) -> Result<Config, ConfigError> {
     let mut p = Problems {
         file: source.clone(),
         lines: Vec::new(),
+        warnings: Vec::new(),
     };
     let base_dir = Path::new(&source)
         .parent()
@@ -630,11 +724,11 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
             );
         }
     }
-    let backends = validate_backends(raw.backends.unwrap_or_default(), &base_dir, &mut p);
+    let backends = validate_backends(raw.backends.unwrap_or_default(), &base_dir, secrets, &mut p);
     let models = validate_models(raw.models.unwrap_or_default(), &backends, &mut p);
     let api = validate_api(raw.api.unwrap_or_default(), &models, &mut p);
     let store = match raw.store.unwrap_or_default() {
-        RawStore { kind, path } if kind.as_deref().unwrap_or("sqlite") == "sqlite" => StoreConfig::Sqlite {
+        RawStore { kind, path, .. } if kind.as_deref().unwrap_or("sqlite") == "sqlite" => StoreConfig::Sqlite {
             path: resolve(&data_dir, path.unwrap_or_else(|| "sora-shim.db".into())),
         },
         RawStore { kind, .. } => {
@@ -682,9 +776,15 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
         open_for: Duration::from_secs(positive(&mut p, "health.open_secs", h.open_secs, 30)),
     };
     let mut problems = Vec::new();
-    let access = crate::auth::validate(raw.tenants.unwrap_or_default(), raw.admin, &mut problems);
-    let moderation = crate::moderation::validate(raw.moderation.unwrap_or_default(), &base_dir, &mut problems);
-    let webhooks = crate::webhooks::validate(raw.webhooks.unwrap_or_default(), &access, &base_dir, &mut problems);
+    let access = crate::auth::validate(raw.tenants.unwrap_or_default(), raw.admin, secrets, &mut problems);
+    let moderation = crate::moderation::validate(raw.moderation.unwrap_or_default(), &base_dir, secrets, &mut problems);
+    let webhooks = crate::webhooks::validate(
+        raw.webhooks.unwrap_or_default(),
+        &access,
+        &base_dir,
+        secrets,
+        &mut problems,
+    );
     for (key, message) in problems {
         p.add(&key, message);
     }
@@ -702,6 +802,7 @@ fn validate(raw: RawConfig, source: String, data_dir: PathBuf) -> Result<Config,
         return Err(ConfigError::Invalid(p.lines));
     }
     Ok(Config {
+        warnings: p.warnings,
         source,
         data_dir,
         server,
@@ -795,6 +896,7 @@ fn validate_server(s: RawServer, base_dir: &Path, p: &mut Problems) -> ServerCon
 fn validate_backends(
     raw: BTreeMap<String, RawBackend>,
     base_dir: &Path,
+    secrets: SecretSource,
     p: &mut Problems,
 ) -> BTreeMap<String, BackendConfig> {
     let mut out = BTreeMap::new();
@@ -819,7 +921,7 @@ fn validate_backends(
                 }
             }
             "mapping" => {
-                if let Some(m) = validate_mapped(&key, b, base_dir, p) {
+                if let Some(m) = validate_mapped(&key, b, base_dir, secrets, p) {
                     out.insert(name, BackendConfig::Mapped(Box::new(m)));
                 }
             }
@@ -832,7 +934,13 @@ fn validate_backends(
     out
 }
 
-fn validate_mapped(key: &str, b: RawBackend, base_dir: &Path, p: &mut Problems) -> Option<MappedConfig> {
+fn validate_mapped(
+    key: &str,
+    b: RawBackend,
+    base_dir: &Path,
+    secret_source: SecretSource,
+    p: &mut Problems,
+) -> Option<MappedConfig> {
     let Some(reference) = b.mapping else {
         p.add(
             &format!("{key}.mapping"),
@@ -902,14 +1010,11 @@ fn validate_mapped(key: &str, b: RawBackend, base_dir: &Path, p: &mut Problems) 
                 &format!("{key}.secrets.{needed}"),
                 format!("missing: the mapping needs secret {needed:?}; name the environment variable that holds it"),
             ),
-            Some(var) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => {
-                    secrets.insert(needed.clone(), Secret(v));
+            Some(var) => match secret_source.read(var) {
+                Ok(value) => {
+                    secrets.insert(needed.clone(), Secret(value.unwrap_or_default()));
                 }
-                _ => p.add(
-                    &format!("{key}.secrets.{needed}"),
-                    format!("environment variable {var} is not set"),
-                ),
+                Err(message) => p.add(&format!("{key}.secrets.{needed}"), message),
             },
         }
     }
@@ -1038,6 +1143,7 @@ fn validate_models(
         if sizes.is_empty() || seconds.is_empty() {
             p.add(&key, "needs at least one size and one duration");
         }
+        warn_rounding(&key, &route, m.strict, &sizes, &seconds, backends, p);
         out.insert(
             name,
             ModelConfig {
@@ -1045,12 +1151,62 @@ fn validate_models(
                 shadow,
                 shadow_daily_cap: m.shadow_daily_cap,
                 moderation: m.moderation,
+                strict: m.strict,
                 sizes,
                 seconds,
             },
         );
     }
     out
+}
+
+/// Warns where a model offers a size or length that one of its backends would round (or refuse): clients asking
+/// for it would get something else, or a 400 under `strict`.
+fn warn_rounding(
+    key: &str,
+    route: &crate::routing::Route,
+    strict: bool,
+    sizes: &[Size],
+    seconds: &[Seconds],
+    backends: &BTreeMap<String, BackendConfig>,
+    p: &mut Problems,
+) {
+    let advice = if strict {
+        "strict = true refuses it"
+    } else {
+        "set strict = true to refuse it instead"
+    };
+    for name in route.backends() {
+        let Some(BackendConfig::Mapped(b)) = backends.get(name) else {
+            continue;
+        };
+        for size in sizes {
+            match b.mapping.map_size(*size) {
+                Ok((got, _)) if got != *size => p.warn(
+                    &format!("{key}.sizes"),
+                    format!("{size} is made as {got} by backend {name:?}; {advice}"),
+                ),
+                Err(_) => p.warn(
+                    &format!("{key}.sizes"),
+                    format!("{size} is refused by backend {name:?}, which does not make it"),
+                ),
+                Ok(_) => {}
+            }
+        }
+        for sec in seconds {
+            match b.mapping.map_seconds(*sec) {
+                Ok((got, _)) if got != *sec => p.warn(
+                    &format!("{key}.seconds"),
+                    format!("\"{sec}\" is made as {got} s by backend {name:?}; {advice}"),
+                ),
+                Err(_) => p.warn(
+                    &format!("{key}.seconds"),
+                    format!("\"{sec}\" is refused by backend {name:?}, which does not make it"),
+                ),
+                Ok(_) => {}
+            }
+        }
+    }
 }
 
 fn validate_route(
@@ -1109,6 +1265,13 @@ fn validate_route(
     }
     if !targets.is_empty() && targets.iter().all(|t| t.weight == 0) {
         p.add(&format!("{key}.targets"), "at least one target needs a weight above 0");
+    }
+    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
+    if m.targets.is_some() && total != 100 && total > 0 {
+        p.warn(
+            &format!("{key}.targets"),
+            format!("weights sum to {total}, not 100: each target gets its weight out of {total}"),
+        );
     }
     for backend in &m.fallback {
         if !backends.contains_key(backend) {

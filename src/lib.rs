@@ -21,6 +21,7 @@
 //! - [`retention`] — deletes the assets of videos past their `expires_at`; the record stays.
 //! - [`media`]    — looks inside uploads (image and MP4 dimensions, durations).
 //! - [`video`]    — domain types: jobs, states, sizes, durations, variants.
+//! - [`datadir`]  — one process per data directory: the exclusive lock `serve` takes at start.
 //! - [`app`]      — the runtime that holds all of the above.
 //! - [`export`]   — `sora-shim export` / `import`: job records and asset files in a versioned layout.
 //! - [`fuzzing`]  — entry points for the fuzz targets (`tests/fuzz/`) and their regression tests.
@@ -35,6 +36,7 @@ pub mod auth;
 pub mod backends;
 pub mod config;
 pub mod conformance;
+pub mod datadir;
 pub mod export;
 pub mod fuzzing;
 pub mod health;

@@ -11,6 +11,8 @@ use sora_shim::store::JobStore;
 
 /// Exit code for a configuration that does not validate (EX_USAGE-like, as sysexits' EX_CONFIG family).
 const EXIT_CONFIG: u8 = 64;
+/// Exit code of an offline command whose data directory holds no job store (sysexits' EX_NOINPUT).
+const EXIT_NO_STORE: u8 = 66;
 
 #[derive(Parser)]
 #[command(
@@ -38,12 +40,22 @@ enum Command {
     Serve {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+        #[arg(long, env = "SORA_SHIM_LISTEN")]
+        listen: Option<String>,
         /// Allow open development mode (no tenants configured: any key is accepted) on a non-loopback address.
         #[arg(long, env = "SORA_SHIM_ALLOW_OPEN_MODE")]
         allow_open_mode: bool,
     },
-    /// Validate a configuration offline and exit non-zero on any problem.
-    Check(ConfigArgs),
+    /// Validate a configuration offline: every problem is listed and the exit code is 64; warnings (a route whose
+    /// weights do not sum to 100, sizes or durations a backend would round) are printed but do not fail.
+    Check {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Check that each secret's environment variable is named, without reading any (CI without secrets).
+        #[arg(long)]
+        without_secrets: bool,
+    },
     /// Run the Sora-contract scenarios against an endpoint over HTTP; exit non-zero on any failure.
     Conformance(sora_shim::conformance::Args),
     /// Shadow mode: `shadow report` compares each primary backend with its shadow candidates.
@@ -72,6 +84,10 @@ enum Command {
         config: ConfigArgs,
         /// The export's directory.
         dir: PathBuf,
+        /// Create the job store if the data directory has none (a new deployment); without it, a missing store
+        /// is refused, as a mistyped data directory would otherwise "succeed" into an empty new one.
+        #[arg(long)]
+        new_store: bool,
     },
 }
 
@@ -98,29 +114,50 @@ struct ConfigArgs {
     /// Config file (TOML). Without it, the embedded default runs.
     #[arg(long, env = "SORA_SHIM_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
-    #[arg(long, env = "SORA_SHIM_LISTEN")]
-    listen: Option<String>,
-    /// Where the SQLite database and assets live (relative paths in the config resolve against it).
+    /// Where the SQLite database and assets live (relative paths in the config resolve against it). Precedence:
+    /// this flag, then SORA_SHIM_DATA_DIR, then `[store] data_dir` in the config file, then ./data.
     #[arg(long, env = "SORA_SHIM_DATA_DIR")]
     data_dir: Option<PathBuf>,
 }
 
 impl ConfigArgs {
-    fn overrides(&self) -> Overrides {
+    fn overrides(&self, listen: Option<String>) -> Overrides {
         Overrides {
             file: self.config.clone(),
-            listen: self.listen.clone(),
+            listen,
             data_dir: self.data_dir.clone(),
+            ..Overrides::default()
         }
     }
 
     fn load(&self) -> Result<Config, ExitCode> {
-        Config::load(&self.overrides()).map_err(|e| {
-            eprintln!("sora-shim: invalid configuration:\n{e}");
-            ExitCode::from(EXIT_CONFIG)
-        })
+        load(&self.overrides(None))
     }
+
+    /// The config of an offline command that reads or writes an existing store: refuses a data directory with no
+    /// job store (a mistyped path or a missing `--data-dir` must not "succeed" on a new, empty store).
+    fn load_existing(&self) -> Result<Config, ExitCode> {
+        let config = self.load()?;
+        if config.store_exists() {
+            return Ok(config);
+        }
+        let sora_shim::config::StoreConfig::Sqlite { path } = &config.store;
+        eprintln!(
+            "sora-shim: no job store at {} (data directory {}). The data directory comes from --data-dir, then \
+             SORA_SHIM_DATA_DIR, then [store] data_dir in the config file, then ./data: point one of them at the \
+             directory `serve` uses.",
+            path.display(),
+            config.data_dir.display()
+        );
+        Err(ExitCode::from(EXIT_NO_STORE))
+    }
+}
+
+fn load(overrides: &Overrides) -> Result<Config, ExitCode> {
+    Config::load(overrides).map_err(|e| {
+        eprintln!("sora-shim: invalid configuration:\n{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 fn main() -> ExitCode {
@@ -143,38 +180,70 @@ fn main() -> ExitCode {
             out,
             tenant,
             since,
-        } => match config.load() {
+        } => match config.load_existing() {
             Ok(config) => transfer(&config, Transfer::Export { out, tenant, since }),
             Err(code) => code,
         },
-        Command::Import { config, dir } => match config.load() {
-            Ok(config) => transfer(&config, Transfer::Import { dir }),
-            Err(code) => code,
-        },
-        Command::Conformance(args) => sora_shim::conformance::cli(args),
-        Command::Check(args) => match args.load() {
-            Ok(config) => {
-                eprintln!(
-                    "sora-shim: {} is valid ({} models, {} backends)",
-                    config.source,
-                    config.models.len(),
-                    config.backends.len()
-                );
-                ExitCode::SUCCESS
+        Command::Import { config, dir, new_store } => {
+            let loaded = if new_store {
+                config.load()
+            } else {
+                config.load_existing()
+            };
+            match loaded {
+                Ok(config) => transfer(&config, Transfer::Import { dir }),
+                Err(code) => code,
             }
-            Err(code) => code,
-        },
-        Command::Shadow(ShadowCommand::Report { config, json }) => match config.load() {
+        }
+        Command::Conformance(args) => sora_shim::conformance::cli(args),
+        Command::Check {
+            config: args,
+            without_secrets,
+        } => {
+            let mut overrides = args.overrides(None);
+            if without_secrets {
+                overrides.secrets = sora_shim::config::SecretSource::Unread;
+            }
+            match load(&overrides) {
+                Ok(config) => {
+                    for warning in &config.warnings {
+                        eprintln!("warning: {warning}");
+                    }
+                    eprintln!(
+                        "sora-shim: {} is valid ({} models, {} backends{}{})",
+                        config.source,
+                        config.models.len(),
+                        config.backends.len(),
+                        match config.warnings.len() {
+                            0 => String::new(),
+                            n => format!(", {n} warning{}", if n == 1 { "" } else { "s" }),
+                        },
+                        if without_secrets {
+                            "; secret values not read"
+                        } else {
+                            ""
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            }
+        }
+        Command::Shadow(ShadowCommand::Report { config, json }) => match config.load_existing() {
             Ok(config) => shadow_report(&config, json),
             Err(code) => code,
         },
         Command::Serve {
             config: args,
+            listen,
             allow_open_mode,
-        } => match args.load() {
-            Ok(config) => serve(config, args.overrides(), allow_open_mode),
-            Err(code) => code,
-        },
+        } => {
+            let overrides = args.overrides(listen);
+            match load(&overrides) {
+                Ok(config) => serve(config, overrides, allow_open_mode),
+                Err(code) => code,
+            }
+        }
     }
 }
 
@@ -295,6 +364,35 @@ fn key_hash() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// One line an operator can read at a glance: where it listens, where the jobs and videos live, which backend
+/// serves each model, and how many unfinished jobs it picked up again; then any config warnings.
+async fn startup_summary(app: &App, addr: std::net::SocketAddr, scheme: &str) {
+    let config = &app.config;
+    let sora_shim::config::StoreConfig::Sqlite { path } = &config.store;
+    let assets = match &config.assets.storage {
+        sora_shim::config::AssetStorage::Local { dir } => format!("local {}", dir.display()),
+        sora_shim::config::AssetStorage::S3 { settings, .. } => format!("s3://{}/{}", settings.bucket, settings.prefix),
+    };
+    let models: Vec<String> = (config.models.iter())
+        .map(|(name, m)| format!("{name} → {}", m.route.backends().collect::<Vec<_>>().join(", ")))
+        .collect();
+    let resumed: u64 = match app.store.queue_depth().await {
+        Ok(by_state) => by_state.iter().map(|(_, n)| n).sum(),
+        Err(_) => 0,
+    };
+    tracing::info!(
+        listen = %format!("{scheme}://{addr}"),
+        store = %format!("sqlite {}", path.display()),
+        assets = %assets,
+        models = %models.join("; "),
+        resumed_jobs = resumed,
+        "sora-shim listening"
+    );
+    for warning in &config.warnings {
+        tracing::warn!("config: {warning}");
+    }
+}
+
 fn serve(config: Config, overrides: Overrides, allow_open_mode: bool) -> ExitCode {
     let open = config.access.is_open();
     if open && !config.server.listen.ip().is_loopback() && !allow_open_mode {
@@ -340,7 +438,7 @@ fn serve(config: Config, overrides: Overrides, allow_open_mode: bool) -> ExitCod
             #[allow(clippy::print_stdout)]
             Ok(addr) => {
                 println!("listening on {}://{addr}", server.scheme());
-                tracing::info!(%addr, data_dir = %app.config.data_dir.display(), "sora-shim listening");
+                startup_summary(&app, addr, server.scheme()).await;
             }
             Err(e) => tracing::warn!(error = %e, "cannot read the bound address"),
         }

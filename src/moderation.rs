@@ -126,6 +126,7 @@ impl Verdict {
 pub(crate) fn validate(
     raw: BTreeMap<String, RawPolicy>,
     base_dir: &Path,
+    secrets: crate::config::SecretSource,
     problems: &mut Vec<(String, String)>,
 ) -> BTreeMap<String, std::sync::Arc<Policy>> {
     let mut out = BTreeMap::new();
@@ -162,7 +163,9 @@ pub(crate) fn validate(
                 Action::Fail
             }
         };
-        let endpoint = p.endpoint.and_then(|e| validate_endpoint(&at, e, base_dir, problems));
+        let endpoint = p
+            .endpoint
+            .and_then(|e| validate_endpoint(&at, e, base_dir, secrets, problems));
         if rules.is_empty() && endpoint.is_none() {
             problems.push((at.clone(), "has no rules: give words, patterns or an endpoint".into()));
         }
@@ -183,6 +186,7 @@ fn validate_endpoint(
     at: &str,
     e: RawEndpoint,
     base_dir: &Path,
+    secrets: crate::config::SecretSource,
     problems: &mut Vec<(String, String)>,
 ) -> Option<Endpoint> {
     let at = format!("{at}.endpoint");
@@ -193,13 +197,10 @@ fn validate_endpoint(
     }
     let secret = match &e.secret_env {
         None => None,
-        Some(var) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-            _ => {
-                problems.push((
-                    format!("{at}.secret_env"),
-                    format!("environment variable {var} is not set"),
-                ));
+        Some(var) => match secrets.read(var) {
+            Ok(value) => Some(Secret::new(value.unwrap_or_default())),
+            Err(message) => {
+                problems.push((format!("{at}.secret_env"), message));
                 ok = false;
                 None
             }
@@ -318,7 +319,12 @@ mod tests {
     fn policy(toml_text: &str) -> Result<std::sync::Arc<Policy>, Vec<(String, String)>> {
         let raw: BTreeMap<String, RawPolicy> = toml::from_str(toml_text).unwrap();
         let mut problems = Vec::new();
-        let mut out = validate(raw, Path::new(""), &mut problems);
+        let mut out = validate(
+            raw,
+            Path::new(""),
+            crate::config::SecretSource::Environment,
+            &mut problems,
+        );
         if problems.is_empty() {
             Ok(out.remove("p").unwrap())
         } else {

@@ -287,13 +287,13 @@ impl H264Track {
             .sequence_parameter_sets
             .first()
             .and_then(|sps| parse_sps(&sps.bytes));
-        if let Some(info) = &sps_info {
-            if info.chroma_format_idc != 1 || info.bit_depth_luma != 8 || info.bit_depth_chroma != 8 {
-                return Err(PreviewError::Unsupported(format!(
-                    "chroma format {} with {}-bit luma and {}-bit chroma (only 8-bit 4:2:0 decodes)",
-                    info.chroma_format_idc, info.bit_depth_luma, info.bit_depth_chroma
-                )));
-            }
+        if let Some(info) = &sps_info
+            && (info.chroma_format_idc != 1 || info.bit_depth_luma != 8 || info.bit_depth_chroma != 8)
+        {
+            return Err(PreviewError::Unsupported(format!(
+                "chroma format {} with {}-bit luma and {}-bit chroma (only 8-bit 4:2:0 decodes)",
+                info.chroma_format_idc, info.bit_depth_luma, info.bit_depth_chroma
+            )));
         }
         let param_sets = avcc
             .sequence_parameter_sets

@@ -72,6 +72,19 @@ impl Route {
         }
     }
 
+    /// Backends to move a job to when its target is down, in order.
+    pub fn fallback(&self) -> &[String] {
+        &self.fallback
+    }
+
+    /// Every backend the route may send a job to: its targets in order (weight 0 included), then the fallback.
+    pub fn backends(&self) -> impl Iterator<Item = &str> {
+        self.targets
+            .iter()
+            .map(|t| t.backend.as_str())
+            .chain(self.fallback.iter().map(String::as_str))
+    }
+
     /// The target for a new job of `model`. `tenant` is the tenant id, `idempotency_key` the request's key if
     /// any, `job_nonce` something unique to this request (for `Sticky::Job`).
     pub fn pick(&self, model: &str, tenant: &str, idempotency_key: Option<&str>, job_nonce: &str) -> &Target {

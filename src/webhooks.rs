@@ -124,6 +124,7 @@ pub(crate) fn validate(
     raw: BTreeMap<String, RawEndpoint>,
     tenants: &crate::auth::Access,
     base_dir: &Path,
+    secrets: crate::config::SecretSource,
     problems: &mut Vec<(String, String)>,
 ) -> BTreeMap<String, Arc<Endpoint>> {
     let mut out = BTreeMap::new();
@@ -133,19 +134,17 @@ pub(crate) fn validate(
         if !(e.url.starts_with("https://") || e.url.starts_with("http://")) {
             problems.push((format!("{at}.url"), format!("{:?} is not an http(s) URL", e.url)));
         }
-        let key = match std::env::var(&e.secret_env) {
-            Ok(v) if !v.trim().is_empty() => match signing_key(v.trim()) {
+        let key = match secrets.read(&e.secret_env) {
+            Ok(Some(v)) => match signing_key(v.trim()) {
                 Ok(_) => Some(Secret::new(v.trim().to_owned())),
                 Err(msg) => {
                     problems.push((format!("{at}.secret_env"), format!("{}: {msg}", e.secret_env)));
                     None
                 }
             },
-            _ => {
-                problems.push((
-                    format!("{at}.secret_env"),
-                    format!("environment variable {} is not set", e.secret_env),
-                ));
+            Ok(None) => Some(Secret::new(String::new())),
+            Err(message) => {
+                problems.push((format!("{at}.secret_env"), message));
                 None
             }
         };

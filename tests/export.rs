@@ -116,9 +116,17 @@ async fn an_export_imported_elsewhere_answers_the_same() {
     );
     assert!(out.join("assets").join(&plain).join("video.mp4").exists());
 
-    // Into a fresh data directory, twice.
+    // Into a fresh data directory, twice: the first time only with --new-store (a mistyped data directory must
+    // not quietly become a new, empty store), and nothing is created when it is refused.
     let fresh = tmp.path().join("fresh");
-    let (ok, stdout, stderr) = run(&["import", out.to_str().unwrap()], shim.config_path(), &fresh);
+    let (ok, _, stderr) = run(&["import", out.to_str().unwrap()], shim.config_path(), &fresh);
+    assert!(!ok && stderr.contains("no job store at"), "{stderr}");
+    assert!(!fresh.exists(), "a refused import created the data directory");
+    let (ok, stdout, stderr) = run(
+        &["import", "--new-store", out.to_str().unwrap()],
+        shim.config_path(),
+        &fresh,
+    );
     assert!(ok && stdout.contains("imported 4 jobs"), "{stdout}{stderr}");
     let (ok, stdout, _) = run(&["import", out.to_str().unwrap()], shim.config_path(), &fresh);
     assert!(
@@ -154,7 +162,7 @@ async fn an_export_imported_elsewhere_answers_the_same() {
     assert!(!ok && stderr.contains("already holds an export"), "{stderr}");
     std::fs::write(out.join("assets").join(&plain).join("video.mp4"), b"not the video").unwrap();
     let (ok, _, stderr) = run(
-        &["import", out.to_str().unwrap()],
+        &["import", "--new-store", out.to_str().unwrap()],
         shim.config_path(),
         &tmp.path().join("third"),
     );

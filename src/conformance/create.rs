@@ -44,39 +44,39 @@ fn source_form(body: &Value) -> Form {
 }
 
 pub async fn create_multipart(ctx: &Ctx) -> Checked<String> {
-    if ctx.opts.profile == Profile::Quick {
-        if let Ok(c) = ctx.created().await {
-            let headers = [("idempotency-key", c.idempotency_key.as_str())];
-            let r = ctx
-                .api
-                .call(
-                    hyper::Method::POST,
-                    "/videos",
-                    ctx.key(),
-                    &headers,
-                    Body::Form(source_form(&c.body)),
-                )
-                .await?;
-            if r.status != 409 {
-                let v = expect_ok(&r, Kind::Video)?;
-                expect_fields(
-                    &v,
-                    &[
-                        ("model", SOURCE_MODEL),
-                        ("size", SOURCE_SIZE),
-                        ("seconds", SOURCE_SECONDS),
-                    ],
-                    "multipart create",
-                )?;
-                let id = str_field(&v, "id")?;
-                return Ok(if id == c.id {
-                    format!("answered with the source video {id} (its Idempotency-Key): nothing generated")
-                } else {
-                    format!("a new video {id}: the multipart replay of the JSON create was not matched to it")
-                });
-            }
-            // The endpoint compares bodies byte for byte: send it as a create of its own.
+    if ctx.opts.profile == Profile::Quick
+        && let Ok(c) = ctx.created().await
+    {
+        let headers = [("idempotency-key", c.idempotency_key.as_str())];
+        let r = ctx
+            .api
+            .call(
+                hyper::Method::POST,
+                "/videos",
+                ctx.key(),
+                &headers,
+                Body::Form(source_form(&c.body)),
+            )
+            .await?;
+        if r.status != 409 {
+            let v = expect_ok(&r, Kind::Video)?;
+            expect_fields(
+                &v,
+                &[
+                    ("model", SOURCE_MODEL),
+                    ("size", SOURCE_SIZE),
+                    ("seconds", SOURCE_SECONDS),
+                ],
+                "multipart create",
+            )?;
+            let id = str_field(&v, "id")?;
+            return Ok(if id == c.id {
+                format!("answered with the source video {id} (its Idempotency-Key): nothing generated")
+            } else {
+                format!("a new video {id}: the multipart replay of the JSON create was not matched to it")
+            });
         }
+        // The endpoint compares bodies byte for byte: send it as a create of its own.
     }
     let body = json!({"prompt": ctx.prompt("A red kite over green hills"), "model": SOURCE_MODEL, "size": SOURCE_SIZE, "seconds": SOURCE_SECONDS});
     let r = ctx.api.post_form("/videos", ctx.key(), source_form(&body)).await?;

@@ -172,19 +172,19 @@ impl Recorder {
             let enveloped = json.as_ref().is_some_and(|v| violations(Kind::Error, v).is_empty());
             self.rate_limited.push((what, headers, enveloped));
         }
-        if reply.status == 200 && generates(method, &reply.path) {
-            if let Some(v) = &json {
-                if let Some(id) = v.get("id").and_then(Value::as_str) {
-                    let extension = reply.path.ends_with("/extensions");
-                    let seconds = if extension {
-                        requested_seconds
-                    } else {
-                        v.get("seconds").and_then(Value::as_str)
-                    };
-                    let seconds = seconds.and_then(|s| s.parse().ok()).unwrap_or(0);
-                    self.generations.entry(id.to_owned()).or_insert(seconds);
-                }
-            }
+        if reply.status == 200
+            && generates(method, &reply.path)
+            && let Some(v) = &json
+            && let Some(id) = v.get("id").and_then(Value::as_str)
+        {
+            let extension = reply.path.ends_with("/extensions");
+            let seconds = if extension {
+                requested_seconds
+            } else {
+                v.get("seconds").and_then(Value::as_str)
+            };
+            let seconds = seconds.and_then(|s| s.parse().ok()).unwrap_or(0);
+            self.generations.entry(id.to_owned()).or_insert(seconds);
         }
     }
 

@@ -682,13 +682,11 @@ fn wrap_text(text: &str, width: usize, max_lines: usize) -> Vec<String> {
     if !truncated && current_len > 0 {
         lines.push(current);
     }
-    if truncated {
-        if let Some(last) = lines.last_mut() {
-            let keep = width.saturating_sub(3);
-            let mut s: String = last.chars().take(keep).collect();
-            s.push_str("...");
-            *last = s;
-        }
+    if truncated && let Some(last) = lines.last_mut() {
+        let keep = width.saturating_sub(3);
+        let mut s: String = last.chars().take(keep).collect();
+        s.push_str("...");
+        *last = s;
     }
     lines
 }
@@ -1070,15 +1068,15 @@ impl Scene {
         }
 
         // Reference image: the first frame, fading out over the first second.
-        if let Some(reference) = &self.reference {
-            if frame < self.fps {
-                let alpha = 256 * (self.fps - frame) / self.fps;
-                if alpha >= 256 {
-                    canvas.rgb.copy_from_slice(reference);
-                } else {
-                    for (d, s) in canvas.rgb.iter_mut().zip(reference) {
-                        *d = mix(*d, *s, alpha);
-                    }
+        if let Some(reference) = &self.reference
+            && frame < self.fps
+        {
+            let alpha = 256 * (self.fps - frame) / self.fps;
+            if alpha >= 256 {
+                canvas.rgb.copy_from_slice(reference);
+            } else {
+                for (d, s) in canvas.rgb.iter_mut().zip(reference) {
+                    *d = mix(*d, *s, alpha);
                 }
             }
         }
