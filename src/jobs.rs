@@ -74,10 +74,17 @@ impl Admission {
             }
             keys.push(key);
         }
-        backend.check(new.kind, &request).map_err(|r| match r.message {
-            Some(message) => ApiError::invalid(message, Some(r.param), Some("invalid_value")),
-            None => ApiError::invalid_value(r.param, &r.value, &r.supported),
+        backend.check(new.kind, &request).map_err(|r| {
+            // The client hears of its model; which backend refused stays in the log.
+            tracing::info!(tenant = %tenant.name, model = %request.model, backend = %new.backend, param = r.param, "request refused: the backend cannot take it");
+            match r.message {
+                Some(message) => ApiError::invalid(message, Some(r.param), Some("invalid_value")),
+                None => ApiError::invalid_value(r.param, &r.value, &r.supported),
+            }
         })?;
+        if let Some(model) = live.models.get(&request.model).filter(|m| m.strict) {
+            refuse_rounding(backend.as_ref(), model, &request)?;
+        }
         let policy = live
             .models
             .get(&request.model)
@@ -172,6 +179,15 @@ impl Admission {
                 self.shadow.offer(&job);
                 Ok(job)
             }
+            Ok(Inserted::Deleted(deleted)) => {
+                self.discard_uploads(&id).await;
+                Err(ApiError::Conflict {
+                    message: format!(
+                        "The video '{deleted}' created with this Idempotency-Key has been deleted. Use a new key to \
+                         create a new video."
+                    ),
+                })
+            }
             Ok(Inserted::Existing(existing)) => {
                 self.discard_uploads(&id).await;
                 if existing.request_hash == job.request_hash {
@@ -196,6 +212,33 @@ impl Admission {
             tracing::warn!(job = %id, error = %e, "could not remove uploads of a request that was not admitted");
         }
     }
+}
+
+/// A `strict` model refuses a size or length its backend would round, naming the values it makes exactly.
+fn refuse_rounding(
+    backend: &dyn crate::backends::Backend,
+    model: &crate::config::ModelConfig,
+    request: &NormalizedRequest,
+) -> Result<(), ApiError> {
+    let seconds = request.extension_seconds.unwrap_or(request.seconds);
+    let Some((size, secs)) = backend.delivers(request.size, seconds) else {
+        return Ok(());
+    };
+    if size != request.size {
+        let exact: Vec<String> = (model.sizes.iter())
+            .filter(|s| backend.delivers(**s, secs).is_some_and(|(made, _)| made == **s))
+            .map(ToString::to_string)
+            .collect();
+        return Err(ApiError::invalid_value("size", &request.size.to_string(), &exact));
+    }
+    if secs != seconds {
+        let exact: Vec<String> = (model.seconds.iter())
+            .filter(|s| backend.delivers(size, **s).is_some_and(|(_, made)| made == **s))
+            .map(ToString::to_string)
+            .collect();
+        return Err(ApiError::invalid_value("seconds", &seconds.to_string(), &exact));
+    }
+    Ok(())
 }
 
 /// `sora_shim_moderation_verdicts_total`.

@@ -64,8 +64,50 @@ fn routes(config: &Config) -> BTreeMap<String, Route> {
         .collect()
 }
 
+/// Creates every counter series whose label values the config already determines, at zero, so that an alert on
+/// the first increase (`increase(x[5m]) > 0`) fires on the first event instead of seeing a series appear.
+fn expose_known_series(config: &Config, backends: &Backends) {
+    let Some(m) = crate::metrics::get() else {
+        return;
+    };
+    for at in ["create", "finalize"] {
+        m.storage_full.with_label_values(&[at]);
+    }
+    for source in ["policy", "backend"] {
+        for verdict in ["allowed", "blocked"] {
+            m.moderation.with_label_values(&[source, verdict]);
+        }
+    }
+    for outcome in ["delivered", "retry", "failed"] {
+        m.webhooks.with_label_values(&[outcome]);
+    }
+    for t in &config.access.tenants {
+        if t.requests_per_minute.is_some() {
+            m.rate_limited.with_label_values(&[&t.name, "requests"]);
+        }
+        if t.max_unfinished_jobs.is_some() {
+            m.rate_limited.with_label_values(&[&t.name, "concurrent_jobs"]);
+        }
+    }
+    for (model, mc) in &config.models {
+        for from in mc.route.backends() {
+            for to in mc.route.fallback().iter().filter(|to| to.as_str() != from) {
+                m.failovers.with_label_values(&[model, from, to]);
+            }
+        }
+    }
+    for name in backends.names() {
+        if backends.get(name).is_some_and(|b| b.takes_callbacks()) {
+            for outcome in ["accepted", "refused", "unknown_job"] {
+                m.callbacks.with_label_values(&[name, outcome]);
+            }
+        }
+    }
+}
+
 impl Live {
     pub fn new(config: &Config, backends: Backends) -> Live {
+        expose_known_series(config, &backends);
         Live {
             models: config.models.clone(),
             api: config.api.clone(),
@@ -176,10 +218,12 @@ impl Reloader {
         for (name, print) in new_prints {
             prints.entry(name).or_insert(print);
         }
+        let backends = Backends::from_map(by_name);
+        expose_known_series(new, &backends);
         self.live.store(Arc::new(Live {
             models: new.models.clone(),
             api: new.api.clone(),
-            backends: Backends::from_map(by_name),
+            backends,
             prices: new.prices.clone(),
             routes: routes(new),
             access,

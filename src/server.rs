@@ -144,6 +144,17 @@ async fn connection(
     let limit = app.config.server.header_read_timeout;
     match tls {
         Some(acceptor) => {
+            let mut first = [0u8; 1];
+            let n = tokio::time::timeout(limit, stream.peek(&mut first))
+                .await
+                .map_err(|_| "no TLS handshake within the header timeout")??;
+            // A TLS record starts with 0x16; an HTTP/1 request line with a capital letter (`GET`, `POST`).
+            if n == 0 {
+                return Ok(());
+            }
+            if first[0].is_ascii_uppercase() {
+                return plain_http_on_tls_port(stream, limit).await;
+            }
             let stream = tokio::time::timeout(limit, acceptor.accept(stream))
                 .await
                 .map_err(|_| "TLS handshake timed out")??;
@@ -163,6 +174,43 @@ async fn connection(
             }
         }
     }
+}
+
+/// Plain HTTP sent to the HTTPS listener: a 400 in OpenAI's envelope that says to use https (as nginx answers),
+/// instead of a TLS alert the client prints as garbage. The request head is read first, so that closing with
+/// unread bytes does not reset the connection before the client reads the answer.
+async fn plain_http_on_tls_port(mut stream: TcpStream, limit: Duration) -> Result<(), BoxError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    let read_head = async {
+        while head.len() < 64 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::time::timeout(limit, read_head)
+        .await
+        .map_err(|_| "plain HTTP on the TLS port: no request head within the header timeout")??;
+    let body = serde_json::json!({"error": {
+        "message": "This port serves HTTPS, and the request was sent as plain HTTP. Use an https:// base URL.",
+        "type": "invalid_request_error",
+        "param": null,
+        "code": "plain_http_to_https_port",
+    }})
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(answer.as_bytes()).await?;
+    stream.shutdown().await?;
+    tracing::info!("plain HTTP request on the TLS listener answered 400");
+    Ok(())
 }
 
 /// Tells h2 prior knowledge from HTTP/1.1 by the first bytes, without consuming them. `None`: closed.

@@ -147,7 +147,13 @@ async fn a_backend_can_offer_fewer_operations_than_its_mapping() {
         .post_json(&format!("/v1/videos/{id}/remix"), "k", &json!({"prompt": "again"}))
         .await;
     let v = assert_error(&r, 400, Some("model"), Some("invalid_value"));
-    assert!(v["error"]["message"].as_str().unwrap().contains("'prov'"), "{v}");
+    // The client hears of its model; the backend's name stays in the log.
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("The model 'sora-2'") && !message.contains("prov"),
+        "{v}"
+    );
+    assert!(shim.log().contains("request refused: the backend cannot take it"));
     assert_eq!(fake.stats().await["creates"], 1, "the refused remix was never sent");
 }
 

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::assets::{AssetStore, Stored};
 use crate::config::{BackendConfig, Config};
-use crate::video::{Job, JobError, JobKind, Variant};
+use crate::video::{Job, JobError, JobKind, Seconds, Size, Variant};
 
 /// What a backend said when it accepted a job.
 #[derive(Debug, Clone)]
@@ -128,6 +128,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Can this backend take the request at all (operation, size, duration)? Asked before the job is persisted.
     fn check(&self, _kind: JobKind, _request: &crate::video::NormalizedRequest) -> Result<(), Rejection> {
         Ok(())
+    }
+    /// What this backend makes of a size and length it accepts: the same, or the nearest it can make (a mapping
+    /// whose policy is `nearest`). `None` where it refuses them (`check` says why).
+    fn delivers(&self, size: Size, seconds: Seconds) -> Option<(Size, Seconds)> {
+        Some((size, seconds))
     }
     /// How often to poll this backend's jobs; `None` is the worker's default.
     fn poll_interval(&self) -> Option<Duration> {

@@ -559,6 +559,12 @@ impl Mapping {
         )
     }
 
+    /// The size and length this mapping's provider makes for a request of `size` and `seconds`: the same, or the
+    /// nearest it offers where the policy is `nearest`; `None` where it refuses either.
+    pub fn delivers(&self, size: Size, seconds: Seconds) -> Option<(Size, Seconds)> {
+        Some((self.map_size(size).ok()?.0, self.map_seconds(seconds).ok()?.0))
+    }
+
     pub fn map_seconds(&self, seconds: Seconds) -> Result<(Seconds, Value), Vec<String>> {
         pick(
             &self.seconds,

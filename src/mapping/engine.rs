@@ -27,7 +27,7 @@ use crate::backends::{
     AfterLostSubmit, Backend, BackendError, BackendErrorKind, Output, OutputLocation, Progress, Rejection, Submitted,
 };
 use crate::config::{MappedConfig, Secret};
-use crate::video::{InputRef, Job, JobError, JobKind, NormalizedRequest};
+use crate::video::{InputRef, Job, JobError, JobKind, NormalizedRequest, Seconds, Size};
 
 /// Header or query name/value pairs.
 type Pairs = Vec<(String, String)>;
@@ -125,10 +125,9 @@ impl MappedBackend {
         self.error(
             BackendErrorKind::Rejected(JobError {
                 code: "internal_error".into(),
-                message: format!(
-                    "The shim's mapping for video backend {:?} could not handle this job; the shim's log has the detail.",
-                    self.name
-                ),
+                message: "The shim could not translate this job for the video backend serving its model; the shim's \
+                          log has the detail."
+                    .into(),
             }),
             message,
         )
@@ -714,8 +713,7 @@ impl Backend for MappedBackend {
                 value: request.model.clone(),
                 supported: vec![],
                 message: Some(format!(
-                    "The video backend '{}' serving '{}' does not support {} requests.",
-                    self.name,
+                    "The model '{}' does not support {} requests.",
                     request.model,
                     kind.as_str()
                 )),
@@ -726,10 +724,7 @@ impl Backend for MappedBackend {
                 param: "input_reference",
                 value: String::new(),
                 supported: vec![],
-                message: Some(format!(
-                    "The video backend '{}' serving '{}' {reason}",
-                    self.name, request.model
-                )),
+                message: Some(format!("The model '{}' {reason}", request.model)),
             });
         }
         if !request.characters.is_empty() {
@@ -737,10 +732,7 @@ impl Backend for MappedBackend {
                 param: "characters",
                 value: String::new(),
                 supported: vec![],
-                message: Some(format!(
-                    "The video backend '{}' serving '{}' does not support characters.",
-                    self.name, request.model
-                )),
+                message: Some(format!("The model '{}' does not support characters.", request.model)),
             });
         }
         if let Err(supported) = self.mapping.map_size(request.size) {
@@ -765,6 +757,10 @@ impl Backend for MappedBackend {
 
     fn poll_interval(&self) -> Option<Duration> {
         self.poll_interval
+    }
+
+    fn delivers(&self, size: Size, seconds: Seconds) -> Option<(Size, Seconds)> {
+        self.mapping.delivers(size, seconds)
     }
 
     async fn submit(&self, job: &Job) -> Result<Submitted, BackendError> {

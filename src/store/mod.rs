@@ -82,6 +82,8 @@ pub enum Inserted {
     New,
     /// A job with the same tenant and idempotency key already exists.
     Existing(Box<Job>),
+    /// The job the tenant created with this idempotency key was deleted (its id): a replay must not show it.
+    Deleted(String),
 }
 
 #[async_trait]

@@ -231,14 +231,17 @@ impl JobStore for SqliteStore {
         Self::with(&self.writer, move |conn| {
             let tx = conn.transaction()?;
             if let Some(key) = &job.idempotency_key {
-                let existing: Option<String> = tx
+                let existing: Option<(String, Option<i64>)> = tx
                     .query_row(
-                        "SELECT id FROM jobs WHERE tenant = ?1 AND idempotency_key = ?2",
+                        "SELECT id, deleted_at FROM jobs WHERE tenant = ?1 AND idempotency_key = ?2",
                         params![job.tenant, key],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?;
-                if let Some(id) = existing {
+                if let Some((id, Some(_deleted_at))) = existing {
+                    return Ok(Inserted::Deleted(id));
+                }
+                if let Some((id, None)) = existing {
                     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
                     let found = select_jobs(&tx, &sql, &[&id])?;
                     return match found.into_iter().next() {
@@ -685,13 +688,29 @@ mod tests {
         store.insert_job(&job("video_1", "t", Some("k"))).await.unwrap();
         match store.insert_job(&job("video_2", "t", Some("k"))).await.unwrap() {
             Inserted::Existing(j) => assert_eq!(j.id, "video_1"),
-            Inserted::New => panic!("expected the existing job"),
+            other => panic!("expected the existing job, got {other:?}"),
         }
         // Another tenant may use the same key.
         assert!(matches!(
             store.insert_job(&job("video_3", "u", Some("k"))).await.unwrap(),
             Inserted::New
         ));
+    }
+
+    #[tokio::test]
+    async fn a_replay_after_delete_names_the_deleted_job_instead_of_showing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        store.insert_job(&job("video_1", "t", Some("k"))).await.unwrap();
+        store.delete_job("video_1", 1).await.unwrap();
+        match store.insert_job(&job("video_2", "t", Some("k"))).await.unwrap() {
+            Inserted::Deleted(id) => assert_eq!(id, "video_1"),
+            other => panic!("expected Deleted, got {other:?}"),
+        }
+        assert!(
+            store.get_job("video_2").await.unwrap().is_none(),
+            "nothing new was stored"
+        );
     }
 
     #[tokio::test]

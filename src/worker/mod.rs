@@ -441,7 +441,9 @@ impl Worker {
     async fn lost_submit(&self, mut job: Job, backend: &dyn Backend) -> Result<Next, StoreError> {
         match backend.after_lost_submit() {
             AfterLostSubmit::Resubmit => {
-                tracing::info!(job = %job.id, backend = backend.name(), "resubmitting a job whose submission was lost");
+                if job.state == State::Submitting {
+                    tracing::info!(job = %job.id, backend = backend.name(), "resubmitting a job whose submission was interrupted (this backend may take it twice)");
+                }
                 job.state = State::Accepted;
                 job.backend_job_id = None;
                 self.save(job).await?;
@@ -490,10 +492,14 @@ impl Worker {
         };
         let mut job = job;
         match progress {
-            Progress::Queued => Ok(Next::After(self.poll_interval(backend))),
+            Progress::Queued => {
+                tracing::debug!(job = %job.id, backend = backend.name(), "polled: still queued at the backend");
+                Ok(Next::After(self.poll_interval(backend)))
+            }
             Progress::Running(p) => {
                 // At least 1 once running: the client-visible status is derived from it and must not go back.
                 let p = p.clamp(1, 99).max(job.progress);
+                tracing::debug!(job = %job.id, backend = backend.name(), progress = p, "polled: generating");
                 if job.state != State::Running || p != job.progress {
                     job.state = State::Running;
                     job.progress = p;
@@ -510,7 +516,13 @@ impl Worker {
                 self.finalize(job, outputs, backend).await
             }
             Progress::Failed(error) => Ok(self.fail(job, error).await),
-            Progress::Lost => self.lost_submit(job, backend).await,
+            Progress::Lost => {
+                // Not an unknown outcome: the backend says it has no such job (a local render stopped by a restart).
+                if backend.after_lost_submit() == AfterLostSubmit::Resubmit {
+                    tracing::info!(job = %job.id, backend = backend.name(), "the backend no longer has this job (stopped by a restart); submitting it again");
+                }
+                self.lost_submit(job, backend).await
+            }
         }
     }
 

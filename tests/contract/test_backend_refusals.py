@@ -1,5 +1,6 @@
-"""What a mapped backend cannot do is refused up front: a 400 naming the backend and the parameter, no video
-created, and nothing sent to (or paid at) the provider. With the local backend everything is offered."""
+"""What a mapped backend cannot do is refused up front: a 400 naming the model and the parameter (never the
+backend, which stays in the shim's log), no video created, and nothing sent to (or paid at) the provider. With
+the local backend everything is offered."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def test_missing_operation_is_refused_before_anything_is_sent(clients, source, f
     listed = [v["id"] for v in http.get("/v1/videos", params={"limit": 100}).json()["data"]]
     r = _requests(source.video.id, source.mp4)[operation](http)
     err = assert_error(r, 400, param="model")
-    assert "'prov'" in err["message"] and op in err["message"], err
+    assert f"The model '{source.video.model}'" in err["message"] and op in err["message"], err
+    assert "'prov'" not in err["message"], "the backend's name reached the client"
     assert [v["id"] for v in http.get("/v1/videos", params={"limit": 100}).json()["data"]] == listed
     assert _provider_creates(fake) == before, "a refused request reached the provider"
 
@@ -60,6 +62,6 @@ def test_uploaded_image_is_refused_when_the_backend_takes_none(clients, fake):
     r = http.post("/v1/videos", files={"prompt": (None, "from a frame"),
                                        "input_reference": ("r.png", png_bytes(720, 1280), "image/png")})
     err = assert_error(r, 400, param="input_reference")
-    assert "'prov'" in err["message"], err
+    assert "The model '" in err["message"] and "'prov'" not in err["message"], err
     assert http.get("/v1/videos").json()["data"] == []
     assert _provider_creates(fake) == before

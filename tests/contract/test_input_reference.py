@@ -20,12 +20,13 @@ def _data_url(png: bytes) -> str:
 
 
 def _refused(call) -> None:
-    """A backend that cannot take a reference image refuses it up front, naming the backend, rather than
-    silently making a text-to-video."""
+    """A backend that cannot take a reference image refuses it up front, naming the model (never the backend),
+    rather than silently making a text-to-video."""
     with pytest.raises(openai.BadRequestError) as exc:
         call()
     err = assert_refused_by_backend(exc.value, "input_reference")
-    assert "'prov'" in err["message"], err  # the backend's name in the contract config
+    assert "The model '" in err["message"], err
+    assert "'prov'" not in err["message"], err  # the backend's name in the contract config stays in the log
 
 
 def test_png_upload_matching_size(client):

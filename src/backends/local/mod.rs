@@ -2,6 +2,7 @@
 //! so a new user and every test get playable videos with no provider and no network. Renders are CPU-bound and
 //! run on the blocking pool, a few at a time. Re-rendering is free, so a render lost in a restart is resubmitted.
 
+mod queue;
 pub mod render;
 
 use std::path::PathBuf;
@@ -10,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{AfterLostSubmit, Backend, BackendError, BackendErrorKind, Output, OutputLocation, Progress, Submitted};
@@ -37,7 +37,7 @@ struct RenderState {
 pub struct LocalBackend {
     name: String,
     fps: u32,
-    slots: Arc<Semaphore>,
+    slots: Arc<queue::RenderQueue>,
     work_dir: PathBuf,
     assets: AssetStore,
     renders: Arc<DashMap<String, Arc<RenderState>>>,
@@ -56,7 +56,7 @@ impl LocalBackend {
         LocalBackend {
             name: name.to_owned(),
             fps,
-            slots: Arc::new(Semaphore::new(concurrent_renders as usize)),
+            slots: queue::RenderQueue::new(concurrent_renders as usize),
             work_dir,
             assets,
             renders: Arc::new(DashMap::new()),
@@ -139,8 +139,9 @@ impl Backend for LocalBackend {
         let slots = Arc::clone(&self.slots);
         let shutdown = self.shutdown.clone();
         let job_id = job.id.clone();
+        let created_at_ms = job.created_at_ms;
         tokio::spawn(async move {
-            let Ok(_permit) = slots.acquire_owned().await else {
+            let Some(_slot) = slots.acquire(&job_id, created_at_ms).await else {
                 return;
             };
             set_status(&state, RenderStatus::Running);
@@ -163,7 +164,8 @@ impl Backend for LocalBackend {
             set_status(&state, status);
         });
         Ok(Submitted {
-            backend_job_id: format!("{}:{}", self.name, job.id),
+            // Its own id, not the video's: a log line names the video once (renders are found by video id).
+            backend_job_id: crate::video::new_id("render"),
             data: None,
         })
     }
@@ -200,7 +202,16 @@ impl Backend for LocalBackend {
         })
     }
 
+    /// Jobs that were rendering or waiting here before a restart keep their place ahead of newer ones.
+    /// (The worker's later sweeps claim again: a job this process already submitted has its place already.)
+    fn claim(&self, job_id: &str) {
+        if !self.renders.contains_key(job_id) {
+            self.slots.claim(job_id);
+        }
+    }
+
     async fn release(&self, job: &Job) {
+        self.slots.forget(&job.id);
         if let Some((_, state)) = self.renders.remove(&job.id) {
             state.cancelled.store(true, Ordering::Relaxed);
         }
