@@ -14,11 +14,17 @@ use std::time::{Duration, Instant};
 use common::{BACKENDS, Shim, start_mapped};
 
 fn conformance(base_url: &str, extra: &[&str]) -> (Output, String, Duration) {
+    conformance_with_env(base_url, extra, &[])
+}
+
+fn conformance_with_env(base_url: &str, extra: &[&str], env: &[(&str, &str)]) -> (Output, String, Duration) {
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_sora-shim"))
         .args(["conformance", "--base-url", base_url, "--api-key", "k1"])
         .args(extra)
         .env("SORA_SHIM_LOG", "warn")
+        .env_remove("SSL_CERT_FILE")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout.clone()).unwrap();
@@ -276,10 +282,10 @@ fn broken_endpoint() -> String {
                         if line == "\r\n" {
                             break;
                         }
-                        if let Some((k, v)) = line.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                length = v.trim().parse().unwrap_or(0);
-                            }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap_or(0);
                         }
                     }
                     let mut body = vec![0; length];
@@ -334,6 +340,59 @@ fn a_broken_endpoint_fails() {
         stdout.contains("SKIP content.video (") && stdout.contains("no finished source video"),
         "{stdout}"
     );
+}
+
+/// An endpoint that cannot be reached is one clear message and exit 2, never a run whose checks "pass" on
+/// nothing (the schema check used to PASS with 0 answers).
+#[test]
+fn an_unreachable_endpoint_exits_2_with_one_message() {
+    let port = free_port();
+    let (out, stdout, _) = conformance(&format!("http://127.0.0.1:{port}/v1"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("cannot reach") && stderr.contains("Nothing was checked"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("PASS"), "{stdout}");
+}
+
+/// An HTTPS endpoint behind a private CA: refused (exit 2, the TLS reason) until the kit is told to trust the
+/// CA, with --ca-file or the usual SSL_CERT_FILE.
+#[test]
+fn an_https_endpoint_behind_a_private_ca_is_checked_with_its_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = common::pki::TestPki::new();
+    let (cert, key, _) = pki.leaf("private");
+    let (cert_path, key_path, ca_path) = (
+        tmp.path().join("cert.pem"),
+        tmp.path().join("key.pem"),
+        tmp.path().join("ca.pem"),
+    );
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    std::fs::write(&ca_path, &pki.ca_pem).unwrap();
+    let shim = Shim::start_with(&format!(
+        "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[backends.local]\nkind = \"local\"\nfps = 8\n",
+        cert_path.display(),
+        key_path.display()
+    ));
+    let base = format!("https://{}/v1", shim.addr);
+    let only = ["--only", "error.bad_size,error.unknown_id"];
+    let (out, stdout, _) = conformance(&base, &only);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("cannot reach") && stderr.to_lowercase().contains("certificate"),
+        "{stderr}"
+    );
+
+    let ca = ca_path.to_str().unwrap();
+    let (out, stdout, _) = conformance(&base, &[&only[..], &["--ca-file", ca]].concat());
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
+    let (out, stdout, _) = conformance_with_env(&base, &only, &[("SSL_CERT_FILE", ca)]);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -163,14 +163,16 @@ pub struct Api {
 
 impl Api {
     /// A client for `base_url` (`http(s)://host[:port][/prefix]`, e.g. `http://127.0.0.1:8080/v1`).
-    pub fn new(base_url: &str) -> Result<Api, String> {
+    /// HTTPS trusts the platform's roots (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured) and the CAs in `ca_file`.
+    pub fn new(base_url: &str, ca_file: Option<&std::path::Path>) -> Result<Api, String> {
         let base = base_url.trim_end_matches('/').to_owned();
         let uri: Uri = base.parse().map_err(|e| format!("not a URL: {e}"))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err("expected http://HOST[:PORT][/PATH] or https://…".into());
         }
+        let tls = crate::tls::client_config(ca_file).map_err(|e| format!("--ca-file: {e}"))?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -182,6 +184,20 @@ impl Api {
             base,
             recorder: Mutex::new(Recorder::new()),
         })
+    }
+
+    /// Whether the endpoint answers at all (any status): `Err` carries the transport failure. Not recorded.
+    pub async fn reachable(&self) -> Result<(), String> {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}/videos?limit=1", self.base))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(Duration::from_secs(30), self.client.request(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(source_chain(&e)),
+            Err(_) => Err("no answer within 30 s".into()),
+        }
     }
 
     pub fn recorder(&self) -> MutexGuard<'_, Recorder> {
@@ -302,8 +318,8 @@ mod tests {
 
     #[test]
     fn base_urls() {
-        assert!(Api::new("http://127.0.0.1:8080/v1/").is_ok());
-        assert!(Api::new("ftp://example.com").is_err());
-        assert!(Api::new("not a url").is_err());
+        assert!(Api::new("http://127.0.0.1:8080/v1/", None).is_ok());
+        assert!(Api::new("ftp://example.com", None).is_err());
+        assert!(Api::new("not a url", None).is_err());
     }
 }

@@ -74,6 +74,8 @@ pub struct Options {
     pub webhook_listen: Option<std::net::SocketAddr>,
     /// The signing secret the endpoint uses for that receiver (`whsec_…`).
     pub webhook_secret: Option<String>,
+    /// Extra CA certificates (PEM) to trust for an HTTPS endpoint, besides the platform's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The `conformance` subcommand's arguments.
@@ -112,6 +114,10 @@ pub struct Args {
     /// The secret the endpoint signs those webhooks with (`whsec_…`).
     #[arg(long, env = "SORA_CONFORMANCE_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// PEM file of CA certificates to trust for an HTTPS endpoint behind a private CA, besides the platform's
+    /// roots (which honour SSL_CERT_FILE and SSL_CERT_DIR).
+    #[arg(long, value_name = "FILE.pem")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl From<Args> for Options {
@@ -128,6 +134,7 @@ impl From<Args> for Options {
             max_body_bytes: a.max_body_bytes,
             webhook_listen: a.webhook_listen,
             webhook_secret: a.webhook_secret,
+            ca_file: a.ca_file,
         }
     }
 }
@@ -138,6 +145,8 @@ pub enum ConformanceError {
     BaseUrl { url: String, reason: String },
     #[error("no scenario matches --only {0:?}")]
     NothingSelected(String),
+    #[error("cannot reach {url}: {reason}. Nothing was checked.")]
+    Unreachable { url: String, reason: String },
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
     #[error("cannot start the runtime: {0}")]
@@ -195,10 +204,18 @@ fn write_line(out: &mut dyn Write, line: &str) -> Result<(), ConformanceError> {
 
 /// [`run`], writing the lines to `out`.
 pub async fn run_with(opts: Options, out: &mut dyn Write) -> Result<Summary, ConformanceError> {
-    let api = Api::new(&opts.base_url).map_err(|reason| ConformanceError::BaseUrl {
+    let api = Api::new(&opts.base_url, opts.ca_file.as_deref()).map_err(|reason| ConformanceError::BaseUrl {
         url: opts.base_url.clone(),
         reason,
     })?;
+    // One request first: an endpoint that cannot be reached (refused, DNS, TLS) is one clear error and exit 2,
+    // not a page of failed scenarios and a schema check that passes on no answers. Any HTTP answer will do.
+    if let Err(e) = api.reachable().await {
+        return Err(ConformanceError::Unreachable {
+            url: opts.base_url.clone(),
+            reason: e,
+        });
+    }
     let catalogue: Vec<_> = scenarios::catalogue()
         .into_iter()
         .filter(|s| selected(s.name, opts.only.as_deref()))

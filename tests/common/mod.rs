@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod moto;
+pub mod pki;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -484,5 +485,36 @@ impl Shim {
     pub async fn metrics(&self) -> String {
         let r = self.call(Method::GET, "/metrics", None, &[], Bytes::new()).await;
         String::from_utf8_lossy(&r.body).into_owned()
+    }
+}
+
+/// Runs the `sora-shim` binary with `args` in `cwd` (this process's own when `None`) and waits for it. The
+/// environment variables that would point it elsewhere are removed unless `env` sets them.
+pub fn cli(args: &[&str], cwd: Option<&Path>, env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sora-shim"));
+    command
+        .args(args)
+        .env_remove("SORA_SHIM_DATA_DIR")
+        .env_remove("SORA_SHIM_CONFIG")
+        .env_remove("SORA_SHIM_LISTEN")
+        .env("SORA_SHIM_LOG", "warn")
+        .envs(env.iter().copied());
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    command.output().unwrap()
+}
+
+/// Polls `check` every 50 ms until it holds or `within` passes; false if it never held.
+pub async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
