@@ -7,11 +7,10 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::schema::Schemas;
+use crate::admission::Admission;
 use crate::assets::AssetStore;
 use crate::backends::Backends;
 use crate::config::{Config, StoreConfig};
-use crate::jobs::Admission;
 use crate::live::{Live, LiveConfig, Reloader};
 use crate::store::JobStore;
 use crate::store::cache::CachedStore;
@@ -25,10 +24,8 @@ const CACHE_CAPACITY: usize = 100_000;
 pub enum InitError {
     #[error("cannot open the job store: {0}")]
     Store(#[from] crate::store::StoreError),
-    #[error("cannot open asset storage: {0}")]
-    Assets(String),
-    #[error("cannot load the request schemas: {0}")]
-    Schema(#[from] crate::api::schema::SchemaError),
+    #[error("{0}")]
+    Assets(#[from] crate::assets::OpenError),
     #[error("{0}")]
     Locked(#[from] crate::datadir::LockError),
 }
@@ -40,10 +37,9 @@ pub struct App {
     pub live: LiveConfig,
     pub shadow: Arc<crate::shadow::Shadow>,
     /// Backend health (shared with the worker), for `/metrics`.
-    pub breakers: Arc<crate::health::Breakers>,
+    pub breakers: Arc<crate::breakers::Breakers>,
     pub store: Arc<dyn JobStore>,
     pub assets: AssetStore,
-    pub schemas: Schemas,
     pub admission: Admission,
     /// Per-tenant request rates and unfinished-job caps.
     pub limits: Arc<crate::limits::Limits>,
@@ -78,13 +74,12 @@ impl App {
             Ok(n) => tracing::info!(files = n, "removed partial asset writes left by an earlier crash"),
             Err(e) => tracing::warn!(error = %e, "could not sweep temporary asset files"),
         }
-        let schemas = Schemas::load()?;
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let backends = Backends::build(&config, &assets, shutdown.child_token());
         let live: LiveConfig = Arc::new(ArcSwap::from_pointee(Live::new(&config, backends)));
         // Breakers outlive reloads: a backend's health does not reset because a weight changed.
-        let breakers = Arc::new(crate::health::Breakers::new(config.health.clone()));
+        let breakers = Arc::new(crate::breakers::Breakers::new(config.health.clone()));
         let worker = Worker::new(
             Arc::clone(&store),
             assets.clone(),
@@ -103,7 +98,12 @@ impl App {
             &tracker,
             shutdown.clone(),
         );
-        crate::webhooks::Dispatcher::start(Arc::clone(&store), Arc::clone(&live), &tracker, shutdown.clone());
+        crate::webhooks::dispatcher::Dispatcher::start(
+            Arc::clone(&store),
+            Arc::clone(&live),
+            &tracker,
+            shutdown.clone(),
+        );
         tracker.spawn(
             crate::retention::Sweeper {
                 store: Arc::clone(&store),
@@ -129,7 +129,6 @@ impl App {
             breakers,
             store,
             assets,
-            schemas,
             admission,
             limits,
             worker,

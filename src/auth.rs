@@ -16,7 +16,37 @@ use hyper::header::{AUTHORIZATION, HeaderMap};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::api::error::ApiError;
+/// The tenant of every shadow job: not a SHA-256 hex digest (open mode) and a name no configured tenant may take
+/// (checked below), so no API key maps to it.
+pub const SHADOW_TENANT: &str = "shadow";
+
+/// Why a request's key was refused: a 401 in OpenAI's envelope (rendered in `api/error.rs`). No variant carries
+/// any part of the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer \
+         auth (i.e. Authorization: Bearer YOUR_KEY)."
+    )]
+    Missing,
+    #[error("Invalid authorization header: expected 'Bearer YOUR_API_KEY'.")]
+    Malformed,
+    // OpenAI echoes a masked key here; we echo none of it, so no part of a key reaches a body or a log.
+    #[error("Incorrect API key provided. Ask the operator of this endpoint for a valid key.")]
+    Incorrect,
+    #[error("The admin API needs an admin key (configured under [admin] or in SORA_SHIM_ADMIN_KEY) as a Bearer token.")]
+    NotAdmin,
+}
+
+impl AuthError {
+    /// The envelope's `code`.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            AuthError::Missing => None,
+            AuthError::Malformed | AuthError::Incorrect | AuthError::NotAdmin => Some("invalid_api_key"),
+        }
+    }
+}
 
 /// A SHA-256 digest of an API key.
 pub type KeyDigest = [u8; 32];
@@ -98,7 +128,7 @@ fn collect_keys(
     at: &str,
     keys: &[String],
     key_env: &[String],
-    secrets: crate::config::SecretSource,
+    secrets: crate::http::SecretSource,
     problems: &mut Vec<(String, String)>,
 ) -> Vec<KeyDigest> {
     let mut out = Vec::new();
@@ -129,7 +159,7 @@ fn collect_keys(
 pub(crate) fn validate(
     tenants: BTreeMap<String, RawTenant>,
     admin: Option<RawAdmin>,
-    secrets: crate::config::SecretSource,
+    secrets: crate::http::SecretSource,
     problems: &mut Vec<(String, String)>,
 ) -> Access {
     let mut out = Vec::new();
@@ -138,7 +168,7 @@ pub(crate) fn validate(
         let valid_name = !name.is_empty()
             && name.len() <= 63
             && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            && name != crate::shadow::SHADOW_TENANT;
+            && name != SHADOW_TENANT;
         if !valid_name {
             problems.push((
                 at.clone(),
@@ -159,7 +189,7 @@ pub(crate) fn validate(
             }
             v => v.and_then(NonZeroU32::new),
         };
-        let retention = match t.retention.as_deref().map(crate::config::parse_retention) {
+        let retention = match t.retention.as_deref().map(crate::video::parse_retention) {
             None => None,
             Some(Ok(r)) => Some(r),
             Some(Err(e)) => {
@@ -215,17 +245,12 @@ fn digest_eq(a: &KeyDigest, b: &KeyDigest) -> bool {
 }
 
 /// The key a request presents: `Authorization: Bearer <key>` (or Azure's `api-key: <key>`).
-fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+fn presented_key(headers: &HeaderMap) -> Result<&str, AuthError> {
     let bearer = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::trim);
     let key = match bearer {
         Some(value) => match value.split_once(' ') {
             Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => key.trim(),
-            _ => {
-                return Err(ApiError::Unauthorized {
-                    message: "Invalid authorization header: expected 'Bearer YOUR_API_KEY'.".into(),
-                    code: Some("invalid_api_key"),
-                });
-            }
+            _ => return Err(AuthError::Malformed),
         },
         None => headers
             .get("api-key")
@@ -234,22 +259,9 @@ fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
             .unwrap_or(""),
     };
     if key.is_empty() {
-        return Err(ApiError::Unauthorized {
-            message: "You didn't provide an API key. You need to provide your API key in an Authorization header \
-                      using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-                .into(),
-            code: None,
-        });
+        return Err(AuthError::Missing);
     }
     Ok(key)
-}
-
-fn incorrect_key() -> ApiError {
-    // OpenAI echoes a masked key here; we echo none of it, so no part of a key reaches a body or a log.
-    ApiError::Unauthorized {
-        message: "Incorrect API key provided. Ask the operator of this endpoint for a valid key.".into(),
-        code: Some("invalid_api_key"),
-    }
 }
 
 impl Access {
@@ -258,7 +270,7 @@ impl Access {
         self.tenants.is_empty()
     }
 
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Tenant, ApiError> {
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Tenant, AuthError> {
         let digest = hash_key(presented_key(headers)?);
         if self.is_open() {
             let id = hex::encode(digest);
@@ -278,7 +290,7 @@ impl Access {
                 }
             }
         }
-        let t = found.ok_or_else(incorrect_key)?;
+        let t = found.ok_or(AuthError::Incorrect)?;
         Ok(Tenant {
             id: t.name.clone(),
             name: t.name.clone(),
@@ -288,22 +300,13 @@ impl Access {
     }
 
     /// `/admin/…`: an admin key, or 401 (also when no admin key is configured).
-    pub fn authenticate_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub fn authenticate_admin(&self, headers: &HeaderMap) -> Result<(), AuthError> {
         let digest = hash_key(presented_key(headers)?);
         let mut ok = false;
         for k in &self.admin_keys {
             ok |= digest_eq(&digest, k);
         }
-        if ok {
-            Ok(())
-        } else {
-            Err(ApiError::Unauthorized {
-                message: "The admin API needs an admin key (configured under [admin] or in SORA_SHIM_ADMIN_KEY) as a \
-                          Bearer token."
-                    .into(),
-                code: Some("invalid_api_key"),
-            })
-        }
+        if ok { Ok(()) } else { Err(AuthError::NotAdmin) }
     }
 }
 
@@ -339,12 +342,7 @@ mod tests {
             key_env: vec![],
         };
         let mut problems = Vec::new();
-        let a = validate(
-            raw,
-            Some(admin),
-            crate::config::SecretSource::Environment,
-            &mut problems,
-        );
+        let a = validate(raw, Some(admin), crate::http::SecretSource::Environment, &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         a
     }
@@ -373,13 +371,8 @@ mod tests {
             with("authorization", "Bearer sk-admin"),
         ] {
             let e = a.authenticate(&h).unwrap_err();
-            assert!(matches!(
-                e,
-                ApiError::Unauthorized {
-                    code: Some("invalid_api_key"),
-                    ..
-                }
-            ));
+            assert_eq!(e, AuthError::Incorrect);
+            assert_eq!(e.code(), Some("invalid_api_key"));
             assert!(!e.to_string().contains("sk-"));
         }
         assert!(a.authenticate_admin(&with("authorization", "Bearer sk-admin")).is_ok());
@@ -400,7 +393,7 @@ mod tests {
         ] {
             assert!(matches!(
                 Access::default().authenticate(&h),
-                Err(ApiError::Unauthorized { .. })
+                Err(AuthError::Missing | AuthError::Malformed)
             ));
         }
     }
@@ -419,7 +412,7 @@ mod tests {
             },
         );
         let mut problems = Vec::new();
-        validate(tenants, None, crate::config::SecretSource::Environment, &mut problems);
+        validate(tenants, None, crate::http::SecretSource::Environment, &mut problems);
         let text = format!("{problems:?}");
         for needle in [
             "tenants.shadow",

@@ -11,9 +11,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::http::{Secret, SecretSource};
 use crate::video::{Seconds, Size};
 
+mod backends;
+mod models;
 mod parse;
+mod validate;
 
 /// The embedded default: what `sora-shim serve` runs with no config file.
 pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
@@ -203,110 +207,43 @@ struct RawTarget {
 }
 
 impl RawConfig {
-    fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_owned(),
-            message: parse::every_problem::<RawConfig>(text, &e).join(&format!("\n{file}: ")),
-        })
+    /// Checks one file on its own, so that its problems are reported with their lines (all of them at once).
+    fn check(file: &str, text: &str) -> Result<(), ConfigError> {
+        match toml::from_str::<RawConfig>(text) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ConfigError::Parse {
+                file: file.to_owned(),
+                message: parse::every_problem::<RawConfig>(text, &e).join(&format!("\n{file}: ")),
+            }),
+        }
     }
+}
 
-    /// Sections (and for tables of backends and models, whole entries) named in `over` replace ours; keys
-    /// inside a named `server`/`api`/`store`/`assets`/`worker` section replace ours one by one.
-    fn merge(self, over: RawConfig) -> RawConfig {
-        fn pick<T>(over: Option<T>, base: Option<T>) -> Option<T> {
-            over.or(base)
-        }
-        let server = match (self.server, over.server) {
-            (Some(b), Some(o)) => Some(RawServer {
-                listen: pick(o.listen, b.listen),
-                max_body_bytes: pick(o.max_body_bytes, b.max_body_bytes),
-                poll_after_ms: pick(o.poll_after_ms, b.poll_after_ms),
-                shutdown_grace_secs: pick(o.shutdown_grace_secs, b.shutdown_grace_secs),
-                header_read_timeout_secs: pick(o.header_read_timeout_secs, b.header_read_timeout_secs),
-                max_upload_bytes: pick(o.max_upload_bytes, b.max_upload_bytes),
-                max_header_bytes: pick(o.max_header_bytes, b.max_header_bytes),
-                request_timeout_secs: pick(o.request_timeout_secs, b.request_timeout_secs),
-                idle_timeout_secs: pick(o.idle_timeout_secs, b.idle_timeout_secs),
-                max_connections: pick(o.max_connections, b.max_connections),
-                tls_cert: pick(o.tls_cert, b.tls_cert),
-                tls_key: pick(o.tls_key, b.tls_key),
-            }),
-            (b, o) => o.or(b),
-        };
-        let api = match (self.api, over.api) {
-            (Some(b), Some(o)) => Some(RawApi {
-                default_model: pick(o.default_model, b.default_model),
-                default_size: pick(o.default_size, b.default_size),
-                default_seconds: pick(o.default_seconds, b.default_seconds),
-                max_total_seconds: pick(o.max_total_seconds, b.max_total_seconds),
-            }),
-            (b, o) => o.or(b),
-        };
-        let store = match (self.store, over.store) {
-            (Some(b), Some(o)) => Some(RawStore {
-                kind: pick(o.kind, b.kind),
-                path: pick(o.path, b.path),
-                data_dir: pick(o.data_dir, b.data_dir),
-            }),
-            (b, o) => o.or(b),
-        };
-        let assets = match (self.assets, over.assets) {
-            (Some(b), Some(o)) => Some(RawAssets {
-                kind: pick(o.kind, b.kind),
-                dir: pick(o.dir, b.dir),
-                bucket: pick(o.bucket, b.bucket),
-                prefix: pick(o.prefix, b.prefix),
-                region: pick(o.region, b.region),
-                endpoint: pick(o.endpoint, b.endpoint),
-                retention: pick(o.retention, b.retention),
-                sweep_interval_secs: pick(o.sweep_interval_secs, b.sweep_interval_secs),
-            }),
-            (b, o) => o.or(b),
-        };
-        let worker = match (self.worker, over.worker) {
-            (Some(b), Some(o)) => Some(RawWorker {
-                poll_interval_ms: pick(o.poll_interval_ms, b.poll_interval_ms),
-                retry_base_ms: pick(o.retry_base_ms, b.retry_base_ms),
-                retry_max_ms: pick(o.retry_max_ms, b.retry_max_ms),
-                queue_deadline_secs: pick(o.queue_deadline_secs, b.queue_deadline_secs),
-                job_deadline_secs: pick(o.job_deadline_secs, b.job_deadline_secs),
-                shadow_queue: pick(o.shadow_queue, b.shadow_queue),
-                max_active_steps: pick(o.max_active_steps, b.max_active_steps),
-            }),
-            (b, o) => o.or(b),
-        };
-        let health = match (self.health, over.health) {
-            (Some(b), Some(o)) => Some(RawHealth {
-                window_secs: pick(o.window_secs, b.window_secs),
-                min_requests: pick(o.min_requests, b.min_requests),
-                failure_rate: pick(o.failure_rate, b.failure_rate),
-                open_secs: pick(o.open_secs, b.open_secs),
-            }),
-            (b, o) => o.or(b),
-        };
-        let backends = match (self.backends, over.backends) {
-            (Some(mut b), Some(o)) => {
-                b.extend(o);
-                Some(b)
+/// The sections a config file overrides key by key; `[backends]` is overridden entry by entry, and every other
+/// section (`[models]`, `[tenants]`, `[admin]`, `[moderation]`, `[webhooks]`: each one catalogue) as a whole.
+const MERGED_BY_KEY: [&str; 7] = ["server", "api", "store", "assets", "worker", "health", "backends"];
+
+/// Lays a config file's table over the embedded default's (see [`MERGED_BY_KEY`]).
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (section, value) in over {
+        match (base.get_mut(&section), value) {
+            (Some(toml::Value::Table(ours)), toml::Value::Table(theirs))
+                if MERGED_BY_KEY.contains(&section.as_str()) =>
+            {
+                ours.extend(theirs);
             }
-            (b, o) => o.or(b),
-        };
-        RawConfig {
-            server,
-            api,
-            store,
-            assets,
-            worker,
-            health,
-            backends,
-            // Models are one catalogue: a file that lists models lists all of them. So are tenants and policies.
-            models: over.models.or(self.models),
-            tenants: over.tenants.or(self.tenants),
-            admin: over.admin.or(self.admin),
-            moderation: over.moderation.or(self.moderation),
-            webhooks: over.webhooks.or(self.webhooks),
+            (_, value) => {
+                base.insert(section, value);
+            }
         }
     }
+}
+
+fn parse_table(file: &str, text: &str) -> Result<toml::Table, ConfigError> {
+    text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+        file: file.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
 }
 
 // ---- stage 2: validated --------------------------------------------------------------------------------------
@@ -414,88 +351,7 @@ pub struct AssetsConfig {
     pub sweep_interval: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AssetStorage {
-    Local {
-        dir: PathBuf,
-    },
-    S3 {
-        settings: crate::assets::object::S3Settings,
-        /// Local space for temporary copies and work files.
-        scratch: PathBuf,
-    },
-}
-
-/// `"never"`, or a number with a unit: `90s`, `30m`, `1h`, `7d`. `None` is never.
-pub fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
-    let text = text.trim();
-    if text == "never" {
-        return Ok(None);
-    }
-    let bad = || format!("{text:?} is not a retention: use \"never\" or a number with s, m, h or d (\"1h\", \"30d\")");
-    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(bad()),
-    };
-    if secs == 0 {
-        return Err(bad());
-    }
-    Ok(Some(Duration::from_secs(secs)))
-}
-
-fn validate_assets(a: RawAssets, data_dir: &Path, p: &mut Problems) -> AssetsConfig {
-    let retention = match a.retention.as_deref().map(parse_retention) {
-        None => Some(Duration::from_secs(3600)),
-        Some(Ok(r)) => r,
-        Some(Err(e)) => {
-            p.add("assets.retention", e);
-            None
-        }
-    };
-    let sweep_interval = Duration::from_secs(positive(p, "assets.sweep_interval_secs", a.sweep_interval_secs, 60));
-    let storage = match a.kind.as_deref().unwrap_or("local") {
-        "local" => AssetStorage::Local {
-            dir: resolve(data_dir, a.dir.unwrap_or_else(|| "assets".into())),
-        },
-        "s3" => {
-            let bucket = a.bucket.unwrap_or_default();
-            if bucket.is_empty() {
-                p.add("assets.bucket", "missing: the bucket to store assets in");
-            }
-            if let Some(e) = &a.endpoint
-                && !(e.starts_with("https://") || e.starts_with("http://"))
-            {
-                p.add("assets.endpoint", format!("{e:?} is not an http(s) URL"));
-            }
-            AssetStorage::S3 {
-                settings: crate::assets::object::S3Settings {
-                    bucket,
-                    prefix: a.prefix.unwrap_or_default(),
-                    region: a.region,
-                    endpoint: a.endpoint,
-                },
-                scratch: data_dir.join("scratch"),
-            }
-        }
-        other => {
-            p.add(
-                "assets.kind",
-                format!("unknown asset storage {other:?}; supported: \"local\", \"s3\""),
-            );
-            AssetStorage::Local { dir: PathBuf::new() }
-        }
-    };
-    AssetsConfig {
-        storage,
-        retention,
-        sweep_interval,
-    }
-}
+pub use crate::assets::AssetStorage;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -561,26 +417,6 @@ pub struct CallbackSettings {
     pub jwks_url: Option<String>,
 }
 
-/// A credential read from the environment at start-up. Prints as `*****`.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("*****")
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     pub route: crate::routing::Route,
@@ -608,33 +444,10 @@ pub struct Overrides {
     pub secrets: SecretSource,
 }
 
-/// Where validation reads secret values: the environment (every command), or nowhere (`check
-/// --without-secrets`, for CI that validates a config without holding production secrets: each secret's
-/// variable must still be named, its value is not read).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SecretSource {
-    #[default]
-    Environment,
-    Unread,
-}
-
-impl SecretSource {
-    /// `Ok(Some(value))` when set, `Ok(None)` when values are not read, `Err(message)` when unset or blank.
-    pub fn read(self, var: &str) -> Result<Option<String>, String> {
-        match self {
-            SecretSource::Unread => Ok(None),
-            SecretSource::Environment => match std::env::var(var) {
-                Ok(v) if !v.trim().is_empty() => Ok(Some(v)),
-                _ => Err(format!("environment variable {var} is not set")),
-            },
-        }
-    }
-}
-
 impl Config {
     /// The embedded default with `overrides` applied: the file (if any), then `--listen`/`--data-dir`.
     pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
-        let mut raw = RawConfig::parse("<embedded default>", DEFAULT_CONFIG)?;
+        let mut table = parse_table("<embedded default>", DEFAULT_CONFIG)?;
         let mut source = "<embedded default>".to_owned();
         if let Some(file) = &overrides.file {
             source = file.display().to_string();
@@ -642,13 +455,23 @@ impl Config {
                 file: source.clone(),
                 source: e,
             })?;
-            raw = raw.merge(RawConfig::parse(&source, &text)?);
+            RawConfig::check(&source, &text)?;
+            merge(&mut table, parse_table(&source, &text)?);
         }
         if let Some(listen) = &overrides.listen {
-            raw.server.get_or_insert_with(RawServer::default).listen = Some(listen.clone());
+            let server = table
+                .entry("server")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(server) = server {
+                server.insert("listen".into(), toml::Value::String(listen.clone()));
+            }
         }
+        let raw = RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+            file: source.clone(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
         let data_dir = data_dir(overrides, raw.store.as_ref().and_then(|s| s.data_dir.clone()));
-        validate(raw, source, data_dir, overrides.secrets)
+        validate::validate(raw, source, data_dir, overrides.secrets)
     }
 
     /// Whether the job store the config names already exists (the offline commands never create one).
@@ -698,129 +521,6 @@ impl Problems {
     }
 }
 
-fn validate(raw: RawConfig, source: String, data_dir: PathBuf, secrets: SecretSource) -> Result<Config, ConfigError> {
-    let mut p = Problems {
-        file: source.clone(),
-        lines: Vec::new(),
-        warnings: Vec::new(),
-    };
-    let base_dir = Path::new(&source)
-        .parent()
-        .filter(|_| source != "<embedded default>")
-        .map(Path::to_owned)
-        .unwrap_or_default();
-    let server = validate_server(raw.server.unwrap_or_default(), &base_dir, &mut p);
-    let prices: BTreeMap<String, f64> = raw
-        .backends
-        .iter()
-        .flatten()
-        .filter_map(|(name, b)| b.price_per_second.map(|price| (name.clone(), price)))
-        .collect();
-    for (name, price) in &prices {
-        if !(price.is_finite() && *price >= 0.0) {
-            p.add(
-                &format!("backends.{name}.price_per_second"),
-                "must be a number, 0 or more",
-            );
-        }
-    }
-    let backends = validate_backends(raw.backends.unwrap_or_default(), &base_dir, secrets, &mut p);
-    let models = validate_models(raw.models.unwrap_or_default(), &backends, &mut p);
-    let api = validate_api(raw.api.unwrap_or_default(), &models, &mut p);
-    let store = match raw.store.unwrap_or_default() {
-        RawStore { kind, path, .. } if kind.as_deref().unwrap_or("sqlite") == "sqlite" => StoreConfig::Sqlite {
-            path: resolve(&data_dir, path.unwrap_or_else(|| "sora-shim.db".into())),
-        },
-        RawStore { kind, .. } => {
-            p.add("store.kind", format!("unknown store {kind:?}; supported: \"sqlite\""));
-            StoreConfig::Sqlite { path: PathBuf::new() }
-        }
-    };
-    let assets = validate_assets(raw.assets.unwrap_or_default(), &data_dir, &mut p);
-    let w = raw.worker.unwrap_or_default();
-    let worker = WorkerConfig {
-        poll_interval: Duration::from_millis(positive(&mut p, "worker.poll_interval_ms", w.poll_interval_ms, 500)),
-        retry_base: Duration::from_millis(positive(&mut p, "worker.retry_base_ms", w.retry_base_ms, 500)),
-        retry_max: Duration::from_millis(positive(&mut p, "worker.retry_max_ms", w.retry_max_ms, 30_000)),
-        queue_deadline: Duration::from_secs(positive(
-            &mut p,
-            "worker.queue_deadline_secs",
-            w.queue_deadline_secs,
-            3600,
-        )),
-        job_deadline: Duration::from_secs(positive(
-            &mut p,
-            "worker.job_deadline_secs",
-            w.job_deadline_secs,
-            86_400,
-        )),
-        max_active_steps: usize::try_from(positive(&mut p, "worker.max_active_steps", w.max_active_steps, 256))
-            .unwrap_or(256),
-    };
-    let shadow_queue = usize::try_from(positive(&mut p, "worker.shadow_queue", w.shadow_queue, 256)).unwrap_or(256);
-    let h = raw.health.unwrap_or_default();
-    let failure_rate = h.failure_rate.unwrap_or(0.5);
-    if !(failure_rate > 0.0 && failure_rate <= 1.0) {
-        p.add("health.failure_rate", "must be above 0 and at most 1");
-    }
-    let health = HealthConfig {
-        window: Duration::from_secs(positive(&mut p, "health.window_secs", h.window_secs, 60)),
-        min_requests: u32::try_from(positive(
-            &mut p,
-            "health.min_requests",
-            h.min_requests.map(u64::from),
-            5,
-        ))
-        .unwrap_or(5),
-        failure_rate,
-        open_for: Duration::from_secs(positive(&mut p, "health.open_secs", h.open_secs, 30)),
-    };
-    let mut problems = Vec::new();
-    let access = crate::auth::validate(raw.tenants.unwrap_or_default(), raw.admin, secrets, &mut problems);
-    let moderation = crate::moderation::validate(raw.moderation.unwrap_or_default(), &base_dir, secrets, &mut problems);
-    let webhooks = crate::webhooks::validate(
-        raw.webhooks.unwrap_or_default(),
-        &access,
-        &base_dir,
-        secrets,
-        &mut problems,
-    );
-    for (key, message) in problems {
-        p.add(&key, message);
-    }
-    for (name, m) in &models {
-        if let Some(policy) = &m.moderation
-            && !moderation.contains_key(policy)
-        {
-            p.add(
-                &format!("models.{name}.moderation"),
-                format!("no policy named {policy:?} under [moderation]"),
-            );
-        }
-    }
-    if !p.lines.is_empty() {
-        return Err(ConfigError::Invalid(p.lines));
-    }
-    Ok(Config {
-        warnings: p.warnings,
-        source,
-        data_dir,
-        server,
-        api,
-        store,
-        assets,
-        worker,
-        health,
-        prices,
-        shadow_queue,
-        access,
-        moderation,
-        webhooks,
-        backends,
-        models,
-    })
-}
-
 fn resolve(data_dir: &Path, path: PathBuf) -> PathBuf {
     if path.is_absolute() { path } else { data_dir.join(path) }
 }
@@ -833,507 +533,6 @@ fn positive(p: &mut Problems, key: &str, value: Option<u64>, default: u64) -> u6
         }
         Some(v) => v,
         None => default,
-    }
-}
-
-fn validate_server(s: RawServer, base_dir: &Path, p: &mut Problems) -> ServerConfig {
-    let listen_text = s.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned());
-    let listen = listen_text.parse().unwrap_or_else(|e| {
-        p.add(
-            "server.listen",
-            format!("{listen_text:?} is not an address like 127.0.0.1:8080 ({e})"),
-        );
-        SocketAddr::from(([127, 0, 0, 1], 8080))
-    });
-    ServerConfig {
-        listen,
-        max_body_bytes: positive(p, "server.max_body_bytes", s.max_body_bytes, 52_428_800),
-        poll_after_ms: positive(p, "server.poll_after_ms", s.poll_after_ms, 2000),
-        shutdown_grace: Duration::from_secs(s.shutdown_grace_secs.unwrap_or(20)),
-        header_read_timeout: Duration::from_secs(positive(
-            p,
-            "server.header_read_timeout_secs",
-            s.header_read_timeout_secs,
-            30,
-        )),
-        max_upload_bytes: positive(p, "server.max_upload_bytes", s.max_upload_bytes, 52_428_800),
-        max_header_bytes: match s.max_header_bytes {
-            // hyper's HTTP/1.1 read buffer cannot be smaller than 8 KiB.
-            Some(n) if !(8192..=1_048_576).contains(&n) => {
-                p.add("server.max_header_bytes", "must be between 8192 and 1048576");
-                65_536
-            }
-            Some(n) => n as u32,
-            None => 65_536,
-        },
-        request_timeout: Duration::from_secs(positive(p, "server.request_timeout_secs", s.request_timeout_secs, 300)),
-        idle_timeout: Duration::from_secs(positive(p, "server.idle_timeout_secs", s.idle_timeout_secs, 120)),
-        max_connections: usize::try_from(positive(p, "server.max_connections", s.max_connections, 10_000))
-            .unwrap_or(usize::MAX),
-        tls: match (s.tls_cert, s.tls_key) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => {
-                let files = TlsFiles {
-                    cert: resolve(base_dir, cert),
-                    key: resolve(base_dir, key),
-                };
-                if let Err(e) = crate::tls::load_pair(&files.cert, &files.key) {
-                    p.add("server.tls_cert", e);
-                }
-                Some(files)
-            }
-            _ => {
-                p.add(
-                    "server.tls_cert",
-                    "tls_cert and tls_key go together: give both or neither",
-                );
-                None
-            }
-        },
-    }
-}
-
-fn validate_backends(
-    raw: BTreeMap<String, RawBackend>,
-    base_dir: &Path,
-    secrets: SecretSource,
-    p: &mut Problems,
-) -> BTreeMap<String, BackendConfig> {
-    let mut out = BTreeMap::new();
-    for (name, b) in raw {
-        let key = format!("backends.{name}");
-        match b.kind.as_str() {
-            "local" => {
-                let fps = NonZeroU32::new(b.fps.unwrap_or(24)).filter(|f| f.get() <= 60);
-                let renders = NonZeroU32::new(b.concurrent_renders.unwrap_or(1));
-                match (fps, renders) {
-                    (Some(fps), Some(concurrent_renders)) => {
-                        out.insert(
-                            name,
-                            BackendConfig::Local {
-                                fps,
-                                concurrent_renders,
-                            },
-                        );
-                    }
-                    (None, _) => p.add(&format!("{key}.fps"), "must be between 1 and 60"),
-                    (_, None) => p.add(&format!("{key}.concurrent_renders"), "must be at least 1"),
-                }
-            }
-            "mapping" => {
-                if let Some(m) = validate_mapped(&key, b, base_dir, secrets, p) {
-                    out.insert(name, BackendConfig::Mapped(Box::new(m)));
-                }
-            }
-            other => p.add(
-                &format!("{key}.kind"),
-                format!("unknown backend kind {other:?}; supported: \"local\", \"mapping\""),
-            ),
-        }
-    }
-    out
-}
-
-fn validate_mapped(
-    key: &str,
-    b: RawBackend,
-    base_dir: &Path,
-    secret_source: SecretSource,
-    p: &mut Problems,
-) -> Option<MappedConfig> {
-    let Some(reference) = b.mapping else {
-        p.add(
-            &format!("{key}.mapping"),
-            "missing: a built-in mapping name or a mapping file path",
-        );
-        return None;
-    };
-    let mut mapping = match crate::mapping::compile::load(&reference, base_dir) {
-        Ok(m) => m,
-        Err(e) => {
-            for line in e.0 {
-                p.add(&format!("{key}.mapping"), line);
-            }
-            return None;
-        }
-    };
-    let base_url = match b.base_url {
-        Some(u) if u.starts_with("https://") || u.starts_with("http://") => u.trim_end_matches('/').to_owned(),
-        Some(u) => {
-            p.add(&format!("{key}.base_url"), format!("{u:?} is not an http(s) URL"));
-            return None;
-        }
-        None => {
-            p.add(&format!("{key}.base_url"), "missing: the provider's base URL");
-            return None;
-        }
-    };
-    let callback_secret = match mapping.callback.as_ref().map(|c| &c.verify) {
-        Some(crate::mapping::compile::CallbackVerify::StandardWebhooks { secret }) => Some(secret.clone()),
-        _ => None,
-    };
-    let callbacks = match (&b.callback_base_url, &mapping.callback) {
-        (None, _) => None,
-        (Some(_), None) => {
-            p.add(
-                &format!("{key}.callback_base_url"),
-                format!(
-                    "mapping {:?} has no [callback]: this provider cannot call back",
-                    mapping.name
-                ),
-            );
-            None
-        }
-        (Some(url), Some(_)) if !(url.starts_with("https://") || url.starts_with("http://")) => {
-            p.add(
-                &format!("{key}.callback_base_url"),
-                format!("{url:?} is not an http(s) URL"),
-            );
-            None
-        }
-        (Some(url), Some(_)) => Some(CallbackSettings {
-            base_url: url.trim_end_matches('/').to_owned(),
-            poll_interval: Duration::from_millis(b.callback_poll_interval_ms.filter(|m| *m > 0).unwrap_or(30_000)),
-            jwks_url: b.callback_jwks_url.clone(),
-        }),
-    };
-    let mut needed_secrets = mapping.secrets.clone();
-    if callbacks.is_some()
-        && let Some(s) = &callback_secret
-    {
-        needed_secrets.push(s.clone());
-    }
-    let mut secrets = BTreeMap::new();
-    for needed in &needed_secrets {
-        match b.secrets.get(needed) {
-            None => p.add(
-                &format!("{key}.secrets.{needed}"),
-                format!("missing: the mapping needs secret {needed:?}; name the environment variable that holds it"),
-            ),
-            Some(var) => match secret_source.read(var) {
-                Ok(value) => {
-                    secrets.insert(needed.clone(), Secret(value.unwrap_or_default()));
-                }
-                Err(message) => p.add(&format!("{key}.secrets.{needed}"), message),
-            },
-        }
-    }
-    for extra in b
-        .secrets
-        .keys()
-        .filter(|k| !mapping.secrets.contains(k) && callback_secret.as_ref() != Some(k))
-    {
-        p.add(
-            &format!("{key}.secrets.{extra}"),
-            "the mapping does not use this secret",
-        );
-    }
-    if let Some(wanted) = &b.operations {
-        narrow_operations(&format!("{key}.operations"), wanted, &mut mapping, p);
-    }
-    let options = serde_json::to_value(b.options.unwrap_or_default()).unwrap_or(serde_json::Value::Null);
-    let mut files = serde_json::Map::new();
-    for (name, path) in &b.files {
-        let path = resolve(base_dir, path.clone());
-        let loaded = std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string()));
-        match loaded {
-            Ok(v) => {
-                files.insert(name.clone(), v);
-            }
-            Err(e) => p.add(&format!("{key}.files.{name}"), format!("{}: {e}", path.display())),
-        }
-    }
-    let ca_file = b.ca_file.map(|f| resolve(base_dir, f));
-    if let Some(ca) = &ca_file
-        && let Err(e) = crate::tls::client_config(Some(ca))
-    {
-        p.add(&format!("{key}.ca_file"), e);
-    }
-    Some(MappedConfig {
-        ca_file,
-        callbacks,
-        mapping: std::sync::Arc::new(mapping),
-        base_url,
-        secrets,
-        model: b.model,
-        options,
-        files: serde_json::Value::Object(files),
-        timeout: Duration::from_secs(positive(p, &format!("{key}.timeout_secs"), b.timeout_secs, 30)),
-        max_concurrent: b.max_concurrent.and_then(NonZeroU32::new),
-        requests_per_second: b.requests_per_second.and_then(NonZeroU32::new),
-        poll_interval: b.poll_interval_ms.filter(|ms| *ms > 0).map(Duration::from_millis),
-        max_response_bytes: usize::try_from(positive(p, &format!("{key}.max_response_mib"), b.max_response_mib, 64))
-            .unwrap_or(usize::MAX)
-            .saturating_mul(1024 * 1024),
-    })
-}
-
-/// Keeps only the operations the operator lists; each must be one the mapping offers, and `create` stays.
-fn narrow_operations(key: &str, wanted: &[String], mapping: &mut crate::mapping::compile::Mapping, p: &mut Problems) {
-    let mut kept = Vec::new();
-    for name in wanted {
-        match crate::video::JobKind::parse(name) {
-            Some(kind) if mapping.operations.contains(&kind) => kept.push(kind),
-            Some(_) => p.add(key, format!("the mapping does not offer {name:?}")),
-            None => p.add(
-                key,
-                format!("unknown operation {name:?}; use create, remix, edit or extend"),
-            ),
-        }
-    }
-    if !kept.contains(&crate::video::JobKind::Create) {
-        p.add(key, "must include \"create\"");
-    }
-    mapping.operations = kept;
-}
-
-fn validate_models(
-    raw: BTreeMap<String, RawModel>,
-    backends: &BTreeMap<String, BackendConfig>,
-    p: &mut Problems,
-) -> BTreeMap<String, ModelConfig> {
-    let mut out = BTreeMap::new();
-    if raw.is_empty() {
-        p.add("models", "at least one model must be configured");
-    }
-    for (name, m) in raw {
-        let key = format!("models.\"{name}\"");
-        let route = validate_route(&key, &m, backends, p);
-        let mut shadow = Vec::new();
-        for (i, t) in m.shadow.iter().enumerate() {
-            let at = format!("{key}.shadow[{i}]");
-            if !backends.contains_key(&t.backend) {
-                p.add(
-                    &format!("{at}.backend"),
-                    format!("no backend named {:?} is configured", t.backend),
-                );
-            }
-            if !(t.sample > 0.0 && t.sample <= 1.0) {
-                p.add(&format!("{at}.sample"), "must be above 0 and at most 1");
-            }
-            shadow.push(ShadowTarget {
-                backend: t.backend.clone(),
-                sample: t.sample,
-            });
-        }
-        let sizes: Vec<Size> = m
-            .sizes
-            .iter()
-            .filter_map(|s| match s.parse::<Size>() {
-                Ok(size) => Some(size),
-                Err(e) => {
-                    p.add(&format!("{key}.sizes"), e);
-                    None
-                }
-            })
-            .collect();
-        let seconds: Vec<Seconds> = m
-            .seconds
-            .iter()
-            .filter_map(|s| match s.parse::<Seconds>() {
-                Ok(sec) => Some(sec),
-                Err(e) => {
-                    p.add(&format!("{key}.seconds"), e);
-                    None
-                }
-            })
-            .collect();
-        if sizes.is_empty() || seconds.is_empty() {
-            p.add(&key, "needs at least one size and one duration");
-        }
-        warn_rounding(&key, &route, m.strict, &sizes, &seconds, backends, p);
-        out.insert(
-            name,
-            ModelConfig {
-                route,
-                shadow,
-                shadow_daily_cap: m.shadow_daily_cap,
-                moderation: m.moderation,
-                strict: m.strict,
-                sizes,
-                seconds,
-            },
-        );
-    }
-    out
-}
-
-/// Warns where a model offers a size or length that one of its backends would round (or refuse): clients asking
-/// for it would get something else, or a 400 under `strict`.
-fn warn_rounding(
-    key: &str,
-    route: &crate::routing::Route,
-    strict: bool,
-    sizes: &[Size],
-    seconds: &[Seconds],
-    backends: &BTreeMap<String, BackendConfig>,
-    p: &mut Problems,
-) {
-    let advice = if strict {
-        "strict = true refuses it"
-    } else {
-        "set strict = true to refuse it instead"
-    };
-    for name in route.backends() {
-        let Some(BackendConfig::Mapped(b)) = backends.get(name) else {
-            continue;
-        };
-        for size in sizes {
-            match b.mapping.map_size(*size) {
-                Ok((got, _)) if got != *size => p.warn(
-                    &format!("{key}.sizes"),
-                    format!("{size} is made as {got} by backend {name:?}; {advice}"),
-                ),
-                Err(_) => p.warn(
-                    &format!("{key}.sizes"),
-                    format!("{size} is refused by backend {name:?}, which does not make it"),
-                ),
-                Ok(_) => {}
-            }
-        }
-        for sec in seconds {
-            match b.mapping.map_seconds(*sec) {
-                Ok((got, _)) if got != *sec => p.warn(
-                    &format!("{key}.seconds"),
-                    format!("\"{sec}\" is made as {got} s by backend {name:?}; {advice}"),
-                ),
-                Err(_) => p.warn(
-                    &format!("{key}.seconds"),
-                    format!("\"{sec}\" is refused by backend {name:?}, which does not make it"),
-                ),
-                Ok(_) => {}
-            }
-        }
-    }
-}
-
-fn validate_route(
-    key: &str,
-    m: &RawModel,
-    backends: &BTreeMap<String, BackendConfig>,
-    p: &mut Problems,
-) -> crate::routing::Route {
-    use crate::routing::{Route, Sticky, Target};
-    let targets: Vec<Target> = match (&m.backend, &m.targets) {
-        (Some(b), None) => vec![Target::new(b, 1)],
-        (None, Some(t)) if !t.is_empty() => t
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                if (t.model.is_some() || t.options.is_some())
-                    && matches!(backends.get(&t.backend), Some(BackendConfig::Local { .. }))
-                {
-                    p.add(
-                        &format!("{key}.targets[{i}]"),
-                        "model and options are for mapping backends; the local backend takes neither",
-                    );
-                }
-                Target {
-                    backend: t.backend.clone(),
-                    weight: t.weight,
-                    model: t.model.clone(),
-                    options: t
-                        .options
-                        .as_ref()
-                        .map(|o| serde_json::to_value(o).unwrap_or(serde_json::Value::Null))
-                        .unwrap_or(serde_json::Value::Null),
-                }
-            })
-            .collect(),
-        (Some(_), Some(_)) => {
-            p.add(key, "set either backend or targets, not both");
-            vec![]
-        }
-        _ => {
-            p.add(
-                key,
-                "missing: backend = \"NAME\", or targets = [{ backend = \"NAME\", weight = N }, …]",
-            );
-            vec![]
-        }
-    };
-    let field = if m.targets.is_some() { "targets" } else { "backend" };
-    for Target { backend, .. } in &targets {
-        if !backends.contains_key(backend) {
-            p.add(
-                &format!("{key}.{field}"),
-                format!("no backend named {backend:?} is configured"),
-            );
-        }
-    }
-    if !targets.is_empty() && targets.iter().all(|t| t.weight == 0) {
-        p.add(&format!("{key}.targets"), "at least one target needs a weight above 0");
-    }
-    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
-    if m.targets.is_some() && total != 100 && total > 0 {
-        p.warn(
-            &format!("{key}.targets"),
-            format!("weights sum to {total}, not 100: each target gets its weight out of {total}"),
-        );
-    }
-    for backend in &m.fallback {
-        if !backends.contains_key(backend) {
-            p.add(
-                &format!("{key}.fallback"),
-                format!("no backend named {backend:?} is configured"),
-            );
-        }
-    }
-    let sticky = match m.sticky.as_deref().unwrap_or("tenant") {
-        "tenant" => Sticky::Tenant,
-        "idempotency_key" => Sticky::IdempotencyKey,
-        "job" => Sticky::Job,
-        other => {
-            p.add(
-                &format!("{key}.sticky"),
-                format!("unknown {other:?}; use \"tenant\", \"idempotency_key\" or \"job\""),
-            );
-            Sticky::Tenant
-        }
-    };
-    Route::new(targets, m.fallback.clone(), sticky)
-}
-
-fn validate_api(a: RawApi, models: &BTreeMap<String, ModelConfig>, p: &mut Problems) -> ApiConfig {
-    let default_model = a.default_model.unwrap_or_else(|| "sora-2".to_owned());
-    let default_size = a
-        .default_size
-        .as_deref()
-        .unwrap_or("720x1280")
-        .parse()
-        .unwrap_or_else(|e| {
-            p.add("api.default_size", e);
-            Size {
-                width: 720,
-                height: 1280,
-            }
-        });
-    let default_seconds = a.default_seconds.as_deref().unwrap_or("4").parse().unwrap_or_else(|e| {
-        p.add("api.default_seconds", e);
-        Seconds(4)
-    });
-    match models.get(&default_model) {
-        None if !models.is_empty() => p.add(
-            "api.default_model",
-            format!("{default_model:?} is not a configured model"),
-        ),
-        Some(m) if !m.sizes.contains(&default_size) => p.add(
-            "api.default_size",
-            format!("{default_size} is not a size of the default model {default_model:?}"),
-        ),
-        Some(m) if !m.seconds.contains(&default_seconds) => p.add(
-            "api.default_seconds",
-            format!("{default_seconds} is not a duration of the default model {default_model:?}"),
-        ),
-        _ => {}
-    }
-    ApiConfig {
-        default_model,
-        default_size,
-        default_seconds,
-        max_total_seconds: a.max_total_seconds.unwrap_or(120),
     }
 }
 

@@ -10,7 +10,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use serde_json::{Value, json};
 
 use crate::api::body;
-use crate::api::schema::{RequestSchema, Schemas};
+use crate::api::schema::RequestSchema;
 use crate::mapping::compile::{self, Mapping};
 use crate::mapping::jq::Expr;
 
@@ -43,7 +43,7 @@ pub fn request_body(data: &[u8]) {
     let Ok(doc) = rt.block_on(body::parse(&headers, Bytes::copy_from_slice(bytes), true)) else {
         return;
     };
-    if let Some(schemas) = schemas() {
+    if let Ok(schemas) = crate::api::schema::loaded() {
         let fields = Value::Object(doc.fields.clone());
         let which: &[RequestSchema] = match doc.encoding {
             body::Encoding::Json => &[RequestSchema::CreateJson, RequestSchema::Remix, RequestSchema::EditJson],
@@ -62,11 +62,6 @@ pub fn request_body(data: &[u8]) {
         let _ = crate::media::probe_image(&upload.bytes);
         let _ = crate::media::probe_mp4(&upload.bytes);
     }
-}
-
-fn schemas() -> Option<&'static Schemas> {
-    static SCHEMAS: OnceLock<Option<Schemas>> = OnceLock::new();
-    SCHEMAS.get_or_init(|| Schemas::load().ok()).as_ref()
 }
 
 /// The built-in mappings, compiled once.

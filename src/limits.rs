@@ -13,13 +13,22 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-use crate::api::error::ApiError;
 use crate::auth::Tenant;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
 /// How long a client over its unfinished-jobs cap is asked to wait: jobs take seconds to minutes.
 const CONCURRENT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// A request over one of its tenant's limits: a 429 `rate_limit_exceeded` (rendered in `api/error.rs`).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct LimitError {
+    pub message: String,
+    /// For the `x-ratelimit-*-requests` headers (requests-per-minute limits only).
+    pub state: Option<RateState>,
+    pub retry_after: Duration,
+}
 
 /// What the `x-ratelimit-*-requests` headers say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +52,7 @@ pub struct Limits {
 
 impl Limits {
     /// Counts one request against the tenant's per-minute limit. `Ok(None)`: the tenant has no limit.
-    pub fn check_request(&self, tenant: &Tenant) -> Result<Option<RateState>, ApiError> {
+    pub fn check_request(&self, tenant: &Tenant) -> Result<Option<RateState>, LimitError> {
         let Some(per_minute) = tenant.requests_per_minute else {
             return Ok(None);
         };
@@ -62,7 +71,7 @@ impl Limits {
             Err(not_until) => {
                 let wait = not_until.wait_time_from(rate.limiter.clock().now());
                 count_rejection(&tenant.name, "requests");
-                Err(ApiError::RateLimited {
+                Err(LimitError {
                     message: format!(
                         "Rate limit reached for requests per min (RPM): Limit {limit}, Used {limit}, Requested 1. \
                          Please try again in {}.",
@@ -101,9 +110,9 @@ impl Limits {
     }
 
     /// The 429 for a tenant at its unfinished-jobs cap.
-    pub fn too_many_unfinished(tenant: &Tenant, limit: u32) -> ApiError {
+    pub fn too_many_unfinished(tenant: &Tenant, limit: u32) -> LimitError {
         count_rejection(&tenant.name, "concurrent_jobs");
-        ApiError::RateLimited {
+        LimitError {
             message: format!(
                 "Too many unfinished videos: the limit is {limit} queued or in progress at once. Try again when one \
                  has completed or failed."
@@ -155,7 +164,7 @@ mod tests {
         assert_eq!(states[0].limit, 3);
         assert_eq!(states[0].reset, Duration::from_secs(20));
         match limits.check_request(&t) {
-            Err(ApiError::RateLimited {
+            Err(LimitError {
                 retry_after, message, ..
             }) => {
                 assert!(retry_after > Duration::from_secs(15) && retry_after <= Duration::from_secs(20));

@@ -202,7 +202,7 @@ fn main() -> ExitCode {
         } => {
             let mut overrides = args.overrides(None);
             if without_secrets {
-                overrides.secrets = sora_shim::config::SecretSource::Unread;
+                overrides.secrets = sora_shim::http::SecretSource::Unread;
             }
             match load(&overrides) {
                 Ok(config) => {
@@ -369,10 +369,6 @@ fn key_hash() -> ExitCode {
 async fn startup_summary(app: &App, addr: std::net::SocketAddr, scheme: &str) {
     let config = &app.config;
     let sora_shim::config::StoreConfig::Sqlite { path } = &config.store;
-    let assets = match &config.assets.storage {
-        sora_shim::config::AssetStorage::Local { dir } => format!("local {}", dir.display()),
-        sora_shim::config::AssetStorage::S3 { settings, .. } => format!("s3://{}/{}", settings.bucket, settings.prefix),
-    };
     let models: Vec<String> = (config.models.iter())
         .map(|(name, m)| format!("{name} → {}", m.route.backends().collect::<Vec<_>>().join(", ")))
         .collect();
@@ -383,7 +379,7 @@ async fn startup_summary(app: &App, addr: std::net::SocketAddr, scheme: &str) {
     tracing::info!(
         listen = %format!("{scheme}://{addr}"),
         store = %format!("sqlite {}", path.display()),
-        assets = %assets,
+        assets = %app.assets.describe(),
         models = %models.join("; "),
         resumed_jobs = resumed,
         "sora-shim listening"

@@ -11,12 +11,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::Secret;
-use crate::mapping::http::HttpClient;
+use crate::http::HttpClient;
+use crate::http::Secret;
 use crate::mapping::jq::Expr;
+use crate::video::Verdict;
 
 /// What Sora said about a blocked prompt (community-observed; see the reference).
 pub const BLOCKED_MESSAGE: &str = "Your request was blocked by our moderation system.";
@@ -89,44 +90,10 @@ struct Endpoint {
     client: HttpClient,
 }
 
-/// A policy's decision, as recorded on the job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Verdict {
-    /// `policy` (a rule or the endpoint of a configured policy) or `backend` (the provider refused it).
-    pub source: String,
-    /// The policy's name, or the backend's.
-    pub by: String,
-    /// `allowed` or `blocked`.
-    pub verdict: String,
-    /// Which rule matched (`words[2]`, `patterns[0]`, `endpoint`), when blocked.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    /// What the endpoint or the provider said.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-impl Verdict {
-    pub fn blocked(&self) -> bool {
-        self.verdict == "blocked"
-    }
-
-    /// A provider's `moderation_blocked`, in the same field.
-    pub fn from_backend(backend: &str, message: &str) -> Verdict {
-        Verdict {
-            source: "backend".into(),
-            by: backend.into(),
-            verdict: "blocked".into(),
-            rule: None,
-            reason: Some(message.into()),
-        }
-    }
-}
-
 pub(crate) fn validate(
     raw: BTreeMap<String, RawPolicy>,
     base_dir: &Path,
-    secrets: crate::config::SecretSource,
+    secrets: crate::http::SecretSource,
     problems: &mut Vec<(String, String)>,
 ) -> BTreeMap<String, std::sync::Arc<Policy>> {
     let mut out = BTreeMap::new();
@@ -186,13 +153,13 @@ fn validate_endpoint(
     at: &str,
     e: RawEndpoint,
     base_dir: &Path,
-    secrets: crate::config::SecretSource,
+    secrets: crate::http::SecretSource,
     problems: &mut Vec<(String, String)>,
 ) -> Option<Endpoint> {
     let at = format!("{at}.endpoint");
     let mut ok = true;
-    if !(e.url.starts_with("https://") || e.url.starts_with("http://")) {
-        problems.push((format!("{at}.url"), format!("{:?} is not an http(s) URL", e.url)));
+    if let Err(message) = crate::http::check_url(&e.url) {
+        problems.push((format!("{at}.url"), message));
         ok = false;
     }
     let secret = match &e.secret_env {
@@ -230,7 +197,11 @@ fn validate_endpoint(
             false
         }
     };
-    let timeout = Duration::from_secs(e.timeout_secs.filter(|s| *s > 0).unwrap_or(10));
+    let timeout = crate::http::timeout(e.timeout_secs, 10).unwrap_or_else(|message| {
+        problems.push((format!("{at}.timeout_secs"), message));
+        ok = false;
+        Duration::from_secs(10)
+    });
     let ca = e.ca_file.map(|f| if f.is_absolute() { f } else { base_dir.join(f) });
     let client = match HttpClient::with_ca(timeout, 1024 * 1024, ca.as_deref()) {
         Ok(c) => Some(c),
@@ -312,6 +283,15 @@ impl Endpoint {
     }
 }
 
+/// `sora_shim_moderation_verdicts_total`.
+pub fn count_verdict(v: &Verdict) {
+    if let Some(m) = crate::metrics::get() {
+        m.moderation
+            .with_label_values(&[v.source.as_str(), v.verdict.as_str()])
+            .inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,7 +302,7 @@ mod tests {
         let mut out = validate(
             raw,
             Path::new(""),
-            crate::config::SecretSource::Environment,
+            crate::http::SecretSource::Environment,
             &mut problems,
         );
         if problems.is_empty() {

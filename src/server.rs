@@ -40,6 +40,8 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot load the request schemas: {0}")]
+    Schema(&'static crate::api::schema::SchemaError),
 }
 
 pub struct Server {
@@ -58,6 +60,7 @@ enum Protocol {
 impl Server {
     /// Binds the listener; with `tls_cert`/`tls_key` configured, loads the certificate and starts watching it.
     pub async fn bind(app: Arc<App>) -> Result<Server, ServerError> {
+        crate::api::schema::loaded().map_err(ServerError::Schema)?;
         let addr = app.config.server.listen;
         let listener = TcpListener::bind(addr)
             .await

@@ -19,12 +19,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::live::LiveConfig;
 use crate::store::JobStore;
-use crate::video::{Job, JobError, JobKind, State, Variant, new_id, now_unix_ms};
+use crate::video::{Job, JobError, JobKind, NormalizedRequest, State, Variant, new_id, now_unix_ms};
 use crate::worker::WorkerHandle;
 
-/// The tenant of every shadow job: not a SHA-256 hex digest (open mode) and a name no configured tenant may take
-/// (`auth`), so no API key maps to it.
-pub const SHADOW_TENANT: &str = "shadow";
+use crate::auth::SHADOW_TENANT;
 
 pub struct Shadow {
     live: LiveConfig,
@@ -121,31 +119,25 @@ async fn create_shadow_job(
     primary: &Job,
     backend: &str,
 ) {
-    let now_ms = now_unix_ms();
-    let mut job = primary.clone();
-    job.id = new_id("shadow");
-    job.tenant = SHADOW_TENANT.to_owned();
-    job.backend = backend.to_owned();
-    job.backend_version = String::new();
-    job.backend_job_id = None;
-    job.backend_data = None;
-    job.state = State::Accepted;
-    job.progress = 0;
-    job.created_at = now_ms / 1000;
-    job.created_at_ms = now_ms;
-    job.updated_at = job.created_at;
-    job.completed_at = None;
-    job.error = None;
-    job.assets = Vec::new();
-    job.produced = None;
-    job.idempotency_key = None;
-    job.attempts = 0;
-    job.next_attempt_at_ms = 0;
-    job.version = 1;
-    job.submitted_at_ms = None;
-    job.shadow_of = Some(primary.id.clone());
-    // The candidate runs with its own provider model and options.
-    job.request.target = None;
+    // The same request as the primary, as a new job of the candidate's: with the candidate's own provider model
+    // and options, under the shadow tenant (no key reaches it), pointing at the primary.
+    let request = NormalizedRequest {
+        target: None,
+        ..primary.request.clone()
+    };
+    let mut job = Job {
+        remixed_from: primary.remixed_from.clone(),
+        moderation: primary.moderation.clone(),
+        request_hash: primary.request_hash.clone(),
+        shadow_of: Some(primary.id.clone()),
+        ..Job::accepted(
+            new_id("shadow"),
+            SHADOW_TENANT.to_owned(),
+            primary.kind,
+            request,
+            backend.to_owned(),
+        )
+    };
     // A candidate that cannot take the request is part of the comparison: record its refusal.
     let refusal = live
         .load()

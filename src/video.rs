@@ -319,7 +319,7 @@ pub struct Job {
     /// For a shadow job (never visible through the API): the primary job it mirrors.
     pub shadow_of: Option<String>,
     /// The moderation verdict: a prompt policy's before dispatch, or the provider's `moderation_blocked`.
-    pub moderation: Option<crate::moderation::Verdict>,
+    pub moderation: Option<Verdict>,
     pub idempotency_key: Option<String>,
     pub request_hash: String,
     /// Dispatch attempts so far (retryable failures and resubmissions).
@@ -331,6 +331,41 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job just persisted and not yet sent anywhere (`accepted`, version 1): what admission stores for a new
+    /// request, and what a shadow copy starts as. The caller sets what is particular to it.
+    pub fn accepted(id: String, tenant: String, kind: JobKind, request: NormalizedRequest, backend: String) -> Job {
+        let now_ms = now_unix_ms();
+        Job {
+            id,
+            tenant,
+            kind,
+            request,
+            remixed_from: None,
+            backend,
+            backend_version: String::new(),
+            backend_job_id: None,
+            backend_data: None,
+            state: State::Accepted,
+            progress: 0,
+            created_at: now_ms / 1000,
+            updated_at: now_ms / 1000,
+            completed_at: None,
+            expires_at: None,
+            error: None,
+            assets: Vec::new(),
+            produced: None,
+            created_at_ms: now_ms,
+            submitted_at_ms: None,
+            shadow_of: None,
+            moderation: None,
+            idempotency_key: None,
+            request_hash: String::new(),
+            attempts: 0,
+            next_attempt_at_ms: 0,
+            version: 1,
+        }
+    }
+
     /// Past its `expires_at`: its assets are gone (or about to be swept); the record stays.
     pub fn is_expired(&self, now: i64) -> bool {
         self.state == State::Completed && self.expires_at.is_some_and(|t| t <= now)
@@ -405,6 +440,63 @@ pub fn now_unix_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// A moderation decision, as recorded on the job: a configured policy's ([`crate::moderation`]) or a
+/// provider's `moderation_blocked`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Verdict {
+    /// `policy` (a rule or the endpoint of a configured policy) or `backend` (the provider refused it).
+    pub source: String,
+    /// The policy's name, or the backend's.
+    pub by: String,
+    /// `allowed` or `blocked`.
+    pub verdict: String,
+    /// Which rule matched (`words[2]`, `patterns[0]`, `endpoint`), when blocked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// What the endpoint or the provider said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Verdict {
+    pub fn blocked(&self) -> bool {
+        self.verdict == "blocked"
+    }
+
+    /// A provider's `moderation_blocked`, in the same field.
+    pub fn from_backend(backend: &str, message: &str) -> Verdict {
+        Verdict {
+            source: "backend".into(),
+            by: backend.into(),
+            verdict: "blocked".into(),
+            rule: None,
+            reason: Some(message.into()),
+        }
+    }
+}
+
+/// `"never"`, or a number with a unit: `90s`, `30m`, `1h`, `7d`. `None` is never.
+pub fn parse_retention(text: &str) -> Result<Option<std::time::Duration>, String> {
+    let text = text.trim();
+    if text == "never" {
+        return Ok(None);
+    }
+    let bad = || format!("{text:?} is not a retention: use \"never\" or a number with s, m, h or d (\"1h\", \"30d\")");
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    if secs == 0 {
+        return Err(bad());
+    }
+    Ok(Some(std::time::Duration::from_secs(secs)))
 }
 
 #[cfg(test)]

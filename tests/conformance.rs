@@ -362,21 +362,8 @@ fn an_unreachable_endpoint_exits_2_with_one_message() {
 #[test]
 fn an_https_endpoint_behind_a_private_ca_is_checked_with_its_ca() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki = common::pki::TestPki::new();
-    let (cert, key, _) = pki.leaf("private");
-    let (cert_path, key_path, ca_path) = (
-        tmp.path().join("cert.pem"),
-        tmp.path().join("key.pem"),
-        tmp.path().join("ca.pem"),
-    );
-    std::fs::write(&cert_path, cert).unwrap();
-    std::fs::write(&key_path, key).unwrap();
-    std::fs::write(&ca_path, &pki.ca_pem).unwrap();
-    let shim = Shim::start_with(&format!(
-        "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[backends.local]\nkind = \"local\"\nfps = 8\n",
-        cert_path.display(),
-        key_path.display()
-    ));
+    let (cert, key, ca_path) = common::pki::TestPki::new().write(tmp.path(), "private");
+    let shim = Shim::start_with(&common::pki::tls_config(&cert, &key));
     let base = format!("https://{}/v1", shim.addr);
     let only = ["--only", "error.bad_size,error.unknown_id"];
     let (out, stdout, _) = conformance(&base, &only);

@@ -321,18 +321,8 @@ secret_env = "SORA_SHIM_TEST_WEBHOOK_SECRET"
 #[tokio::test]
 async fn plain_http_on_the_tls_port_gets_a_400_saying_https() {
     let tmp = tempfile::tempdir().unwrap();
-    let pki = common::pki::TestPki::new();
-    let (cert, key, _) = pki.leaf("shim");
-    std::fs::write(tmp.path().join("cert.pem"), cert).unwrap();
-    std::fs::write(tmp.path().join("key.pem"), key).unwrap();
-    let shim = Shim::start_with(&TEST_CONFIG.replace(
-        "[server]\n",
-        &format!(
-            "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
-            tmp.path().join("cert.pem").display(),
-            tmp.path().join("key.pem").display()
-        ),
-    ));
+    let (cert, key, _) = common::pki::TestPki::new().write(tmp.path(), "shim");
+    let shim = Shim::start_with(&common::pki::tls_config(&cert, &key));
     let answer = tokio::task::spawn_blocking({
         let addr = shim.addr.clone();
         move || {

@@ -17,8 +17,7 @@ use crate::video::{Character, new_id, now_unix};
 pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<Response, ApiError> {
     let (parts, incoming) = req.into_parts();
     let doc = body::read_doc(&app.config.server, &parts.headers, incoming, false).await?;
-    app.schemas
-        .check(RequestSchema::CreateCharacter, &Value::Object(doc.fields.clone()))?;
+    super::schema::check(RequestSchema::CreateCharacter, &Value::Object(doc.fields.clone()))?;
     let upload = doc.files.get("video").ok_or_else(|| {
         ApiError::invalid(
             "Missing required parameter: 'video'.",

@@ -269,6 +269,44 @@ pub fn rate_headers(headers: &mut hyper::HeaderMap, state: &crate::limits::RateS
     }
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        ApiError::Unauthorized {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::limits::LimitError> for ApiError {
+    fn from(e: crate::limits::LimitError) -> Self {
+        ApiError::RateLimited {
+            message: e.message,
+            state: e.state,
+            retry_after: e.retry_after,
+        }
+    }
+}
+
+impl From<crate::admission::AdmitError> for ApiError {
+    fn from(e: crate::admission::AdmitError) -> Self {
+        use crate::admission::AdmitError;
+        match e {
+            AdmitError::Invalid { message, param, code } => ApiError::invalid(message, Some(param), Some(code)),
+            AdmitError::Unsupported {
+                param,
+                value,
+                supported,
+            } => ApiError::invalid_value(param, &value, &supported),
+            AdmitError::Conflict(message) => ApiError::Conflict { message },
+            e @ AdmitError::NoBackend(_) => ApiError::internal("config", e),
+            AdmitError::Limit(e) => e.into(),
+            AdmitError::Store(e) => e.into(),
+            AdmitError::Assets(e) => e.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -283,7 +283,7 @@ async fn metrics(app: &App) -> Response {
         return json_response(StatusCode::NOT_FOUND, &json!({"status": "metrics disabled"}));
     };
     for (backend, state) in app.breakers.states() {
-        let open = i64::from(state != crate::health::CircuitState::Closed);
+        let open = i64::from(state != crate::breakers::CircuitState::Closed);
         m.circuit_open.with_label_values(&[backend.as_str()]).set(open);
     }
     match app.store.queue_depth().await {

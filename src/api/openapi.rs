@@ -10,50 +10,6 @@ use std::sync::LazyLock;
 
 use serde_json::{Map, Value, json};
 
-/// (component name, schema text).
-const SCHEMAS: [(&str, &str); 13] = [
-    (
-        "create_video_json",
-        include_str!("../../schemas/sora/create_video.json.schema.json"),
-    ),
-    (
-        "create_video_multipart",
-        include_str!("../../schemas/sora/create_video.multipart.schema.json"),
-    ),
-    (
-        "remix_video",
-        include_str!("../../schemas/sora/remix_video.schema.json"),
-    ),
-    (
-        "edit_video_json",
-        include_str!("../../schemas/sora/edit_video.json.schema.json"),
-    ),
-    (
-        "edit_video_multipart",
-        include_str!("../../schemas/sora/edit_video.multipart.schema.json"),
-    ),
-    (
-        "extend_video_json",
-        include_str!("../../schemas/sora/extend_video.json.schema.json"),
-    ),
-    (
-        "extend_video_multipart",
-        include_str!("../../schemas/sora/extend_video.multipart.schema.json"),
-    ),
-    (
-        "create_character",
-        include_str!("../../schemas/sora/create_character.multipart.schema.json"),
-    ),
-    ("video", include_str!("../../schemas/sora/video.schema.json")),
-    ("video_list", include_str!("../../schemas/sora/video_list.schema.json")),
-    (
-        "video_deleted",
-        include_str!("../../schemas/sora/video_deleted.schema.json"),
-    ),
-    ("character", include_str!("../../schemas/sora/character.schema.json")),
-    ("error", include_str!("../../schemas/sora/error.schema.json")),
-];
-
 /// Rewrites `#/$defs/X` to `#/components/schemas/{owner}.X`, and the upload marker to a binary string.
 fn rewrite(value: &mut Value, owner: &str) {
     match value {
@@ -77,7 +33,7 @@ fn rewrite(value: &mut Value, owner: &str) {
 
 fn components() -> Map<String, Value> {
     let mut out = Map::new();
-    for (name, text) in SCHEMAS {
+    for (name, text) in crate::schemas::ALL {
         // The files are embedded and parsed by the schema tests too; one that does not parse is left out here
         // rather than taking the whole description down.
         let Ok(Value::Object(mut schema)) = serde_json::from_str::<Value>(text) else {
@@ -223,7 +179,7 @@ mod tests {
         refs(doc, &mut all);
         assert!(all.len() > 20);
         let schemas = doc["components"]["schemas"].as_object().unwrap();
-        assert!(schemas.len() >= SCHEMAS.len());
+        assert!(schemas.len() >= crate::schemas::ALL.len());
         for r in all {
             let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r}"));
             assert!(schemas.contains_key(name), "{r} does not resolve");

@@ -8,6 +8,7 @@ use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 
 use super::error::ApiError;
+use crate::schemas;
 
 /// Every request body the API accepts, by operation and encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,42 +27,34 @@ const SOURCES: [(RequestSchema, &str, &str); 8] = [
     (
         RequestSchema::CreateJson,
         "create_video.json",
-        include_str!("../../schemas/sora/create_video.json.schema.json"),
+        schemas::CREATE_VIDEO_JSON,
     ),
     (
         RequestSchema::CreateMultipart,
         "create_video.multipart",
-        include_str!("../../schemas/sora/create_video.multipart.schema.json"),
+        schemas::CREATE_VIDEO_MULTIPART,
     ),
-    (
-        RequestSchema::Remix,
-        "remix_video",
-        include_str!("../../schemas/sora/remix_video.schema.json"),
-    ),
-    (
-        RequestSchema::EditJson,
-        "edit_video.json",
-        include_str!("../../schemas/sora/edit_video.json.schema.json"),
-    ),
+    (RequestSchema::Remix, "remix_video", schemas::REMIX_VIDEO),
+    (RequestSchema::EditJson, "edit_video.json", schemas::EDIT_VIDEO_JSON),
     (
         RequestSchema::EditMultipart,
         "edit_video.multipart",
-        include_str!("../../schemas/sora/edit_video.multipart.schema.json"),
+        schemas::EDIT_VIDEO_MULTIPART,
     ),
     (
         RequestSchema::ExtendJson,
         "extend_video.json",
-        include_str!("../../schemas/sora/extend_video.json.schema.json"),
+        schemas::EXTEND_VIDEO_JSON,
     ),
     (
         RequestSchema::ExtendMultipart,
         "extend_video.multipart",
-        include_str!("../../schemas/sora/extend_video.multipart.schema.json"),
+        schemas::EXTEND_VIDEO_MULTIPART,
     ),
     (
         RequestSchema::CreateCharacter,
         "create_character.multipart",
-        include_str!("../../schemas/sora/create_character.multipart.schema.json"),
+        schemas::CREATE_CHARACTER,
     ),
 ];
 
@@ -74,6 +67,19 @@ pub struct SchemaError {
 
 pub struct Schemas {
     validators: Vec<(RequestSchema, Validator)>,
+}
+
+/// Compiled once, at first use; [`loaded`] at start-up makes a broken embedded schema stop the start instead.
+static SCHEMAS: std::sync::LazyLock<Result<Schemas, SchemaError>> = std::sync::LazyLock::new(Schemas::load);
+
+/// The request schemas, compiled (the server calls this once before it listens).
+pub fn loaded() -> Result<&'static Schemas, &'static SchemaError> {
+    SCHEMAS.as_ref()
+}
+
+/// Validates a request body against `which` (see [`Schemas::check`]).
+pub fn check(which: RequestSchema, doc: &Value) -> Result<(), ApiError> {
+    loaded().map_err(|e| ApiError::internal("schema", e))?.check(which, doc)
 }
 
 impl Schemas {

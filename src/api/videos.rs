@@ -1,5 +1,5 @@
 //! Handlers for the video resource: create, list, retrieve, delete, remix, edit and extend. Each one reads and
-//! checks its input, builds the normalized request and leaves persistence to [`crate::jobs::Admission`].
+//! checks its input, builds the normalized request and leaves persistence to [`crate::admission::Admission`].
 
 use base64::Engine;
 use bytes::Bytes;
@@ -13,10 +13,10 @@ use super::body::{self, Doc, Encoding};
 use super::error::ApiError;
 use super::response::{Response, ok_json};
 use super::schema::RequestSchema;
+use crate::admission::{NewJob, PendingUpload, request_hash};
 use crate::app::App;
 use crate::auth::Tenant;
 use crate::config::ModelConfig;
-use crate::jobs::{NewJob, PendingUpload, request_hash};
 use crate::live::Live;
 use crate::media::{probe_image, probe_mp4};
 use crate::store::Order;
@@ -39,12 +39,12 @@ async fn read_doc(app: &App, parts: &Parts, body: Incoming, allow_json: bool) ->
     body::read_doc(&app.config.server, &parts.headers, body, allow_json).await
 }
 
-fn check(app: &App, doc: &Doc, json: RequestSchema, multipart: RequestSchema) -> Result<(), ApiError> {
+fn check(doc: &Doc, json: RequestSchema, multipart: RequestSchema) -> Result<(), ApiError> {
     let which = match doc.encoding {
         Encoding::Json => json,
         Encoding::Multipart => multipart,
     };
-    app.schemas.check(which, &Value::Object(doc.fields.clone()))
+    super::schema::check(which, &Value::Object(doc.fields.clone()))
 }
 
 /// The backend a new job of `mc`'s model goes to, with the target's own provider model and options if it has
@@ -196,7 +196,7 @@ pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
     let (parts, body) = req.into_parts();
     let live = app.live.load_full();
     let doc = read_doc(app, &parts, body, true).await?;
-    check(app, &doc, RequestSchema::CreateJson, RequestSchema::CreateMultipart)?;
+    check(&doc, RequestSchema::CreateJson, RequestSchema::CreateMultipart)?;
     let api = &live.api;
     let model = doc.str("model").unwrap_or(&api.default_model).to_owned();
     let mc = model_config(&live, &model)?;
@@ -386,7 +386,7 @@ pub async fn remix(app: &App, tenant: &Tenant, id: &str, req: Request<Incoming>)
     let (parts, body) = req.into_parts();
     let source = completed_source(app, tenant, id, "video_id").await?;
     let doc = read_doc(app, &parts, body, true).await?;
-    check(app, &doc, RequestSchema::Remix, RequestSchema::Remix)?;
+    check(&doc, RequestSchema::Remix, RequestSchema::Remix)?;
     let prompt = doc.str("prompt").unwrap_or_default().to_owned();
     let new = NewJob {
         kind: JobKind::Remix,
@@ -457,7 +457,7 @@ pub async fn edit(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<
     let (parts, body) = req.into_parts();
     let live = app.live.load_full();
     let doc = read_doc(app, &parts, body, true).await?;
-    check(app, &doc, RequestSchema::EditJson, RequestSchema::EditMultipart)?;
+    check(&doc, RequestSchema::EditJson, RequestSchema::EditMultipart)?;
     let prompt = doc.str("prompt").unwrap_or_default().to_owned();
     let (request, backend, uploads) = match source_of(app, tenant, &doc).await? {
         Source::Ours(source) => (derived(&source, JobKind::Edit, prompt), source.backend.clone(), vec![]),
@@ -502,7 +502,7 @@ pub async fn extend(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
     let (parts, body) = req.into_parts();
     let live = app.live.load_full();
     let doc = read_doc(app, &parts, body, true).await?;
-    check(app, &doc, RequestSchema::ExtendJson, RequestSchema::ExtendMultipart)?;
+    check(&doc, RequestSchema::ExtendJson, RequestSchema::ExtendMultipart)?;
     let prompt = doc.str("prompt").unwrap_or_default().to_owned();
     let mut source_backend_job_id = None;
     let target;

@@ -98,6 +98,27 @@ pub fn check_key(key: &str) -> Result<(), AssetError> {
     }
 }
 
+/// Where assets are kept, as the config says (`[assets] kind`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssetStorage {
+    Local {
+        dir: PathBuf,
+    },
+    S3 {
+        settings: object::S3Settings,
+        /// Local space for temporary copies and work files.
+        scratch: PathBuf,
+    },
+}
+
+/// Asset storage that cannot be opened at start-up (the directory, the bucket's settings, the scratch space).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open asset storage at {at}: {reason}")]
+pub struct OpenError {
+    at: String,
+    reason: String,
+}
+
 #[derive(Clone)]
 pub struct AssetStore {
     /// The local directory (all assets, or only scratch space and temporaries when `object` is set).
@@ -134,17 +155,17 @@ impl AssetStore {
     }
 
     /// The storage a config names.
-    pub fn open(storage: &crate::config::AssetStorage) -> Result<AssetStore, crate::app::InitError> {
-        use crate::app::InitError;
+    pub fn open(storage: &AssetStorage) -> Result<AssetStore, OpenError> {
+        let failed = |at: &dyn std::fmt::Display, e: &dyn std::fmt::Display| OpenError {
+            at: at.to_string(),
+            reason: e.to_string(),
+        };
         match storage {
-            crate::config::AssetStorage::Local { dir } => {
-                AssetStore::new(dir).map_err(|e| InitError::Assets(format!("{}: {e}", dir.display())))
-            }
-            crate::config::AssetStorage::S3 { settings, scratch } => {
-                let object = object::ObjectAssets::s3(settings)
-                    .map_err(|e| InitError::Assets(format!("s3://{}: {e}", settings.bucket)))?;
-                AssetStore::with_object_store(object, scratch)
-                    .map_err(|e| InitError::Assets(format!("{}: {e}", scratch.display())))
+            AssetStorage::Local { dir } => AssetStore::new(dir).map_err(|e| failed(&dir.display(), &e)),
+            AssetStorage::S3 { settings, scratch } => {
+                let object =
+                    object::ObjectAssets::s3(settings).map_err(|e| failed(&format!("s3://{}", settings.bucket), &e))?;
+                AssetStore::with_object_store(object, scratch).map_err(|e| failed(&scratch.display(), &e))
             }
         }
     }

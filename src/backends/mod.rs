@@ -1,8 +1,9 @@
 //! Backends: where generations actually run. The worker drives every backend through [`Backend`]; the built-in
-//! [`local`] renderer is one implementation, and the mapping engine (HTTP providers described by data) is the
-//! other. Nothing outside this module knows which one serves a job.
+//! [`local`] renderer is one implementation, and [`mapped`] (HTTP providers described by a mapping file) is the
+//! other; [`Backends`] builds them from the config. Nothing outside this module knows which one serves a job.
 
 pub mod local;
+pub mod mapped;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -215,7 +216,7 @@ impl Backends {
                 assets.clone(),
                 shutdown,
             )),
-            BackendConfig::Mapped(m) => Arc::new(crate::mapping::engine::MappedBackend::new(name, m, assets.clone())),
+            BackendConfig::Mapped(m) => Arc::new(mapped::MappedBackend::new(name, m, assets.clone())),
         }
     }
 

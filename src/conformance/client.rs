@@ -1,4 +1,4 @@
-//! The suite's HTTP client: hyper with rustls, built the way [`crate::mapping::http::HttpClient`] builds its
+//! The suite's HTTP client: hyper with rustls, built the way [`crate::http::HttpClient`] builds its
 //! client, but able to send any body (raw bytes, malformed JSON, `multipart/form-data`) and to read large
 //! downloads. Every answer passes through the [`Recorder`] (schemas, `x-request-id`, 429s, generations).
 
@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::mapping::http::source_chain;
+use crate::http::source_chain;
 use serde_json::Value;
 
+pub use super::reply::Reply;
 use super::schema::Recorder;
 
 /// Longest wait for one request, body included.
@@ -116,42 +117,6 @@ impl Form {
         }
         out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
         (format!("multipart/form-data; boundary={boundary}"), Bytes::from(out))
-    }
-}
-
-/// One answer, with what was asked (for messages).
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub method: Method,
-    pub path: String,
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Reply {
-    pub fn json(&self) -> Option<Value> {
-        serde_json::from_slice(&self.body).ok()
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// `GET /videos/x -> 404`
-    pub fn what(&self) -> String {
-        format!("{} {} -> {}", self.method, self.path, self.status)
-    }
-
-    /// The start of the body, on one line, for failure messages.
-    pub fn snippet(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body[..self.body.len().min(300)]);
-        let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-        if self.body.len() > 300 {
-            format!("{one_line}…")
-        } else {
-            one_line
-        }
     }
 }
 

@@ -3,12 +3,14 @@
 //! and optionally JUnit XML and a Markdown report.
 //!
 //! - `checks`    — fail or skip, and the `expect_*` helpers that say why.
+//! - `reply`     — one answer and what was asked.
 //! - `client`    — HTTP (hyper + rustls) with any body: JSON, raw, multipart as the SDKs send it.
 //! - `schema`    — the official response schemas, and the recorder every answer passes through.
+//! - `webhook`   — the kit's webhook receiver and the Standard Webhooks signature check.
 //! - `context`   — what scenarios share: the source video, the bounded poll loop, content checks.
 //! - `scenarios` — the catalogue: name, contract, profile; the scenarios live in `create` (the source video:
 //!   create, poll, content), `derived` (remix, edit, extend, characters, sizes, durations), `listing` (list,
-//!   delete) and `negative` (errors, idempotency, headers, schemas).
+//!   delete), `negative` (errors, idempotency, headers, schemas) and `events` (the signed webhook).
 //! - [`media`]     — MP4 structure, size and duration; WebP and JPEG magic.
 //! - [`report`]    — console lines, JUnit XML, Markdown.
 
@@ -17,9 +19,11 @@ mod client;
 mod context;
 mod create;
 mod derived;
+mod events;
 mod listing;
 pub mod media;
 mod negative;
+mod reply;
 pub mod report;
 mod scenarios;
 mod schema;

@@ -18,7 +18,7 @@ use super::create::{
     content_not_ready, content_range, content_spritesheet, content_thumbnail, content_video, create_json,
     create_multipart, poll_until_terminal,
 };
-use super::{derived, listing, negative, webhook};
+use super::{derived, events, listing, negative};
 
 pub type Fut<'a> = Pin<Box<dyn Future<Output = Checked<String>> + 'a>>;
 pub type Run = for<'a> fn(&'a Ctx) -> Fut<'a>;
@@ -79,7 +79,7 @@ pub fn catalogue() -> Vec<Scenario> {
         scenario!(
             "webhook.signed_event",
             Quick,
-            webhook::signed_event,
+            events::signed_event,
             "With a receiver: a video.completed event {id, object: \"event\", created_at, type, data: {id}} for the finished video, signed with webhook-id, webhook-timestamp and webhook-signature (Standard Webhooks, HMAC-SHA256 of the whsec_ key) so client.webhooks.unwrap verifies it; retries repeat the same ids"
         ),
         scenario!(

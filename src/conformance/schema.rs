@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use jsonschema::Validator;
 use serde_json::Value;
 
-use super::client::Reply;
+use super::reply::Reply;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -32,11 +32,11 @@ impl Kind {
 
     fn source(self) -> &'static str {
         match self {
-            Kind::Video => include_str!("../../schemas/sora/video.schema.json"),
-            Kind::VideoList => include_str!("../../schemas/sora/video_list.schema.json"),
-            Kind::VideoDeleted => include_str!("../../schemas/sora/video_deleted.schema.json"),
-            Kind::Character => include_str!("../../schemas/sora/character.schema.json"),
-            Kind::Error => include_str!("../../schemas/sora/error.schema.json"),
+            Kind::Video => crate::schemas::VIDEO,
+            Kind::VideoList => crate::schemas::VIDEO_LIST,
+            Kind::VideoDeleted => crate::schemas::VIDEO_DELETED,
+            Kind::Character => crate::schemas::CHARACTER,
+            Kind::Error => crate::schemas::ERROR,
         }
     }
 }

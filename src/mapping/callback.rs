@@ -9,7 +9,7 @@ use base64::Engine;
 use hyper::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use super::http::HttpClient;
+use crate::http::HttpClient;
 
 /// How far a callback's timestamp may be from now.
 const TOLERANCE_SECS: i64 = 300;

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::http::HttpClient;
+use crate::http::HttpClient;
 
 /// Refresh a cached token this long before it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(120);

@@ -2,6 +2,8 @@
 //! Each state change is persisted before the step that depends on it, so a crash at any point is resumed from
 //! the store on the next start, and a submission is never silently sent twice (see [`AfterLostSubmit`]).
 
+mod finalize;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +15,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::assets::AssetStore;
 use crate::backends::{AfterLostSubmit, Backend, BackendError, BackendErrorKind, Output, Progress};
+use crate::breakers::Breakers;
 use crate::config::WorkerConfig;
-use crate::health::Breakers;
 use crate::live::LiveConfig;
 use crate::store::{JobStore, StoreError};
 use crate::video::{Asset, Job, JobError, JobKind, Produced, State, Variant, now_unix, now_unix_ms};
@@ -422,7 +424,7 @@ impl Worker {
         let mut current = job.backend.as_str();
         while let Some(next) = route.next_after(current) {
             let usable = live.backends.get(next).is_some_and(|b| {
-                self.breakers.state(next) != crate::health::CircuitState::Open
+                self.breakers.state(next) != crate::breakers::CircuitState::Open
                     && b.check(job.kind, &job.request).is_ok()
             });
             if usable {
@@ -526,166 +528,12 @@ impl Worker {
         }
     }
 
-    /// Copies every output into our storage, derives the previews a backend did not give, and only then marks
-    /// the job completed. A failed copy is retried from a fresh poll (provider URLs expire), a bounded number of
-    /// times.
-    async fn finalize(&self, mut job: Job, outputs: Vec<Output>, backend: &dyn Backend) -> Result<Next, StoreError> {
-        let mut assets = Vec::with_capacity(Variant::ALL.len());
-        for output in outputs {
-            let key = format!("{}/{}", job.id, output.variant.file_name());
-            match backend.fetch(&output, &self.assets, &key).await {
-                Ok(s) => assets.push(Asset {
-                    variant: output.variant,
-                    key,
-                    bytes: s.bytes,
-                    sha256: s.sha256,
-                }),
-                Err(e) => return self.finalize_failed(job, e).await,
-            }
-        }
-        let Some(video) = assets.iter().find(|a| a.variant == Variant::Video).cloned() else {
-            let error = JobError {
-                code: "internal_error".into(),
-                message: "The video backend finished without a video.".into(),
-            };
-            return Ok(self.fail(job, error).await);
-        };
-        match self.derive_missing_previews(&job, &video, &mut assets).await {
-            Ok(produced) => job.produced = Some(produced),
-            Err(Derive::StorageFull(message)) => {
-                let e = crate::backends::BackendError::new(backend.name(), BackendErrorKind::StorageFull, message);
-                return self.finalize_failed(job, e).await;
-            }
-            Err(Derive::Unreadable(message)) => {
-                tracing::error!(job = %job.id, %message, "the finished video cannot be read");
-                let error = JobError {
-                    code: "internal_error".into(),
-                    message: format!("The video backend produced a file that is not a playable MP4: {message}"),
-                };
-                return Ok(self.fail(job, error).await);
-            }
-        }
-        job.assets = assets;
-        job.state = State::Completed;
-        job.progress = 100;
-        let now = now_unix();
-        job.completed_at = Some(now);
-        // When the assets go, as Sora's `expires_at` said; the sweeper (src/retention.rs) deletes them then.
-        job.expires_at = self
-            .live
-            .load()
-            .retention_for(&job.tenant)
-            .map(|r| now + r.as_secs() as i64);
-        let job = self.save(job).await?;
-        tracing::info!(job = %job.id, backend = backend.name(), "video completed");
-        count_finished(&job, "completed");
-        Ok(Next::Stop)
-    }
-
-    async fn finalize_failed(&self, mut job: Job, e: crate::backends::BackendError) -> Result<Next, StoreError> {
-        if let BackendErrorKind::Rejected(error) = e.kind {
-            return Ok(self.fail(job, error).await);
-        }
-        if let BackendErrorKind::StorageFull = e.kind {
-            // Our disk, not the provider: the job keeps its attempts and waits in `finalizing` (the provider keeps
-            // the output; a later poll fetches fresh URLs), and nothing half-written is kept.
-            tracing::error!(job = %job.id, error = %e, "asset storage is full; the copy will be tried again");
-            if let Some(m) = crate::metrics::get() {
-                m.storage_full.with_label_values(&["finalize"]).inc();
-            }
-            job.next_attempt_at_ms = now_unix_ms() + self.config.retry_max.as_millis() as i64;
-            self.save(job).await?;
-            return Ok(Next::After(Duration::ZERO));
-        }
-        job.attempts += 1;
-        if job.attempts > MAX_FINALIZE_ATTEMPTS {
-            let error = JobError {
-                code: "asset_download_failed".into(),
-                message: format!(
-                    "The finished video could not be copied from the video backend: {}",
-                    e.message
-                ),
-            };
-            return Ok(self.fail(job, error).await);
-        }
-        tracing::warn!(job = %job.id, error = %e, "cannot copy an output yet; will poll again");
-        job.next_attempt_at_ms = now_unix_ms() + self.backoff(job.attempts, e.retry_after);
-        self.save(job).await?;
-        Ok(Next::After(Duration::ZERO))
-    }
-
-    /// Reads the stored video (its real size and length) and writes a thumbnail and spritesheet if missing.
-    async fn derive_missing_previews(
-        &self,
-        job: &Job,
-        video: &Asset,
-        assets: &mut Vec<Asset>,
-    ) -> Result<Produced, Derive> {
-        // Probing and preview derivation work on a file: the asset itself, or a temporary copy from object storage.
-        let video_file = self.assets.local_file(&video.key).await.map_err(Derive::from_asset)?;
-        let video_path = video_file.path.clone();
-        let missing: Vec<Variant> = [Variant::Thumbnail, Variant::Spritesheet]
-            .into_iter()
-            .filter(|v| !assets.iter().any(|a| a.variant == *v))
-            .collect();
-        if missing.is_empty() {
-            let info = tokio::task::spawn_blocking(move || crate::media::probe_mp4_file(&video_path))
-                .await
-                .map_err(|e| Derive::Unreadable(e.to_string()))?
-                .ok_or_else(|| Derive::Unreadable("not an MP4 with a video track".to_owned()))?;
-            return Ok(Produced {
-                width: info.width,
-                height: info.height,
-                duration_ms: info.duration_ms,
-            });
-        }
-        let work = self
-            .assets
-            .scratch_dir(&format!("{}/previews", job.id))
-            .map_err(Derive::from_asset)?;
-        tokio::fs::create_dir_all(&work).await.map_err(Derive::from_io)?;
-        let dir = work.clone();
-        let derived = tokio::task::spawn_blocking(move || crate::previews::derive_previews(&video_path, &dir))
-            .await
-            .map_err(|e| Derive::Unreadable(e.to_string()))?;
-        let info = match derived {
-            Ok(info) => info,
-            Err(e) => {
-                let _ = tokio::fs::remove_dir_all(&work).await;
-                return Err(Derive::from_preview(e));
-            }
-        };
-        for variant in missing {
-            let key = format!("{}/{}", job.id, variant.file_name());
-            let stored = self.assets.put_file(&key, &work.join(variant.file_name())).await;
-            let stored = match stored {
-                Ok(stored) => stored,
-                Err(e) => {
-                    let _ = tokio::fs::remove_dir_all(&work).await;
-                    return Err(Derive::from_asset(e));
-                }
-            };
-            assets.push(Asset {
-                variant,
-                key,
-                bytes: stored.bytes,
-                sha256: stored.sha256,
-            });
-        }
-        let _ = tokio::fs::remove_dir_all(&work).await;
-        Ok(Produced {
-            width: info.width,
-            height: info.height,
-            duration_ms: info.duration_ms,
-        })
-    }
-
     async fn fail(&self, mut job: Job, error: JobError) -> Next {
         tracing::info!(job = %job.id, code = %error.code, "video failed");
         if error.code == "moderation_blocked" {
             // The provider's verdict lands where a prompt policy's does.
-            let verdict = crate::moderation::Verdict::from_backend(&job.backend, &error.message);
-            crate::jobs::count_verdict(&verdict);
+            let verdict = crate::video::Verdict::from_backend(&job.backend, &error.message);
+            crate::moderation::count_verdict(&verdict);
             job.moderation = Some(verdict);
         }
         job.state = State::Failed;
@@ -713,39 +561,6 @@ impl Worker {
         let jittered = rand::rng().random_range(exp / 2..=exp.max(1));
         let asked = asked.map(|d| d.as_millis() as u64).unwrap_or(0);
         jittered.max(asked) as i64
-    }
-}
-
-/// Why the previews of a stored video could not be made: our disk is full (try again later), or the video
-/// itself cannot be read (the job fails).
-enum Derive {
-    StorageFull(String),
-    Unreadable(String),
-}
-
-impl Derive {
-    fn from_io(e: std::io::Error) -> Derive {
-        if crate::assets::is_storage_full(&e) {
-            Derive::StorageFull(e.to_string())
-        } else {
-            Derive::Unreadable(e.to_string())
-        }
-    }
-
-    fn from_asset(e: crate::assets::AssetError) -> Derive {
-        if e.is_storage_full() {
-            Derive::StorageFull(e.to_string())
-        } else {
-            Derive::Unreadable(e.to_string())
-        }
-    }
-
-    fn from_preview(e: crate::previews::PreviewError) -> Derive {
-        match e {
-            crate::previews::PreviewError::Io(e) => Derive::from_io(e),
-            crate::previews::PreviewError::Image(image::ImageError::IoError(e)) => Derive::from_io(e),
-            e => Derive::Unreadable(e.to_string()),
-        }
     }
 }
 

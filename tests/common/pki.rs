@@ -1,5 +1,7 @@
 //! A test certificate authority (rcgen): a CA and leaf certificates for localhost / 127.0.0.1 signed by it.
 
+use std::path::{Path, PathBuf};
+
 /// A test CA and a certificate for localhost / 127.0.0.1 signed by it, as PEM.
 pub struct TestPki {
     pub ca_pem: String,
@@ -33,4 +35,26 @@ impl TestPki {
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
+
+    /// A leaf for `name` and the CA, as files in `dir`: (`cert.pem`, `key.pem`, `ca.pem`).
+    pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let (cert, key, _) = self.leaf(name);
+        let paths = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("ca.pem"));
+        std::fs::write(&paths.0, cert).unwrap();
+        std::fs::write(&paths.1, key).unwrap();
+        std::fs::write(&paths.2, &self.ca_pem).unwrap();
+        paths
+    }
+}
+
+/// The tests' usual shim config (`TEST_CONFIG`), serving HTTPS with this certificate and key.
+pub fn tls_config(cert: &Path, key: &Path) -> String {
+    super::TEST_CONFIG.replace(
+        "[server]\n",
+        &format!(
+            "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
 }

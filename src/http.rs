@@ -1,6 +1,7 @@
-//! The HTTP client toward providers: hyper with rustls (webpki roots), pooled connections, a timeout on every
-//! request and on every chunk of a download, and errors that say whether anything may have reached the
-//! provider (which decides whether a create may be retried).
+//! The outbound HTTP client (providers, moderation endpoints, webhook receivers): hyper with rustls, pooled
+//! connections, a timeout on every request and on every chunk of a download, and errors that say whether
+//! anything may have reached the other side (which decides whether a create may be retried). Also the
+//! [`Secret`] credentials those calls carry, and where validation reads them ([`SecretSource`]).
 
 use std::time::Duration;
 
@@ -68,17 +69,17 @@ impl HttpClient {
     /// A backend's client: its timeout, answer cap and extra CAs. The CA file was checked when the config was
     /// validated; should it have become unreadable since, the backend runs on the platform's roots (and a
     /// self-hosted provider's handshake fails visibly) rather than not at all.
-    pub fn for_backend(config: &crate::config::MappedConfig) -> HttpClient {
-        let tls = crate::tls::client_config(config.ca_file.as_deref()).or_else(|e| {
+    pub fn for_backend(timeout: Duration, max_answer_bytes: usize, extra_ca: Option<&Path>) -> HttpClient {
+        let tls = crate::tls::client_config(extra_ca).or_else(|e| {
             tracing::error!(error = %e, "extra CA bundle no longer loads; using the platform's roots only");
             crate::tls::client_config(None)
         });
         match tls {
-            Ok(tls) => Self::from_tls(tls, config.timeout, config.max_response_bytes),
+            Ok(tls) => Self::from_tls(tls, timeout, max_answer_bytes),
             // Only a provider that offers no safe protocol versions gets here, which ring's never is.
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up TLS; using webpki roots");
-                Self::webpki(config.timeout, config.max_response_bytes)
+                Self::webpki(timeout, max_answer_bytes)
             }
         }
     }
@@ -349,6 +350,69 @@ impl Multipart {
 impl Default for Multipart {
     fn default() -> Multipart {
         Multipart::new()
+    }
+}
+
+/// An outbound endpoint's URL, as every part of the config checks it (a mapped backend's `base_url`, a
+/// moderation endpoint, a webhook receiver): http or https.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("https://") || url.starts_with("http://") {
+        Ok(())
+    } else {
+        Err(format!("{url:?} is not an http(s) URL"))
+    }
+}
+
+/// An outbound call's `timeout_secs`, as every part of the config reads it: absent is `default_secs`, 0 is
+/// refused (it would fail every call).
+pub fn timeout(secs: Option<u64>, default_secs: u64) -> Result<Duration, String> {
+    match secs {
+        Some(0) => Err("must be greater than 0".into()),
+        Some(s) => Ok(Duration::from_secs(s)),
+        None => Ok(Duration::from_secs(default_secs)),
+    }
+}
+
+/// A credential read from the environment at start-up. Prints as `*****`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+/// Where validation reads secret values: the environment (every command), or nowhere (`check
+/// --without-secrets`, for CI that validates a config without holding production secrets: each secret's
+/// variable must still be named, its value is not read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SecretSource {
+    #[default]
+    Environment,
+    Unread,
+}
+
+impl SecretSource {
+    /// `Ok(Some(value))` when set, `Ok(None)` when values are not read, `Err(message)` when unset or blank.
+    pub fn read(self, var: &str) -> Result<Option<String>, String> {
+        match self {
+            SecretSource::Unread => Ok(None),
+            SecretSource::Environment => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Ok(Some(v)),
+                _ => Err(format!("environment variable {var} is not set")),
+            },
+        }
     }
 }
 

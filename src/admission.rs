@@ -6,13 +6,42 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::api::error::ApiError;
 use crate::assets::AssetStore;
 use crate::auth::Tenant;
 use crate::live::LiveConfig;
 use crate::store::{Inserted, JobStore};
-use crate::video::{InputRef, Job, JobError, JobKind, NormalizedRequest, State, new_id, now_unix_ms};
+use crate::video::{InputRef, Job, JobError, JobKind, NormalizedRequest, State, new_id};
 use crate::worker::WorkerHandle;
+
+/// Why a request did not become a job (rendered as the OpenAI envelope in `api/error.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    /// A 400 with this message, naming `param`.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        param: &'static str,
+        code: &'static str,
+    },
+    /// A 400 `Invalid value: '…'. Supported values are: …`.
+    #[error("invalid value {value:?} for {param}")]
+    Unsupported {
+        param: &'static str,
+        value: String,
+        supported: Vec<String>,
+    },
+    /// A 409: the idempotency key belongs to another request, or to a deleted video.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no backend named {0:?} is running")]
+    NoBackend(String),
+    #[error(transparent)]
+    Limit(#[from] crate::limits::LimitError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Assets(#[from] crate::assets::AssetError),
+}
 
 /// An input upload to keep with the job (its key is chosen here, under the job's folder).
 pub struct PendingUpload {
@@ -51,12 +80,13 @@ impl Admission {
     /// worker. With an idempotency key the tenant already used, answers with the earlier job if the request is
     /// the same, or a 409 if not. A prompt the policy blocks either fails the create (`action = "reject"`) or
     /// becomes a job that is `failed` with `moderation_blocked` from the start, as Sora's were.
-    pub async fn admit(&self, tenant: &Tenant, new: NewJob) -> Result<Job, ApiError> {
+    pub async fn admit(&self, tenant: &Tenant, new: NewJob) -> Result<Job, AdmitError> {
         let live = self.live.load_full();
-        let backend =
-            live.backends.get(&new.backend).cloned().ok_or_else(|| {
-                ApiError::internal("config", format!("no backend named {:?} is running", new.backend))
-            })?;
+        let backend = live
+            .backends
+            .get(&new.backend)
+            .cloned()
+            .ok_or_else(|| AdmitError::NoBackend(new.backend.clone()))?;
         let id = new_id("video");
         let mut request = new.request;
         // The request as the job will hold it (uploads as stored inputs), so the backend judges what it really gets.
@@ -78,8 +108,16 @@ impl Admission {
             // The client hears of its model; which backend refused stays in the log.
             tracing::info!(tenant = %tenant.name, model = %request.model, backend = %new.backend, param = r.param, "request refused: the backend cannot take it");
             match r.message {
-                Some(message) => ApiError::invalid(message, Some(r.param), Some("invalid_value")),
-                None => ApiError::invalid_value(r.param, &r.value, &r.supported),
+                Some(message) => AdmitError::Invalid {
+                    message,
+                    param: r.param,
+                    code: "invalid_value",
+                },
+                None => AdmitError::Unsupported {
+                    param: r.param,
+                    value: r.value,
+                    supported: r.supported,
+                },
             }
         })?;
         if let Some(model) = live.models.get(&request.model).filter(|m| m.strict) {
@@ -97,18 +135,18 @@ impl Admission {
         };
         let blocked = verdict.as_ref().is_some_and(|v| v.blocked());
         if let Some(v) = &verdict {
-            count_verdict(v);
+            crate::moderation::count_verdict(v);
             if blocked
                 && policy
                     .as_ref()
                     .is_some_and(|p| p.action == crate::moderation::Action::Reject)
             {
                 tracing::info!(tenant = %tenant.name, rule = ?v.rule, "prompt refused by moderation policy");
-                return Err(ApiError::invalid(
-                    crate::moderation::BLOCKED_MESSAGE,
-                    Some("prompt"),
-                    Some("moderation_blocked"),
-                ));
+                return Err(AdmitError::Invalid {
+                    message: crate::moderation::BLOCKED_MESSAGE.into(),
+                    param: "prompt",
+                    code: "moderation_blocked",
+                });
             }
         }
         // Counted and inserted under the tenant's lock, so racing creates cannot both take the last slot.
@@ -116,7 +154,7 @@ impl Admission {
             Some(max) if !blocked => {
                 let guard = self.limits.admitting(&tenant.id).await;
                 if self.store.count_unfinished(&tenant.id).await? >= u64::from(max.get()) {
-                    return Err(crate::limits::Limits::too_many_unfinished(tenant, max.get()));
+                    return Err(crate::limits::Limits::too_many_unfinished(tenant, max.get()).into());
                 }
                 Some(guard)
             }
@@ -128,39 +166,18 @@ impl Admission {
                 return Err(e.into());
             }
         }
-        let now_ms = now_unix_ms();
-        let now = now_ms / 1000;
         let job = Job {
-            id: id.clone(),
-            tenant: tenant.id.clone(),
-            kind: new.kind,
-            request,
             remixed_from: new.remixed_from,
-            backend: new.backend,
-            backend_version: String::new(),
-            backend_job_id: None,
-            backend_data: None,
+            // A blocked prompt is a video that failed from the start, as Sora's were.
             state: if blocked { State::Failed } else { State::Accepted },
-            progress: 0,
-            created_at: now,
-            updated_at: now,
-            completed_at: None,
-            expires_at: None,
             error: blocked.then(|| JobError {
                 code: "moderation_blocked".into(),
                 message: crate::moderation::BLOCKED_MESSAGE.into(),
             }),
-            assets: Vec::new(),
-            produced: None,
-            submitted_at_ms: None,
-            shadow_of: None,
-            created_at_ms: now_ms,
             moderation: verdict,
             idempotency_key: new.idempotency_key,
             request_hash: new.request_hash,
-            attempts: 0,
-            next_attempt_at_ms: 0,
-            version: 1,
+            ..Job::accepted(id.clone(), tenant.id.clone(), new.kind, request, new.backend)
         };
         let inserted = self.store.insert_job(&job).await;
         match inserted {
@@ -181,23 +198,21 @@ impl Admission {
             }
             Ok(Inserted::Deleted(deleted)) => {
                 self.discard_uploads(&id).await;
-                Err(ApiError::Conflict {
-                    message: format!(
-                        "The video '{deleted}' created with this Idempotency-Key has been deleted. Use a new key to \
-                         create a new video."
-                    ),
-                })
+                Err(AdmitError::Conflict(format!(
+                    "The video '{deleted}' created with this Idempotency-Key has been deleted. Use a new key to \
+                     create a new video."
+                )))
             }
             Ok(Inserted::Existing(existing)) => {
                 self.discard_uploads(&id).await;
                 if existing.request_hash == job.request_hash {
                     Ok(*existing)
                 } else {
-                    Err(ApiError::Conflict {
-                        message: "This Idempotency-Key was already used with a different request. Use a new key for a \
-                                  new request."
+                    Err(AdmitError::Conflict(
+                        "This Idempotency-Key was already used with a different request. Use a new key for a new \
+                         request."
                             .into(),
-                    })
+                    ))
                 }
             }
             Err(e) => {
@@ -219,7 +234,7 @@ fn refuse_rounding(
     backend: &dyn crate::backends::Backend,
     model: &crate::config::ModelConfig,
     request: &NormalizedRequest,
-) -> Result<(), ApiError> {
+) -> Result<(), AdmitError> {
     let seconds = request.extension_seconds.unwrap_or(request.seconds);
     let Some((size, secs)) = backend.delivers(request.size, seconds) else {
         return Ok(());
@@ -229,25 +244,24 @@ fn refuse_rounding(
             .filter(|s| backend.delivers(**s, secs).is_some_and(|(made, _)| made == **s))
             .map(ToString::to_string)
             .collect();
-        return Err(ApiError::invalid_value("size", &request.size.to_string(), &exact));
+        return Err(AdmitError::Unsupported {
+            param: "size",
+            value: request.size.to_string(),
+            supported: exact,
+        });
     }
     if secs != seconds {
         let exact: Vec<String> = (model.seconds.iter())
             .filter(|s| backend.delivers(size, **s).is_some_and(|(_, made)| made == **s))
             .map(ToString::to_string)
             .collect();
-        return Err(ApiError::invalid_value("seconds", &seconds.to_string(), &exact));
+        return Err(AdmitError::Unsupported {
+            param: "seconds",
+            value: seconds.to_string(),
+            supported: exact,
+        });
     }
     Ok(())
-}
-
-/// `sora_shim_moderation_verdicts_total`.
-pub fn count_verdict(v: &crate::moderation::Verdict) {
-    if let Some(m) = crate::metrics::get() {
-        m.moderation
-            .with_label_values(&[v.source.as_str(), v.verdict.as_str()])
-            .inc();
-    }
 }
 
 /// A stable digest of a request: the operation, its target, the fields and the uploaded bytes.
