@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 use hyper::{Method, Request, Uri};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -370,6 +370,35 @@ pub fn timeout(secs: Option<u64>, default_secs: u64) -> Result<Duration, String>
         Some(0) => Err("must be greater than 0".into()),
         Some(s) => Ok(Duration::from_secs(s)),
         None => Ok(Duration::from_secs(default_secs)),
+    }
+}
+
+/// An outbound endpoint's client, as the config builds it for moderation endpoints and webhook receivers: the
+/// timeout (see [`timeout`], `default_secs` when absent) and extra CA certificates (`ca_file`, relative to the
+/// config file's directory). `None` when either is wrong; each problem is pushed as (key under `at`, message).
+pub fn endpoint_client(
+    at: &str,
+    timeout_secs: Option<u64>,
+    default_secs: u64,
+    ca_file: Option<PathBuf>,
+    base_dir: &Path,
+    max_answer_bytes: usize,
+    problems: &mut Vec<(String, String)>,
+) -> Option<HttpClient> {
+    let timeout = match timeout(timeout_secs, default_secs) {
+        Ok(t) => t,
+        Err(message) => {
+            problems.push((format!("{at}.timeout_secs"), message));
+            return None;
+        }
+    };
+    let ca = ca_file.map(|f| if f.is_absolute() { f } else { base_dir.join(f) });
+    match HttpClient::with_ca(timeout, max_answer_bytes, ca.as_deref()) {
+        Ok(client) => Some(client),
+        Err(message) => {
+            problems.push((format!("{at}.ca_file"), message));
+            None
+        }
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -197,19 +196,7 @@ fn validate_endpoint(
             false
         }
     };
-    let timeout = crate::http::timeout(e.timeout_secs, 10).unwrap_or_else(|message| {
-        problems.push((format!("{at}.timeout_secs"), message));
-        ok = false;
-        Duration::from_secs(10)
-    });
-    let ca = e.ca_file.map(|f| if f.is_absolute() { f } else { base_dir.join(f) });
-    let client = match HttpClient::with_ca(timeout, 1024 * 1024, ca.as_deref()) {
-        Ok(c) => Some(c),
-        Err(msg) => {
-            problems.push((format!("{at}.ca_file"), msg));
-            None
-        }
-    };
+    let client = crate::http::endpoint_client(&at, e.timeout_secs, 10, e.ca_file, base_dir, 1024 * 1024, problems);
     match (ok, request, flagged, reason, client) {
         (true, Some(request), Some(flagged), Some(reason), Some(client)) => Some(Endpoint {
             url: e.url,

@@ -153,18 +153,7 @@ pub(crate) fn validate(
                 ));
             }
         }
-        let timeout = crate::http::timeout(e.timeout_secs, 10).unwrap_or_else(|message| {
-            problems.push((format!("{at}.timeout_secs"), message));
-            Duration::from_secs(10)
-        });
-        let ca = e.ca_file.map(|f| if f.is_absolute() { f } else { base_dir.join(f) });
-        let client = match HttpClient::with_ca(timeout, 64 * 1024, ca.as_deref()) {
-            Ok(c) => Some(c),
-            Err(msg) => {
-                problems.push((format!("{at}.ca_file"), msg));
-                None
-            }
-        };
+        let client = crate::http::endpoint_client(&at, e.timeout_secs, 10, e.ca_file, base_dir, 64 * 1024, problems);
         let (Some(key), Some(client)) = (key, client) else {
             continue;
         };
