@@ -64,7 +64,7 @@ enum Command {
     /// API keys: `key hash` prints the digest of a key read from stdin, for `[tenants.NAME] keys`.
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Write every job record (JSON Lines) and its asset files into a directory (layout in README "Export and import").
+    /// Write every job record (JSON Lines) and its asset files into a directory (layout in docs/production.md, "Export and import").
     Export {
         #[command(flatten)]
         config: ConfigArgs,
