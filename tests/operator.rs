@@ -373,21 +373,33 @@ async fn after_a_restart_the_job_that_was_rendering_finishes_before_the_queued_o
     let config = "[server]\npoll_after_ms = 100\n[worker]\npoll_interval_ms = 50\n\
                   [backends.local]\nkind = \"local\"\nfps = 24\nconcurrent_renders = 1\n";
     let mut shim = Shim::start_with(config);
-    let first = shim
-        .create(
-            "k",
-            &json!({"prompt": "the long one", "seconds": "12", "size": "1280x720"}),
-        )
-        .await;
-    let second = shim.create("k", &json!({"prompt": "the short one"})).await;
-    let rendering = common::eventually(Duration::from_secs(60), async || {
-        shim.get(&format!("/v1/videos/{first}"), "k").await.json()["status"] == "in_progress"
-    })
-    .await;
+    // The second is created once the first holds the only render slot, so it is certainly the one waiting. The
+    // first has a reference image, which its resubmission reads back from storage before it asks for a slot, so
+    // after the restart the second can get there first: the order must come from the renderer's queue (whose
+    // rules src/backends/local/queue.rs tests deterministically), not from who asks first.
+    let (content_type, body) = common::multipart(&[
+        ("prompt", None, "", b"the long one"),
+        ("model", None, "", b"sora-2-pro"),
+        ("seconds", None, "", b"20"),
+        ("size", None, "", b"1920x1080"),
+        (
+            "input_reference",
+            Some("ref.png"),
+            "image/png",
+            &common::png(1920, 1080),
+        ),
+    ]);
+    let r = shim.post_multipart("/v1/videos", "k", &content_type, body).await;
+    let first = r.json()["id"].as_str().unwrap().to_owned();
+    let status = async |id: &str| shim.get(&format!("/v1/videos/{id}"), "k").await.json()["status"].clone();
+    let rendering = common::eventually(Duration::from_secs(60), async || status(&first).await == "in_progress").await;
     assert!(rendering, "the first video never started rendering");
+    let second = shim.create("k", &json!({"prompt": "the short one"})).await;
+    assert_eq!(status(&second).await, "queued");
     assert_eq!(
-        shim.get(&format!("/v1/videos/{second}"), "k").await.json()["status"],
-        "queued"
+        status(&first).await,
+        "in_progress",
+        "the first video finished before the restart: nothing left to order"
     );
     shim.kill9();
     let shim = shim.restart();
