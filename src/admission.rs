@@ -179,7 +179,12 @@ impl Admission {
             request_hash: new.request_hash,
             ..Job::accepted(id.clone(), tenant.id.clone(), new.kind, request, new.backend)
         };
-        let inserted = self.store.insert_job(&job).await;
+        // The cap again, counted with the insert: racing creates on any replica cannot both take the last slot.
+        let cap = match tenant.max_unfinished_jobs {
+            Some(max) if !blocked => Some(u64::from(max.get())),
+            _ => None,
+        };
+        let inserted = self.store.insert_job(&job, cap).await;
         match inserted {
             Ok(Inserted::New) if blocked => {
                 tracing::info!(job = %job.id, tenant = %tenant.name, "video failed: prompt blocked by moderation policy");
@@ -195,6 +200,15 @@ impl Admission {
                 }
                 self.shadow.offer(&job);
                 Ok(job)
+            }
+            Ok(Inserted::OverCap) => {
+                self.discard_uploads(&id).await;
+                match tenant.max_unfinished_jobs {
+                    Some(max) => Err(crate::limits::Limits::too_many_unfinished(tenant, max.get()).into()),
+                    None => Err(AdmitError::Conflict(
+                        "The tenant's unfinished-job cap was reached.".into(),
+                    )),
+                }
             }
             Ok(Inserted::Deleted(deleted)) => {
                 self.discard_uploads(&id).await;

@@ -13,7 +13,9 @@ use crate::backends::Backends;
 use crate::config::{Config, StoreConfig};
 use crate::live::{Live, LiveConfig, Reloader};
 use crate::store::JobStore;
+use crate::store::StoreError;
 use crate::store::cache::CachedStore;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::worker::{Worker, WorkerHandle};
 
@@ -47,8 +49,28 @@ pub struct App {
     /// Every background task; shutdown waits for them.
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
+    /// Cancelled when the server stops accepting: `/readyz` answers 503 from then on.
+    pub draining: CancellationToken,
     /// This process's hold on its data directory, released when the app is dropped or the process exits.
     _lock: crate::datadir::DataDirLock,
+}
+
+/// Opens the job store the config names, for `serve` or an offline command (`export`, `import`, `shadow
+/// report`): SQLite on the blocking pool, PostgreSQL connected and migrated, as a fresh replica.
+pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn JobStore>, StoreError> {
+    match config {
+        StoreConfig::Sqlite { path } => {
+            let path = path.clone();
+            let sqlite = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))??;
+            Ok(Arc::new(sqlite))
+        }
+        StoreConfig::Postgres { options, lease, .. } => {
+            let replica = crate::store::Replica::new(*lease);
+            Ok(Arc::new(PgStore::connect(options, replica).await?))
+        }
+    }
 }
 
 impl App {
@@ -59,14 +81,11 @@ impl App {
         let lock = tokio::task::spawn_blocking(move || crate::datadir::DataDirLock::acquire(&targets))
             .await
             .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
+        let store = open_store(&config.store).await?;
         let store: Arc<dyn JobStore> = match &config.store {
-            StoreConfig::Sqlite { path } => {
-                let path = path.clone();
-                let sqlite = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
-                    .await
-                    .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
-                Arc::new(CachedStore::new(Arc::new(sqlite), CACHE_CAPACITY))
-            }
+            StoreConfig::Sqlite { .. } => Arc::new(CachedStore::new(store, CACHE_CAPACITY)),
+            // Other replicas write it too: reads are never answered from memory.
+            StoreConfig::Postgres { .. } => Arc::new(CachedStore::shared(store, CACHE_CAPACITY)),
         };
         let assets = AssetStore::open(&config.assets.storage)?;
         match assets.sweep_temporaries().await {
@@ -134,6 +153,7 @@ impl App {
             worker,
             tracker,
             shutdown,
+            draining: CancellationToken::new(),
             _lock: lock,
         }))
     }
@@ -153,5 +173,9 @@ impl App {
         self.shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        // Nothing of this process drives a job any more: other replicas may take them over at once.
+        if let Err(e) = self.store.release_leases().await {
+            tracing::warn!(error = %e, "cannot release this replica's job leases; they pass to other replicas when they run out");
+        }
     }
 }

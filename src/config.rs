@@ -82,6 +82,11 @@ struct RawApi {
 struct RawStore {
     kind: Option<String>,
     path: Option<PathBuf>,
+    // kind = "postgres"
+    url_env: Option<String>,
+    pool_size: Option<u64>,
+    ca_file: Option<PathBuf>,
+    lease_secs: Option<u64>,
     /// Where the database and local assets live; below `--data-dir` and `SORA_SHIM_DATA_DIR`, relative to the file.
     data_dir: Option<PathBuf>,
 }
@@ -98,6 +103,8 @@ struct RawAssets {
     endpoint: Option<String>,
     /// How long finished videos' assets are kept after completion (`"1h"`, `"30d"`, `"never"`).
     retention: Option<String>,
+    /// kind = "local" with a PostgreSQL store: the operator states `dir` is one file system every replica shares.
+    shared: Option<bool>,
     sweep_interval_secs: Option<u64>,
 }
 
@@ -312,7 +319,26 @@ pub struct ApiConfig {
 
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
-    Sqlite { path: PathBuf },
+    Sqlite {
+        path: PathBuf,
+    },
+    /// Shared by every replica; `lease` is how long a replica owns a job it stops renewing.
+    Postgres {
+        options: crate::store::postgres::PgOptions,
+        /// The variable the URL came from (named in errors; the URL itself never is).
+        url_env: String,
+        lease: std::time::Duration,
+    },
+}
+
+impl StoreConfig {
+    /// For logs and messages: the SQLite file, or where the PostgreSQL URL comes from (never the URL).
+    pub fn describe(&self) -> String {
+        match self {
+            StoreConfig::Sqlite { path } => format!("sqlite {}", path.display()),
+            StoreConfig::Postgres { url_env, .. } => format!("postgres (URL from ${url_env})"),
+        }
+    }
 }
 
 impl Config {
@@ -325,13 +351,17 @@ impl Config {
             path: self.data_dir.clone(),
             is_dir: true,
         }];
-        let StoreConfig::Sqlite { path } = &self.store;
-        targets.push(LockTarget {
-            what: "SQLite database",
-            path: path.clone(),
-            is_dir: false,
-        });
-        if let AssetStorage::Local { dir } = &self.assets.storage {
+        if let StoreConfig::Sqlite { path } = &self.store {
+            targets.push(LockTarget {
+                what: "SQLite database",
+                path: path.clone(),
+                is_dir: false,
+            });
+        }
+        // A local asset directory shared between replicas (`[assets] shared`) is everyone's.
+        if let AssetStorage::Local { dir } = &self.assets.storage
+            && !self.assets.shared
+        {
             targets.push(LockTarget {
                 what: "asset directory",
                 path: dir.clone(),
@@ -349,6 +379,8 @@ pub struct AssetsConfig {
     pub retention: Option<Duration>,
     /// How often expired assets are looked for.
     pub sweep_interval: Duration,
+    /// A local directory every replica shares (`[assets] shared`): not locked to one process.
+    pub shared: bool,
 }
 
 pub use crate::assets::AssetStorage;
@@ -365,6 +397,8 @@ pub struct WorkerConfig {
     /// How many jobs take a step (a submit, poll or asset copy) at once; the others wait their turn holding
     /// almost no memory. Bounds the worker's memory and its pressure on the store when thousands of jobs wake
     /// together (after a restart, or when an unreachable backend's retries line up).
+    /// How often unfinished jobs are swept for and leases renewed: 5 s, or a third of a shorter lease.
+    pub sweep_interval: Duration,
     pub max_active_steps: usize,
 }
 
@@ -475,9 +509,12 @@ impl Config {
     }
 
     /// Whether the job store the config names already exists (the offline commands never create one).
+    /// (A PostgreSQL store is a server's: it counts as existing, and connecting tells.)
     pub fn store_exists(&self) -> bool {
-        let StoreConfig::Sqlite { path } = &self.store;
-        path.is_file()
+        match &self.store {
+            StoreConfig::Sqlite { path } => path.is_file(),
+            StoreConfig::Postgres { .. } => true,
+        }
     }
 
     pub fn is_default(&self) -> bool {

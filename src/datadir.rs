@@ -125,7 +125,7 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 /// The host name, so a holder on another machine sharing the volume is recognisable ("unknown host" if unreadable).
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_owned())

@@ -141,12 +141,11 @@ impl ConfigArgs {
         if config.store_exists() {
             return Ok(config);
         }
-        let sora_shim::config::StoreConfig::Sqlite { path } = &config.store;
         eprintln!(
             "sora-shim: no job store at {} (data directory {}). The data directory comes from --data-dir, then \
              SORA_SHIM_DATA_DIR, then [store] data_dir in the config file, then ./data: point one of them at the \
              directory `serve` uses.",
-            path.display(),
+            config.store.describe(),
             config.data_dir.display()
         );
         Err(ExitCode::from(EXIT_NO_STORE))
@@ -261,19 +260,21 @@ fn one_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 /// Reads the shadow pairs from the store the config names (safe while the server runs: SQLite WAL readers).
 #[allow(clippy::print_stdout)]
 fn shadow_report(config: &Config, json: bool) -> ExitCode {
-    let sora_shim::config::StoreConfig::Sqlite { path } = &config.store;
     let runtime = match one_thread_runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     let pairs = runtime.block_on(async {
-        let store = sora_shim::store::sqlite::SqliteStore::open(path)?;
+        let store = sora_shim::app::open_store(&config.store).await?;
         store.shadow_pairs().await
     });
     let pairs = match pairs {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("sora-shim: cannot read the job store at {}: {e}", path.display());
+            eprintln!(
+                "sora-shim: cannot read the job store ({}): {e}",
+                config.store.describe()
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -312,10 +313,9 @@ fn transfer(config: &Config, what: Transfer) -> ExitCode {
         Err(code) => return code,
     };
     let result = runtime.block_on(async {
-        let sora_shim::config::StoreConfig::Sqlite { path } = &config.store;
-        let store: std::sync::Arc<dyn JobStore> = std::sync::Arc::new(
-            sora_shim::store::sqlite::SqliteStore::open(path).map_err(|e| format!("job store: {e}"))?,
-        );
+        let store: std::sync::Arc<dyn JobStore> = sora_shim::app::open_store(&config.store)
+            .await
+            .map_err(|e| format!("job store: {e}"))?;
         let assets = sora_shim::assets::AssetStore::open(&config.assets.storage).map_err(|e| e.to_string())?;
         match what {
             Transfer::Export { out, tenant, since } => {
@@ -368,7 +368,6 @@ fn key_hash() -> ExitCode {
 /// serves each model, and how many unfinished jobs it picked up again; then any config warnings.
 async fn startup_summary(app: &App, addr: std::net::SocketAddr, scheme: &str) {
     let config = &app.config;
-    let sora_shim::config::StoreConfig::Sqlite { path } = &config.store;
     let models: Vec<String> = (config.models.iter())
         .map(|(name, m)| format!("{name} → {}", m.route.backends().collect::<Vec<_>>().join(", ")))
         .collect();
@@ -378,7 +377,7 @@ async fn startup_summary(app: &App, addr: std::net::SocketAddr, scheme: &str) {
     };
     tracing::info!(
         listen = %format!("{scheme}://{addr}"),
-        store = %format!("sqlite {}", path.display()),
+        store = %config.store.describe(),
         assets = %app.assets.describe(),
         models = %models.join("; "),
         resumed_jobs = resumed,

@@ -88,7 +88,7 @@ impl Server {
     /// Serves until `shutdown` resolves, then drains.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let connections = TaskTracker::new();
-        let draining = CancellationToken::new();
+        let draining = self.app.draining.clone();
         let slots = Arc::new(Semaphore::new(self.app.config.server.max_connections));
         tokio::pin!(shutdown);
         loop {

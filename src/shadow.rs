@@ -157,7 +157,7 @@ async fn create_shadow_job(
         }
         None => return,
     }
-    match store.insert_job(&job).await {
+    match store.insert_job(&job, None).await {
         Ok(_) => {
             if job.state == State::Accepted {
                 worker.notify(&job.id);

@@ -459,11 +459,13 @@ fn route_label(method: &Method, path: &str) -> &'static str {
     }
 }
 
-/// Ready when the store answers and the worker runs.
+/// Ready when the store answers, the worker runs and the server is not draining (a load balancer stops
+/// sending new requests here as soon as a shutdown begins).
 async fn ready(app: &App) -> Response {
     let store = app.store.ping().await;
     let worker = app.worker.is_running();
-    let status = if store.is_ok() && worker {
+    let draining = app.draining.is_cancelled();
+    let status = if store.is_ok() && worker && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -474,6 +476,7 @@ async fn ready(app: &App) -> Response {
             "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
             "store": store.map(|_| "ok".to_owned()).unwrap_or_else(|e| e.to_string()),
             "worker": if worker { "running" } else { "stopped" },
+            "draining": draining,
         }),
     )
 }

@@ -158,6 +158,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn on_callback(&self, job: &Job, _payload: &serde_json::Value) -> Result<Progress, BackendError> {
         self.poll(job).await
     }
+    /// How many of its jobs may be at the backend at once, across every replica (`max_concurrent`); `None`:
+    /// no limit the store counts (the local renderer keeps its own slots, per process).
+    fn max_concurrent(&self) -> Option<u32> {
+        None
+    }
     /// Jobs held in the shim by this backend's concurrency limit now (for `/metrics`).
     fn waiting(&self) -> usize {
         0

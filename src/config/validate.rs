@@ -43,16 +43,17 @@ pub(super) fn validate(
     let backends = validate_backends(raw.backends.unwrap_or_default(), &base_dir, secrets, &mut p);
     let models = validate_models(raw.models.unwrap_or_default(), &backends, &mut p);
     let api = validate_api(raw.api.unwrap_or_default(), &models, &mut p);
-    let store = match raw.store.unwrap_or_default() {
-        RawStore { kind, path, .. } if kind.as_deref().unwrap_or("sqlite") == "sqlite" => StoreConfig::Sqlite {
-            path: resolve(&data_dir, path.unwrap_or_else(|| "sora-shim.db".into())),
-        },
-        RawStore { kind, .. } => {
-            p.add("store.kind", format!("unknown store {kind:?}; supported: \"sqlite\""));
-            StoreConfig::Sqlite { path: PathBuf::new() }
-        }
-    };
+    let store = validate_store(raw.store.unwrap_or_default(), &data_dir, &base_dir, secrets, &mut p);
     let assets = validate_assets(raw.assets.unwrap_or_default(), &data_dir, &mut p);
+    if let (StoreConfig::Postgres { .. }, AssetStorage::Local { .. }) = (&store, &assets.storage)
+        && !assets.shared
+    {
+        p.add(
+            "assets.kind",
+            "a PostgreSQL store is shared by replicas, and each replica must find every video's files: use \
+             kind = \"s3\", or set shared = true if assets.dir is one file system mounted on every replica",
+        );
+    }
     let w = raw.worker.unwrap_or_default();
     let worker = WorkerConfig {
         poll_interval: Duration::from_millis(positive(&mut p, "worker.poll_interval_ms", w.poll_interval_ms, 500)),
@@ -72,6 +73,10 @@ pub(super) fn validate(
         )),
         max_active_steps: usize::try_from(positive(&mut p, "worker.max_active_steps", w.max_active_steps, 256))
             .unwrap_or(256),
+        sweep_interval: match &store {
+            StoreConfig::Postgres { lease, .. } => (*lease / 3).min(Duration::from_secs(5)),
+            StoreConfig::Sqlite { .. } => Duration::from_secs(5),
+        },
     };
     let shadow_queue = usize::try_from(positive(&mut p, "worker.shadow_queue", w.shadow_queue, 256)).unwrap_or(256);
     let h = raw.health.unwrap_or_default();
@@ -194,6 +199,81 @@ pub(super) fn validate_server(s: RawServer, base_dir: &Path, p: &mut Problems) -
     }
 }
 
+fn validate_store(
+    s: RawStore,
+    data_dir: &Path,
+    base_dir: &Path,
+    secrets: SecretSource,
+    p: &mut Problems,
+) -> StoreConfig {
+    let kind = s.kind.as_deref().unwrap_or("sqlite");
+    let postgres_only = [
+        ("url_env", s.url_env.is_some()),
+        ("pool_size", s.pool_size.is_some()),
+        ("ca_file", s.ca_file.is_some()),
+        ("lease_secs", s.lease_secs.is_some()),
+    ];
+    match kind {
+        "sqlite" => {
+            for (key, _) in postgres_only.iter().filter(|(_, set)| *set) {
+                p.add(&format!("store.{key}"), "only for kind = \"postgres\"");
+            }
+            StoreConfig::Sqlite {
+                path: resolve(data_dir, s.path.unwrap_or_else(|| "sora-shim.db".into())),
+            }
+        }
+        "postgres" => {
+            // (`path` is left alone: the embedded default sets it, and PostgreSQL never reads it.)
+            let url_env = s.url_env.unwrap_or_else(|| "SORA_SHIM_DATABASE_URL".into());
+            let url = match secrets.read(&url_env) {
+                Ok(Some(url)) => {
+                    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                        p.add(
+                            "store.url_env",
+                            format!("{url_env} must hold a postgres:// URL (postgres://user:password@host:5432/db)"),
+                        );
+                    }
+                    url
+                }
+                Ok(None) => String::new(),
+                Err(e) => {
+                    p.add("store.url_env", format!("{e} (the PostgreSQL connection URL)"));
+                    String::new()
+                }
+            };
+            let lease = positive(p, "store.lease_secs", s.lease_secs, 30);
+            if lease < 3 {
+                p.add(
+                    "store.lease_secs",
+                    "must be at least 3 (a lease is renewed every lease/3, at most every 5 s)",
+                );
+            }
+            let ca_file = s.ca_file.map(|f| resolve(base_dir, f));
+            if let Some(f) = &ca_file
+                && !f.is_file()
+            {
+                p.add("store.ca_file", format!("{} is not a readable file", f.display()));
+            }
+            StoreConfig::Postgres {
+                options: crate::store::postgres::PgOptions {
+                    url: crate::http::Secret::new(url),
+                    pool_size: positive(p, "store.pool_size", s.pool_size, 16) as usize,
+                    ca_file,
+                },
+                url_env,
+                lease: Duration::from_secs(lease),
+            }
+        }
+        other => {
+            p.add(
+                "store.kind",
+                format!("unknown store {other:?}; supported: \"sqlite\", \"postgres\""),
+            );
+            StoreConfig::Sqlite { path: PathBuf::new() }
+        }
+    }
+}
+
 pub(super) fn validate_assets(a: RawAssets, data_dir: &Path, p: &mut Problems) -> AssetsConfig {
     let retention = match a.retention.as_deref().map(crate::video::parse_retention) {
         None => Some(Duration::from_secs(3600)),
@@ -236,9 +316,14 @@ pub(super) fn validate_assets(a: RawAssets, data_dir: &Path, p: &mut Problems) -
             AssetStorage::Local { dir: PathBuf::new() }
         }
     };
+    let shared = a.shared.unwrap_or(false);
+    if shared && !matches!(storage, AssetStorage::Local { .. }) {
+        p.add("assets.shared", "only for kind = \"local\"");
+    }
     AssetsConfig {
         storage,
         retention,
         sweep_interval,
+        shared,
     }
 }

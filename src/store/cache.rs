@@ -1,6 +1,10 @@
 //! A `dashmap` in front of a [`JobStore`]: polls (`GET /v1/videos/{id}`, about once a second per client) are
 //! answered from memory. Every write goes through here, so within one process the cache is never stale — and so
 //! every job state transition is seen here: logged (job id, backend, backend job id) and counted.
+//!
+//! A store that other replicas write too ([`CachedStore::shared`]) is never answered from memory: a GET on
+//! one replica right after a change on another must not show the older state. There the map only remembers
+//! each job's last state seen, so that transitions are still logged with where they came from.
 
 use std::sync::Arc;
 
@@ -14,6 +18,8 @@ pub struct CachedStore {
     inner: Arc<dyn JobStore>,
     jobs: DashMap<String, Job>,
     capacity: usize,
+    /// Whether reads may be answered from memory (only when this process is the store's one writer).
+    serve_reads: bool,
 }
 
 impl CachedStore {
@@ -22,7 +28,34 @@ impl CachedStore {
             inner,
             jobs: DashMap::new(),
             capacity,
+            serve_reads: true,
         }
+    }
+
+    /// In front of a store other processes write too: every read goes to the store.
+    pub fn shared(inner: Arc<dyn JobStore>, capacity: usize) -> CachedStore {
+        CachedStore {
+            serve_reads: false,
+            ..CachedStore::new(inner, capacity)
+        }
+    }
+
+    /// Remembers a write's result and logs the transition from the copy it replaced (`before`).
+    fn written(&self, before: Option<crate::video::State>, stored: &Job) {
+        self.remember(stored);
+        match before {
+            Some(state) if state == stored.state => {}
+            Some(state) => transition(state.as_str(), stored),
+            None => transition("unknown", stored),
+        }
+    }
+
+    /// The state of the copy a write of `job` replaces (same version), if this process has it.
+    fn before(&self, job: &Job) -> Option<crate::video::State> {
+        self.jobs
+            .get(&job.id)
+            .filter(|j| j.version == job.version)
+            .map(|j| j.state)
     }
 
     fn remember(&self, job: &Job) {
@@ -62,8 +95,8 @@ fn transition(from: &str, job: &Job) {
 
 #[async_trait]
 impl JobStore for CachedStore {
-    async fn insert_job(&self, job: &Job) -> Result<Inserted, StoreError> {
-        let outcome = self.inner.insert_job(job).await?;
+    async fn insert_job(&self, job: &Job, max_unfinished: Option<u64>) -> Result<Inserted, StoreError> {
+        let outcome = self.inner.insert_job(job, max_unfinished).await?;
         if let Inserted::New = outcome {
             self.remember(job);
             transition("new", job);
@@ -72,7 +105,9 @@ impl JobStore for CachedStore {
     }
 
     async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
-        if let Some(job) = self.jobs.get(id) {
+        if self.serve_reads
+            && let Some(job) = self.jobs.get(id)
+        {
             return Ok(Some(job.clone()));
         }
         let found = self.inner.get_job(id).await?;
@@ -83,20 +118,10 @@ impl JobStore for CachedStore {
     }
 
     async fn update_job(&self, job: &Job) -> Result<Job, StoreError> {
-        // The copy this write replaces (same version), if this process has it.
-        let before = self
-            .jobs
-            .get(&job.id)
-            .filter(|j| j.version == job.version)
-            .map(|j| j.state);
+        let before = self.before(job);
         match self.inner.update_job(job).await {
             Ok(stored) => {
-                self.remember(&stored);
-                match before {
-                    Some(state) if state == stored.state => {}
-                    Some(state) => transition(state.as_str(), &stored),
-                    None => transition("unknown", &stored),
-                }
+                self.written(before, &stored);
                 Ok(stored)
             }
             Err(e) => {
@@ -181,8 +206,13 @@ impl JobStore for CachedStore {
         self.inner.fan_out(event, deliveries).await
     }
 
-    async fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
-        self.inner.due_deliveries(now_ms, limit).await
+    async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        hold_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.inner.claim_due_deliveries(now_ms, hold_until_ms, limit).await
     }
 
     async fn update_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
@@ -200,5 +230,36 @@ impl JobStore for CachedStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+
+    async fn claim_unfinished(&self) -> Result<Vec<Unfinished>, StoreError> {
+        self.inner.claim_unfinished().await
+    }
+
+    async fn claim_job(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.claim_job(id).await
+    }
+
+    async fn release_leases(&self) -> Result<(), StoreError> {
+        self.inner.release_leases().await
+    }
+
+    async fn start_submit(&self, job: &Job, max_at_backend: Option<u32>) -> Result<Option<Job>, StoreError> {
+        let before = self.before(job);
+        match self.inner.start_submit(job, max_at_backend).await {
+            Ok(Some(stored)) => {
+                self.written(before, &stored);
+                Ok(Some(stored))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.jobs.remove(&job.id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn heartbeat(&self) -> Result<u32, StoreError> {
+        self.inner.heartbeat().await
     }
 }

@@ -1,10 +1,19 @@
 //! The job store: the system of record. [`JobStore`] is what every stage talks to; [`sqlite`] is the default
-//! implementation and [`cache`] puts a `dashmap` in front of any store for hot reads.
-//! The trait speaks only in domain terms (no SQL, no SQLite-only semantics), so a PostgreSQL store can follow.
+//! implementation, [`postgres`] the one several replicas share, and [`cache`] puts a `dashmap` in front of
+//! either (hot reads for SQLite; transition logs and metrics for both).
+//! The trait speaks only in domain terms (no SQL): both stores pass one contract suite (`tests/store.rs`).
+//!
+//! Several processes can drive one store. Each unfinished job is leased to one [`Replica`] at a time: the
+//! replica that created it, or the one whose sweep claimed it after its owner's lease ran out. Writes stay
+//! version-checked, so a replica that lost its lease without knowing only ever gets a [`StoreError::Conflict`].
 
 pub mod cache;
 pub mod outbox;
+pub mod postgres;
+pub(crate) mod row;
 pub mod sqlite;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -23,6 +32,39 @@ pub enum StoreError {
     /// The disk under the database is full; nothing was written (the transaction rolled back).
     #[error("the store's disk is full: {0}")]
     Full(String),
+}
+
+/// Who this process is among those sharing a store, and how long a job stays its own without renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    /// Unique among the replicas of one store: host, process id and a random part.
+    pub id: String,
+    pub lease: Duration,
+}
+
+impl Replica {
+    /// A fresh identity for this process.
+    pub fn new(lease: Duration) -> Replica {
+        let host = crate::datadir::hostname();
+        let suffix: u32 = rand::random();
+        Replica {
+            id: format!("{host}-{}-{suffix:08x}", std::process::id()),
+            lease,
+        }
+    }
+
+    /// The one process a SQLite store allows (the data directory's lock): the same identity across restarts,
+    /// so a restarted process takes its jobs back at once.
+    pub fn single(lease: Duration) -> Replica {
+        Replica {
+            id: "single".into(),
+            lease,
+        }
+    }
+
+    pub(crate) fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
 }
 
 /// A job not yet completed or failed, as the worker's sweep sees it.
@@ -84,12 +126,16 @@ pub enum Inserted {
     Existing(Box<Job>),
     /// The job the tenant created with this idempotency key was deleted (its id): a replay must not show it.
     Deleted(String),
+    /// The tenant already has `max_unfinished` unfinished jobs; nothing was written.
+    OverCap,
 }
 
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
-    /// Persists a new job. With an idempotency key already used by the tenant, returns the existing job.
-    async fn insert_job(&self, job: &Job) -> Result<Inserted, StoreError>;
+    /// Persists a new job, leased to this replica. With an idempotency key already used by the tenant, returns
+    /// the existing job; with `max_unfinished`, refuses a tenant that has that many unfinished jobs (counted
+    /// and inserted at once, so racing creates on any replica cannot both take the last slot).
+    async fn insert_job(&self, job: &Job, max_unfinished: Option<u64>) -> Result<Inserted, StoreError>;
     /// A job by id, deleted ones excluded.
     async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError>;
     /// Writes `job` if its `version` is still the stored one, and returns it with the version bumped.
@@ -139,8 +185,14 @@ pub trait JobStore: Send + Sync + 'static {
     async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// Records an event's deliveries (one per endpoint, idempotent) and marks the event fanned out, at once.
     async fn fan_out(&self, event: &Event, deliveries: &[Delivery]) -> Result<(), StoreError>;
-    /// Pending deliveries whose next attempt is due at `now_ms`, soonest first.
-    async fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    /// Pending deliveries whose next attempt is due at `now_ms`, soonest first, claimed: none of them is due
+    /// again (for any replica) before `hold_until_ms`, by which time the attempt has written its outcome.
+    async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        hold_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
     /// Writes a delivery's outcome after an attempt (state, attempts, next attempt, last status and error).
     async fn update_delivery(&self, delivery: &Delivery) -> Result<(), StoreError>;
     /// Deliveries for the admin API, newest first: of one video, or all; optionally in one state.
@@ -150,4 +202,18 @@ pub trait JobStore: Send + Sync + 'static {
         state: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Leases to this replica every unfinished job that it holds already or that no replica holds (never held,
+    /// released, or its lease ran out), renewing the ones it holds; returns them all, oldest first.
+    async fn claim_unfinished(&self) -> Result<Vec<Unfinished>, StoreError>;
+    /// Leases one unfinished job to this replica unless another replica's lease on it is still running.
+    async fn claim_job(&self, id: &str) -> Result<bool, StoreError>;
+    /// Gives up this replica's leases (a graceful shutdown): another replica takes the jobs at its next sweep.
+    async fn release_leases(&self) -> Result<(), StoreError>;
+    /// Writes `job`, moved to `submitting`, if its version is still the stored one and, with `max_at_backend`,
+    /// fewer than that many other jobs are at its backend (submitting, submitted, running or finalizing):
+    /// counted and written at once across replicas. `None` when the backend is full (nothing was written).
+    async fn start_submit(&self, job: &Job, max_at_backend: Option<u32>) -> Result<Option<Job>, StoreError>;
+    /// Records this replica as alive now; returns how many replicas are alive (this one included).
+    async fn heartbeat(&self) -> Result<u32, StoreError>;
 }

@@ -9,19 +9,27 @@ use crate::video::{Job, new_id};
 /// Records the webhook event of a video that has just become completed or failed. Idempotent: a video has one
 /// event, whichever write first made it terminal. Shadow jobs have none (clients never see them).
 pub(super) fn record_event(conn: &Connection, job: &Job) -> Result<(), StoreError> {
-    if !job.state.is_terminal() || job.shadow_of.is_some() {
+    let Some(kind) = event_kind(job) else {
         return Ok(());
-    }
-    let kind = if job.error.is_some() {
-        "video.failed"
-    } else {
-        "video.completed"
     };
     conn.execute(
         "INSERT OR IGNORE INTO events (id, video_id, tenant, type, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![new_id("evt"), job.id, job.tenant, kind, crate::video::now_unix()],
     )?;
     Ok(())
+}
+
+/// The event a job's current state calls for: `video.completed` or `video.failed` once it has finished; none
+/// before, and none for a shadow job (clients never see those). The rule both stores follow.
+pub(super) fn event_kind(job: &Job) -> Option<&'static str> {
+    if !job.state.is_terminal() || job.shadow_of.is_some() {
+        return None;
+    }
+    Some(if job.error.is_some() {
+        "video.failed"
+    } else {
+        "video.completed"
+    })
 }
 
 fn row_to_event(row: &Row<'_>, at: usize) -> rusqlite::Result<Event> {
@@ -43,7 +51,7 @@ pub(super) fn pending_events(conn: &Connection, limit: usize) -> Result<Vec<Even
 }
 
 pub(super) fn fan_out(conn: &mut Connection, event: &Event, deliveries: &[Delivery]) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for d in deliveries {
         tx.execute(
             "INSERT OR IGNORE INTO webhook_deliveries (id, event_id, endpoint, url, state, attempts, \
@@ -86,14 +94,30 @@ fn row_to_delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
     })
 }
 
-pub(super) fn due_deliveries(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+pub(super) fn claim_due_deliveries(
+    conn: &mut Connection,
+    now_ms: i64,
+    hold_until_ms: i64,
+    limit: usize,
+) -> Result<Vec<Delivery>, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let sql = format!(
         "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id \
          WHERE d.state = 'pending' AND d.next_attempt_at_ms <= ?1 ORDER BY d.next_attempt_at_ms LIMIT ?2"
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![now_ms, limit as i64], row_to_delivery)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let due = {
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![now_ms, limit as i64], row_to_delivery)?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    for d in &due {
+        tx.execute(
+            "UPDATE webhook_deliveries SET next_attempt_at_ms = ?1 WHERE id = ?2",
+            params![hold_until_ms, d.id],
+        )?;
+    }
+    tx.commit()?;
+    Ok(due)
 }
 
 pub(super) fn update_delivery(conn: &Connection, d: &Delivery) -> Result<(), StoreError> {

@@ -11,9 +11,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 mod rows;
 
-use self::rows::{JOB_COLUMNS, insert_row, opt_json, row_to_job, select_job, select_jobs, to_json};
-use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, StoreError, Unfinished};
-use crate::video::{Character, Job, State};
+use self::rows::{insert_row, row_to_job, select_job, select_jobs, update_row};
+use super::row::{AT_BACKEND, FINISHED, JOB_COLUMN_COUNT, JOB_COLUMNS};
+use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, Replica, StoreError, Unfinished};
+use crate::video::{Character, Job, State, now_unix_ms};
 
 /// Migrations in order; the index + 1 is the schema version they bring the database to.
 const MIGRATIONS: &[&str] = &[
@@ -23,11 +24,16 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_moderation.sql"),
     include_str!("migrations/0005_webhooks.sql"),
     include_str!("migrations/0006_retention.sql"),
+    include_str!("migrations/0007_leases.sql"),
 ];
+
+/// How long a job stays leased without renewal when the config does not say (`[store] lease`).
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    replica: Replica,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -40,8 +46,14 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date, as the one process
+    /// the data directory's lock allows.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_as(path, Replica::single(DEFAULT_LEASE))
+    }
+
+    /// As [`SqliteStore::open`], as `replica` (the contract tests play two processes on one file).
+    pub fn open_as(path: &Path, replica: Replica) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
@@ -56,7 +68,18 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
+            replica,
         })
+    }
+
+    /// This replica's id, and the lease deadline a claim made now gives.
+    fn lease(&self) -> (String, i64, i64) {
+        let now = now_unix_ms();
+        (
+            self.replica.id.clone(),
+            now,
+            now.saturating_add(self.replica.lease_ms()),
+        )
     }
 
     /// Runs `f` on a connection on the blocking pool. The connection's lock is taken asynchronously first, so
@@ -93,10 +116,11 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 
 #[async_trait]
 impl JobStore for SqliteStore {
-    async fn insert_job(&self, job: &Job) -> Result<Inserted, StoreError> {
+    async fn insert_job(&self, job: &Job, max_unfinished: Option<u64>) -> Result<Inserted, StoreError> {
         let job = job.clone();
+        let (owner, _, until) = self.lease();
         Self::with(&self.writer, move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             if let Some(key) = &job.idempotency_key {
                 let existing: Option<(String, Option<i64>)> = tx
                     .query_row(
@@ -117,7 +141,12 @@ impl JobStore for SqliteStore {
                     };
                 }
             }
-            insert_row(&tx, &job, "")?;
+            if let Some(max) = max_unfinished
+                && count_unfinished(&tx, &job.tenant)? >= max
+            {
+                return Ok(Inserted::OverCap);
+            }
+            insert_row(&tx, &job, "", Some(&owner), until)?;
             // A video can be failed from the start (a blocked prompt): its event is due now.
             super::outbox::record_event(&tx, &job)?;
             tx.commit()?;
@@ -134,36 +163,8 @@ impl JobStore for SqliteStore {
     async fn update_job(&self, job: &Job) -> Result<Job, StoreError> {
         let mut job = job.clone();
         Self::with(&self.writer, move |conn| {
-            let tx = conn.transaction()?;
-            let changed = tx.execute(
-                "UPDATE jobs SET backend = ?1, backend_version = ?2, backend_job_id = ?3, state = ?4, progress = ?5, \
-                 updated_at = ?6, completed_at = ?7, expires_at = ?8, error_code = ?9, error_message = ?10, \
-                 assets_json = ?11, attempts = ?12, next_attempt_at_ms = ?13, request_json = ?14, backend_data = ?15, \
-                 produced_json = ?16, submitted_at_ms = ?19, moderation_json = ?20, version = version + 1 \
-                 WHERE id = ?17 AND version = ?18 AND deleted_at IS NULL",
-                params![
-                    job.backend,
-                    job.backend_version,
-                    job.backend_job_id,
-                    job.state.as_str(),
-                    job.progress,
-                    job.updated_at,
-                    job.completed_at,
-                    job.expires_at,
-                    job.error.as_ref().map(|e| e.code.clone()),
-                    job.error.as_ref().map(|e| e.message.clone()),
-                    to_json(&job.id, &job.assets)?,
-                    job.attempts,
-                    job.next_attempt_at_ms,
-                    to_json(&job.id, &job.request)?,
-                    opt_json(&job.id, &job.backend_data)?,
-                    opt_json(&job.id, &job.produced)?,
-                    job.id,
-                    job.version,
-                    job.submitted_at_ms,
-                    opt_json(&job.id, &job.moderation)?,
-                ],
-            )?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let changed = update_row(&tx, &job)?;
             if changed == 0 {
                 return Err(StoreError::Conflict(job.id));
             }
@@ -263,11 +264,10 @@ impl JobStore for SqliteStore {
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query(params![after, tenant, since, limit as i64])?;
             let mut out = Vec::new();
-            let columns = JOB_COLUMNS.split(',').count();
             while let Some(row) = rows.next()? {
                 let job = row_to_job(row)?;
-                let seq: i64 = row.get(columns)?;
-                let deleted_at: Option<i64> = row.get(columns + 1)?;
+                let seq: i64 = row.get(JOB_COLUMN_COUNT)?;
+                let deleted_at: Option<i64> = row.get(JOB_COLUMN_COUNT + 1)?;
                 out.push((seq, ExportedJob { job, deleted_at }));
             }
             Ok(out)
@@ -278,8 +278,8 @@ impl JobStore for SqliteStore {
     async fn import_job(&self, exported: &ExportedJob) -> Result<bool, StoreError> {
         let exported = exported.clone();
         Self::with(&self.writer, move |conn| {
-            let tx = conn.transaction()?;
-            let inserted = insert_row(&tx, &exported.job, "OR IGNORE")? == 1;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let inserted = insert_row(&tx, &exported.job, "OR IGNORE", None, 0)? == 1;
             if inserted && exported.deleted_at.is_some() {
                 tx.execute(
                     "UPDATE jobs SET deleted_at = ?1 WHERE id = ?2",
@@ -408,16 +408,7 @@ impl JobStore for SqliteStore {
 
     async fn count_unfinished(&self, tenant: &str) -> Result<u64, StoreError> {
         let tenant = tenant.to_owned();
-        Self::with(&self.reader, move |conn| {
-            let n: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM jobs WHERE tenant = ?1 AND state NOT IN ('completed', 'failed') \
-                 AND deleted_at IS NULL",
-                params![tenant],
-                |r| r.get(0),
-            )?;
-            Ok(n.max(0) as u64)
-        })
-        .await
+        Self::with(&self.reader, move |conn| count_unfinished(conn, &tenant)).await
     }
 
     async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
@@ -432,9 +423,14 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
-        Self::with(&self.reader, move |conn| {
-            super::outbox::due_deliveries(conn, now_ms, limit)
+    async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        hold_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        Self::with(&self.writer, move |conn| {
+            super::outbox::claim_due_deliveries(conn, now_ms, hold_until_ms, limit)
         })
         .await
     }
@@ -471,7 +467,99 @@ impl JobStore for SqliteStore {
         })
         .await
     }
+
+    async fn claim_unfinished(&self) -> Result<Vec<Unfinished>, StoreError> {
+        let (owner, now, until) = self.lease();
+        Self::with(&self.writer, move |conn| {
+            let sql = format!(
+                "UPDATE jobs SET lease_owner = ?1, lease_until_ms = ?3 WHERE state NOT IN {FINISHED} \
+                 AND deleted_at IS NULL AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_until_ms < ?2) \
+                 RETURNING seq, id, state, backend"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![owner, now, until])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let seq: i64 = row.get(0)?;
+                let id: String = row.get(1)?;
+                let state: String = row.get(2)?;
+                let state = State::parse(&state).ok_or_else(|| StoreError::Corrupt {
+                    id: id.clone(),
+                    reason: format!("unknown state {state:?}"),
+                })?;
+                out.push((
+                    seq,
+                    Unfinished {
+                        id,
+                        state,
+                        backend: row.get(3)?,
+                    },
+                ));
+            }
+            out.sort_by_key(|(seq, _)| *seq);
+            Ok(out.into_iter().map(|(_, u)| u).collect())
+        })
+        .await
+    }
+
+    async fn claim_job(&self, id: &str) -> Result<bool, StoreError> {
+        let (owner, now, until) = self.lease();
+        let id = id.to_owned();
+        Self::with(&self.writer, move |conn| {
+            let sql = format!(
+                "UPDATE jobs SET lease_owner = ?1, lease_until_ms = ?3 WHERE id = ?4 AND state NOT IN {FINISHED} \
+                 AND deleted_at IS NULL AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_until_ms < ?2)"
+            );
+            Ok(conn.execute(&sql, params![owner, now, until, id])? == 1)
+        })
+        .await
+    }
+
+    async fn release_leases(&self) -> Result<(), StoreError> {
+        let owner = self.replica.id.clone();
+        Self::with(&self.writer, move |conn| {
+            conn.execute(
+                "UPDATE jobs SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ?1",
+                params![owner],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn start_submit(&self, job: &Job, max_at_backend: Option<u32>) -> Result<Option<Job>, StoreError> {
+        let mut job = job.clone();
+        Self::with(&self.writer, move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if let Some(max) = max_at_backend {
+                let sql = format!(
+                    "SELECT COUNT(*) FROM jobs WHERE backend = ?1 AND state IN {AT_BACKEND} AND deleted_at IS NULL \
+                     AND id != ?2"
+                );
+                let n: i64 = tx.query_row(&sql, params![job.backend, job.id], |r| r.get(0))?;
+                if n >= i64::from(max) {
+                    return Ok(None);
+                }
+            }
+            if update_row(&tx, &job)? == 0 {
+                return Err(StoreError::Conflict(job.id));
+            }
+            tx.commit()?;
+            job.version += 1;
+            Ok(Some(job))
+        })
+        .await
+    }
+
+    async fn heartbeat(&self) -> Result<u32, StoreError> {
+        // One process per SQLite store (the data directory's lock).
+        Ok(1)
+    }
 }
 
-#[cfg(test)]
-mod tests;
+/// A tenant's jobs not yet completed or failed.
+fn count_unfinished(conn: &Connection, tenant: &str) -> Result<u64, StoreError> {
+    let sql = format!("SELECT COUNT(*) FROM jobs WHERE tenant = ?1 AND state NOT IN {FINISHED} AND deleted_at IS NULL");
+    let n: i64 = conn.query_row(&sql, params![tenant], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}

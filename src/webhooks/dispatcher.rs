@@ -24,6 +24,9 @@ const TICK: Duration = Duration::from_millis(250);
 const PER_ENDPOINT: usize = 4;
 /// Deliveries read per tick.
 const BATCH: usize = 200;
+/// How long a claimed delivery stays with the process that claimed it before any process may send it again:
+/// far beyond an attempt's timeout and its wait for a per-endpoint turn.
+const CLAIM_HOLD: Duration = Duration::from_secs(120);
 
 /// Reads the outbox and delivers, until shutdown.
 pub struct Dispatcher {
@@ -103,7 +106,11 @@ impl Dispatcher {
     }
 
     async fn deliver_due(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
-        for delivery in self.store.due_deliveries(now_unix_ms(), BATCH).await? {
+        // Claimed for CLAIM_HOLD: another replica (or this one, should the attempt be lost with its process)
+        // sends a delivery again only after that, with the same webhook-id.
+        let now = now_unix_ms();
+        let hold_until = now + CLAIM_HOLD.as_millis() as i64;
+        for delivery in self.store.claim_due_deliveries(now, hold_until, BATCH).await? {
             if !self.in_flight.insert(delivery.id.clone()) {
                 continue;
             }

@@ -21,8 +21,6 @@ use crate::live::LiveConfig;
 use crate::store::{JobStore, StoreError};
 use crate::video::{Asset, Job, JobError, JobKind, Produced, State, Variant, now_unix, now_unix_ms};
 
-/// How often the whole store is swept for unfinished jobs the worker is not yet driving.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Failed copies of a finished video (each after a fresh poll) before the job fails.
 const MAX_FINALIZE_ATTEMPTS: u32 = 12;
 
@@ -70,6 +68,9 @@ pub struct Worker {
     config: WorkerConfig,
     breakers: Arc<Breakers>,
     active: Arc<DashSet<String>>,
+    /// Driven jobs the last sweep did not find leased to this replica (another replica's now, or a row busy
+    /// at that instant): each asks for its lease again before its next step, and stops if it is gone.
+    recheck: DashSet<String>,
     /// Turns per backend (`config.max_active_steps` each): a job holds one while it takes a step, not while it
     /// sleeps.
     steps: DashMap<String, Arc<tokio::sync::Semaphore>>,
@@ -101,6 +102,7 @@ impl Worker {
             config,
             breakers,
             active: Arc::new(DashSet::new()),
+            recheck: DashSet::new(),
             steps: DashMap::new(),
             inbox: Arc::default(),
             tracker,
@@ -113,11 +115,12 @@ impl Worker {
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
         let me = Arc::clone(self);
         self.tracker.spawn(async move {
-            let mut sweep = tokio::time::interval(SWEEP_EVERY);
+            // Also renews this replica's leases: at most a third of a lease apart.
+            let mut sweep = tokio::time::interval(me.config.sweep_interval);
             loop {
                 tokio::select! {
                     _ = me.shutdown.cancelled() => break,
-                    Some(id) = rx.recv() => me.drive(id),
+                    Some(id) = rx.recv() => me.drive(id, false),
                     _ = sweep.tick() => me.sweep().await,
                 }
             }
@@ -129,9 +132,19 @@ impl Worker {
         }
     }
 
+    /// Claims (and renews) the leases on every unfinished job this replica may drive, and drives them.
     async fn sweep(self: &Arc<Self>) {
-        match self.store.unfinished_jobs().await {
+        if let Err(e) = self.store.heartbeat().await {
+            tracing::warn!(error = %e, "cannot record this replica's heartbeat in the job store");
+        }
+        match self.store.claim_unfinished().await {
             Ok(jobs) => {
+                let held: std::collections::HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+                for id in self.active.iter() {
+                    if !held.contains(id.as_str()) {
+                        self.recheck.insert(id.clone());
+                    }
+                }
                 // Jobs already at a backend hold their slots before any waiting job is driven: right after a
                 // restart a queued job must not be submitted past `max_concurrent` while the backend's count
                 // is still empty.
@@ -145,16 +158,20 @@ impl Worker {
                         backend.claim(&job.id);
                     }
                 }
-                jobs.into_iter().for_each(|j| self.drive(j.id));
+                jobs.into_iter().for_each(|j| self.drive(j.id, true));
             }
-            Err(e) => tracing::error!(error = %e, "worker sweep could not read unfinished jobs"),
+            Err(e) => tracing::error!(error = %e, "worker sweep could not claim unfinished jobs"),
         }
     }
 
-    /// Drives one job to a terminal state in its own task, unless a task already does.
-    fn drive(self: &Arc<Self>, job_id: String) {
+    /// Drives one job to a terminal state in its own task, unless a task already does; a job not `claimed` by
+    /// a sweep just now is leased first (another replica may own it: then this one leaves it alone).
+    fn drive(self: &Arc<Self>, job_id: String, claimed: bool) {
         if !self.active.insert(job_id.clone()) {
             return;
+        }
+        if !claimed {
+            self.recheck.insert(job_id.clone());
         }
         let me = Arc::clone(self);
         let waker = Arc::clone(
@@ -187,6 +204,9 @@ impl Worker {
     /// One step of a job, when its backend has a turn free (`max_active_steps`). Waiting for its turn, a job
     /// holds neither its record nor a step's state; a shutdown stops the wait.
     async fn turn(&self, job_id: &str) -> Next {
+        if self.recheck.remove(job_id).is_some() && !self.holds(job_id).await {
+            return Next::Stop;
+        }
         let backend = match self.store.get_job(job_id).await {
             Ok(Some(job)) if job.state.is_terminal() => return Next::Stop,
             Ok(Some(job)) => job.backend,
@@ -205,6 +225,22 @@ impl Worker {
             Ok(Some(job)) if !job.state.is_terminal() => Box::pin(self.step(job)).await,
             Ok(_) => Next::Stop,
             Err(e) => self.unreadable(job_id, &e),
+        }
+    }
+
+    /// Whether this replica holds (or has just taken) the lease on a job.
+    async fn holds(&self, job_id: &str) -> bool {
+        match self.store.claim_job(job_id).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::debug!(job = %job_id, "job is finished or driven by another replica");
+                false
+            }
+            Err(e) => {
+                // The sweep tries again; meanwhile nothing is sent for a job this replica may not own.
+                tracing::warn!(job = %job_id, error = %e, "cannot lease job");
+                false
+            }
         }
     }
 
@@ -330,7 +366,12 @@ impl Worker {
         job.state = State::Submitting;
         job.attempts += 1;
         job.backend_version = backend.version().to_owned();
-        let job = self.save(job).await?;
+        job.updated_at = now_unix();
+        // The backend's `max_concurrent` is counted in the store, across every replica, with this write.
+        let Some(job) = self.store.start_submit(&job, backend.max_concurrent()).await? else {
+            tracing::debug!(job = %job.id, backend = backend.name(), "backend at max_concurrent; the job waits");
+            return Ok(Next::After(self.poll_interval(backend)));
+        };
         let outcome = backend.submit(&job).await;
         match &outcome {
             Ok(_)

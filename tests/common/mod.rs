@@ -4,6 +4,7 @@
 
 pub mod moto;
 pub mod pki;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -136,7 +137,7 @@ impl Shim {
             .stderr(log)
             .spawn()
             .unwrap();
-        let url = listening_on(&mut child);
+        let url = listening_on(&mut child, Some(&data_dir.parent().unwrap().join("shim.log")));
         let addr = url
             .trim_start_matches("http://")
             .trim_start_matches("https://")
@@ -264,15 +265,19 @@ impl Drop for Shim {
     }
 }
 
-/// The URL from the first stdout line every server here prints: `listening on http://ADDR`.
-fn listening_on(child: &mut Child) -> String {
+/// The URL from the first stdout line every server here prints: `listening on http://ADDR`; otherwise a panic
+/// that shows the server's log (`log`), where it says why it did not start.
+fn listening_on(child: &mut Child, log: Option<&Path>) -> String {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     line.trim()
         .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .unwrap_or_else(|| {
+            let log = log.and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default();
+            panic!("unexpected first line {line:?}; log:\n{log}")
+        })
         .to_owned()
 }
 
@@ -354,7 +359,7 @@ impl Fake {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let url = listening_on(&mut child);
+        let url = listening_on(&mut child, None);
         Fake {
             child,
             url,

@@ -218,6 +218,7 @@ class Store:
             self.recent_calls: collections.deque = collections.deque()
             self.rate_limited = 0
             self.peak_rps = 0
+            self.peak_unfinished = 0
 
     def set_plan(self, plan: dict) -> None:
         with self.lock:
@@ -281,6 +282,9 @@ class Store:
     def add_job(self, job: Job) -> Job:
         with self.lock:
             self.jobs[job.id] = job
+            # Jobs this provider holds unfinished at once (what a client's max_concurrent bounds).
+            unfinished = sum(1 for j in self.jobs.values() if not j.terminal and not j.deleted)
+            self.peak_unfinished = max(self.peak_unfinished, unfinished)
         return job
 
     def get_job(self, job_id: str, *, include_deleted: bool = False) -> Optional[Job]:
@@ -314,6 +318,7 @@ class Store:
             out: dict = dict(self.counters)
             out["rate_limited"] = self.rate_limited
             out["peak_rps"] = self.peak_rps
+            out["peak_unfinished"] = self.peak_unfinished
             out["jobs"] = {jid: ("deleted" if j.deleted else j.phase) for jid, j in self.jobs.items()}
             out["job_details"] = {jid: j.summary() for jid, j in self.jobs.items()}
             out["requests"] = list(self.requests)

@@ -374,6 +374,10 @@ impl Backend for MappedBackend {
         self.in_flight_set().insert(job_id.to_owned());
     }
 
+    fn max_concurrent(&self) -> Option<u32> {
+        self.max_concurrent.map(NonZeroU32::get)
+    }
+
     async fn fetch(&self, output: &Output, assets: &AssetStore, key: &str) -> Result<Stored, BackendError> {
         let started = std::time::Instant::now();
         let result = self.fetch_output(output, assets, key).await;

@@ -1,79 +1,44 @@
-//! Job rows: the one column list, a row read into a [`Job`], a [`Job`] written as a row, and the JSON columns.
+//! Job rows in SQLite: a [`JobRow`] read from a statement's row and bound as parameters. The column list and
+//! the conversion to and from [`Job`] are the store's shared ones ([`crate::store::row`]).
 
 use rusqlite::{Connection, Row, params};
 
 use crate::store::StoreError;
-use crate::video::{Job, JobError, JobKind, State};
-
-pub(super) const JOB_COLUMNS: &str = "id, tenant, kind, request_json, remixed_from, backend, backend_version, backend_job_id, \
-     state, progress, created_at, updated_at, completed_at, expires_at, error_code, error_message, assets_json, \
-     idempotency_key, request_hash, attempts, next_attempt_at_ms, version, backend_data, produced_json, \
-     submitted_at_ms, shadow_of, created_at_ms, moderation_json";
+use crate::store::row::{JOB_COLUMNS, JobRow};
+use crate::video::Job;
 
 pub(super) fn row_to_job(row: &Row<'_>) -> Result<Job, StoreError> {
-    let id: String = row.get(0)?;
-    let corrupt = |reason: String| StoreError::Corrupt { id: id.clone(), reason };
-    let kind: String = row.get(2)?;
-    let state: String = row.get(8)?;
-    let request_json: String = row.get(3)?;
-    let assets_json: String = row.get(16)?;
-    let error_code: Option<String> = row.get(14)?;
-    let error_message: Option<String> = row.get(15)?;
-    let progress: i64 = row.get(9)?;
-    let attempts: i64 = row.get(19)?;
-    let created_at: i64 = row.get(10)?;
-    Ok(Job {
+    let r = JobRow {
+        id: row.get(0)?,
         tenant: row.get(1)?,
-        kind: JobKind::parse(&kind).ok_or_else(|| corrupt(format!("unknown kind {kind:?}")))?,
-        request: serde_json::from_str(&request_json).map_err(|e| corrupt(format!("request: {e}")))?,
+        kind: row.get(2)?,
+        request_json: row.get(3)?,
         remixed_from: row.get(4)?,
         backend: row.get(5)?,
         backend_version: row.get(6)?,
         backend_job_id: row.get(7)?,
-        state: State::parse(&state).ok_or_else(|| corrupt(format!("unknown state {state:?}")))?,
-        progress: progress.clamp(0, 100) as u8,
-        created_at,
+        state: row.get(8)?,
+        progress: row.get(9)?,
+        created_at: row.get(10)?,
         updated_at: row.get(11)?,
         completed_at: row.get(12)?,
         expires_at: row.get(13)?,
-        error: match (error_code, error_message) {
-            (Some(code), Some(message)) => Some(JobError { code, message }),
-            _ => None,
-        },
-        assets: serde_json::from_str(&assets_json).map_err(|e| corrupt(format!("assets: {e}")))?,
+        error_code: row.get(14)?,
+        error_message: row.get(15)?,
+        assets_json: row.get(16)?,
         idempotency_key: row.get(17)?,
         request_hash: row.get(18)?,
-        attempts: attempts.max(0) as u32,
+        attempts: row.get(19)?,
         next_attempt_at_ms: row.get(20)?,
         version: row.get(21)?,
-        backend_data: match row.get::<_, Option<String>>(22)? {
-            Some(text) => Some(serde_json::from_str(&text).map_err(|e| corrupt(format!("backend_data: {e}")))?),
-            None => None,
-        },
-        produced: match row.get::<_, Option<String>>(23)? {
-            Some(text) => Some(serde_json::from_str(&text).map_err(|e| corrupt(format!("produced: {e}")))?),
-            None => None,
-        },
+        backend_data: row.get(22)?,
+        produced_json: row.get(23)?,
         submitted_at_ms: row.get(24)?,
         shadow_of: row.get(25)?,
-        created_at_ms: row.get::<_, Option<i64>>(26)?.unwrap_or(created_at * 1000),
-        moderation: match row.get::<_, Option<String>>(27)? {
-            Some(text) => Some(serde_json::from_str(&text).map_err(|e| corrupt(format!("moderation: {e}")))?),
-            None => None,
-        },
-        id,
-    })
-}
-
-pub(super) fn to_json<T: serde::Serialize>(id: &str, v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt {
-        id: id.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-pub(super) fn opt_json<T: serde::Serialize>(id: &str, v: &Option<T>) -> Result<Option<String>, StoreError> {
-    v.as_ref().map(|v| to_json(id, v)).transpose()
+        created_at_ms: row.get(26)?,
+        moderation_json: row.get(27)?,
+    };
+    r.into_job()
 }
 
 pub(super) fn select_job(conn: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
@@ -86,47 +51,89 @@ pub(super) fn select_job(conn: &Connection, id: &str) -> Result<Option<Job>, Sto
     }
 }
 
-/// Inserts one job row; `verb` is "" or "OR IGNORE". Returns the rows inserted (0 or 1).
-pub(super) fn insert_row(conn: &Connection, job: &Job, verb: &str) -> Result<usize, StoreError> {
+/// Inserts one job row, leased to `owner` until `lease_until_ms`; `verb` is "" or "OR IGNORE". Returns the
+/// rows inserted (0 or 1).
+pub(super) fn insert_row(
+    conn: &Connection,
+    job: &Job,
+    verb: &str,
+    owner: Option<&str>,
+    lease_until_ms: i64,
+) -> Result<usize, StoreError> {
+    let r = JobRow::from_job(job)?;
     let sql = format!(
-        "INSERT {verb} INTO jobs (id, tenant, kind, request_json, remixed_from, backend, backend_version, \
-         backend_job_id, state, progress, created_at, updated_at, completed_at, expires_at, error_code, \
-         error_message, assets_json, idempotency_key, request_hash, attempts, next_attempt_at_ms, version, \
-         backend_data, produced_json, submitted_at_ms, shadow_of, created_at_ms, moderation_json) \
+        "INSERT {verb} INTO jobs ({JOB_COLUMNS}, lease_owner, lease_until_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, \
-         ?23, ?24, ?25, ?26, ?27, ?28)"
+         ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
     );
     Ok(conn.execute(
         &sql,
         params![
-            job.id,
-            job.tenant,
-            job.kind.as_str(),
-            to_json(&job.id, &job.request)?,
-            job.remixed_from,
-            job.backend,
-            job.backend_version,
-            job.backend_job_id,
-            job.state.as_str(),
-            job.progress,
-            job.created_at,
-            job.updated_at,
-            job.completed_at,
-            job.expires_at,
-            job.error.as_ref().map(|e| e.code.clone()),
-            job.error.as_ref().map(|e| e.message.clone()),
-            to_json(&job.id, &job.assets)?,
-            job.idempotency_key,
-            job.request_hash,
-            job.attempts,
-            job.next_attempt_at_ms,
-            job.version,
-            opt_json(&job.id, &job.backend_data)?,
-            opt_json(&job.id, &job.produced)?,
-            job.submitted_at_ms,
-            job.shadow_of,
-            job.created_at_ms,
-            opt_json(&job.id, &job.moderation)?,
+            r.id,
+            r.tenant,
+            r.kind,
+            r.request_json,
+            r.remixed_from,
+            r.backend,
+            r.backend_version,
+            r.backend_job_id,
+            r.state,
+            r.progress,
+            r.created_at,
+            r.updated_at,
+            r.completed_at,
+            r.expires_at,
+            r.error_code,
+            r.error_message,
+            r.assets_json,
+            r.idempotency_key,
+            r.request_hash,
+            r.attempts,
+            r.next_attempt_at_ms,
+            r.version,
+            r.backend_data,
+            r.produced_json,
+            r.submitted_at_ms,
+            r.shadow_of,
+            r.created_at_ms,
+            r.moderation_json,
+            owner,
+            lease_until_ms,
+        ],
+    )?)
+}
+
+/// Writes what a job's progress changes (everything but its identity and creation) if `version` is still the
+/// stored one; returns the rows changed (0 or 1).
+pub(super) fn update_row(conn: &Connection, job: &Job) -> Result<usize, StoreError> {
+    let r = JobRow::from_job(job)?;
+    Ok(conn.execute(
+        "UPDATE jobs SET backend = ?1, backend_version = ?2, backend_job_id = ?3, state = ?4, progress = ?5, \
+         updated_at = ?6, completed_at = ?7, expires_at = ?8, error_code = ?9, error_message = ?10, \
+         assets_json = ?11, attempts = ?12, next_attempt_at_ms = ?13, request_json = ?14, backend_data = ?15, \
+         produced_json = ?16, submitted_at_ms = ?17, moderation_json = ?18, version = version + 1 \
+         WHERE id = ?19 AND version = ?20 AND deleted_at IS NULL",
+        params![
+            r.backend,
+            r.backend_version,
+            r.backend_job_id,
+            r.state,
+            r.progress,
+            r.updated_at,
+            r.completed_at,
+            r.expires_at,
+            r.error_code,
+            r.error_message,
+            r.assets_json,
+            r.attempts,
+            r.next_attempt_at_ms,
+            r.request_json,
+            r.backend_data,
+            r.produced_json,
+            r.submitted_at_ms,
+            r.moderation_json,
+            r.id,
+            r.version,
         ],
     )?)
 }

@@ -1,0 +1,336 @@
+//! Several replicas of the real binary on loopback sharing one PostgreSQL (started by the test), one
+//! S3-compatible server (moto) and one fake provider (Runway's protocol): what a client sees through any of
+//! them, what the provider sees from all of them together, and what survives a kill -9 or a rolling restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::moto::Moto;
+use common::postgres::Postgres;
+use common::{Fake, Shim, eventually, mapped_config};
+use serde_json::{Value, json};
+
+/// One PostgreSQL, one moto, one fake provider, and the config every replica runs.
+struct Cluster {
+    _pg: Postgres,
+    _moto: Moto,
+    fake: Fake,
+    config: String,
+    env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// `extra` goes into the backend's table (`max_concurrent = 2`, …).
+    async fn start(extra: &str) -> Option<Cluster> {
+        let pg = Postgres::start()?;
+        let moto = Moto::start()?;
+        moto.bucket("videos");
+        let fake = Fake::start("runway");
+        let config = format!(
+            "{}\n[store]\nkind = \"postgres\"\nlease_secs = 3\n[assets]\nkind = \"s3\"\nbucket = \"videos\"\n\
+             region = \"us-east-1\"\nendpoint = \"{}\"\n",
+            mapped_config("runway", &fake, "gen4.5", extra),
+            moto.url
+        );
+        let env = vec![
+            ("SORA_SHIM_DATABASE_URL".to_owned(), pg.database()),
+            ("AWS_ACCESS_KEY_ID".to_owned(), "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), "testing-secret".to_owned()),
+            ("AWS_DEFAULT_REGION".to_owned(), "us-east-1".to_owned()),
+        ];
+        Some(Cluster {
+            _pg: pg,
+            _moto: moto,
+            fake,
+            config,
+            env,
+        })
+    }
+
+    fn replica(&self) -> Shim {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Shim::start_with_env(&self.config, &env)
+    }
+
+    fn replicas(&self, n: usize) -> Vec<Shim> {
+        (0..n).map(|_| self.replica()).collect()
+    }
+}
+
+async fn status(shim: &Shim, id: &str) -> Value {
+    let r = shim.get(&format!("/v1/videos/{id}"), "k").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+/// Waits (through `shim`) until the video has finished; returns it.
+async fn finished(shim: &Shim, id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let v = status(shim, id).await;
+        if v["status"] == "completed" || v["status"] == "failed" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{id} still {}:\n{}", v["status"], shim.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_serve_one_set_of_videos() {
+    let Some(cluster) = Cluster::start("").await else {
+        return;
+    };
+    let r = cluster.replicas(3);
+
+    // Created on one, seen at once on the others (no replica answers from a stale copy).
+    let id = r[0]
+        .create("k", &json!({"prompt": "three replicas [fake:steps=20]"}))
+        .await;
+    for shim in &r[1..] {
+        assert_eq!(status(shim, &id).await["id"], id);
+    }
+    let mut last_progress = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        // Polled round the replicas, as behind a load balancer: progress never goes back.
+        for shim in &r {
+            let v = status(shim, &id).await;
+            let progress = v["progress"].as_i64().unwrap();
+            assert!(
+                progress >= last_progress,
+                "progress went back from {last_progress} to {progress}"
+            );
+            last_progress = progress;
+        }
+        let v = status(&r[2], &id).await;
+        if v["status"] == "completed" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["progress"], 100);
+    // The video is in the shared storage: any replica serves it.
+    for shim in &r {
+        let content = shim.get(&format!("/v1/videos/{id}/content"), "k").await;
+        assert_eq!(content.status, 200);
+        assert!(content.body.len() > 1000);
+    }
+    let listed = r[1].get("/v1/videos?limit=10", "k").await.json();
+    assert_eq!(listed["data"][0]["id"], id);
+
+    // The same Idempotency-Key on two replicas at the same instant: one video.
+    for round in 0..5 {
+        let key = format!("same-key-{round}");
+        let body = json!({"prompt": format!("once [fake:steps=2] {round}")}).to_string();
+        let headers = [("content-type", "application/json"), ("idempotency-key", key.as_str())];
+        let (x, y) = tokio::join!(
+            r[0].call(hyper::Method::POST, "/v1/videos", Some("k"), &headers, body.clone()),
+            r[1].call(hyper::Method::POST, "/v1/videos", Some("k"), &headers, body.clone())
+        );
+        assert_eq!((x.status.as_u16(), y.status.as_u16()), (200, 200));
+        assert_eq!(x.json()["id"], y.json()["id"], "round {round}");
+    }
+
+    // Deleted on one: gone on the others at once.
+    let r1 = r[1]
+        .call(hyper::Method::DELETE, &format!("/v1/videos/{id}"), Some("k"), &[], "")
+        .await;
+    assert_eq!(r1.status, 200);
+    for shim in [&r[0], &r[2]] {
+        assert_eq!(shim.get(&format!("/v1/videos/{id}"), "k").await.status, 404);
+    }
+    let stats = cluster.fake.stats().await;
+    assert_eq!(stats["creates"], 6, "one create per video: {stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_concurrent_holds_across_replicas() {
+    let Some(cluster) = Cluster::start("max_concurrent = 2").await else {
+        return;
+    };
+    let r = cluster.replicas(3);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            r[i % 3]
+                .create("k", &json!({"prompt": format!("slot {i} [fake:steps=4]")}))
+                .await,
+        );
+    }
+    for id in &ids {
+        let v = finished(&r[0], id, Duration::from_secs(120)).await;
+        assert_eq!(v["status"], "completed", "{v}");
+    }
+    let stats = cluster.fake.stats().await;
+    assert_eq!(stats["creates"], 20, "{stats}");
+    let peak = stats["peak_unfinished"].as_u64().unwrap();
+    assert!(
+        peak <= 2,
+        "the provider held {peak} jobs at once with max_concurrent = 2"
+    );
+    assert_eq!(peak, 2, "the slots were used");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_replicas_jobs_move_to_the_survivors() {
+    let Some(cluster) = Cluster::start("").await else {
+        return;
+    };
+    let mut r = cluster.replicas(3);
+    // Long enough at the provider to be mid-flight when their replica dies (200 polls of 50 ms).
+    let mut running = Vec::new();
+    for i in 0..4 {
+        running.push(
+            r[0].create("k", &json!({"prompt": format!("orphan {i} [fake:steps=200]")}))
+                .await,
+        );
+    }
+    for id in &running {
+        let seen = eventually(Duration::from_secs(30), async || {
+            status(&r[1], id).await["status"] == "in_progress"
+        })
+        .await;
+        assert!(seen, "{id} never ran");
+    }
+    // One more caught in `submitting`: the provider holds its create for 3 s.
+    cluster
+        .fake
+        .faults(json!({"create": {"delay_ms": 3000, "times": 1}}))
+        .await;
+    let submitting = r[0].create("k", &json!({"prompt": "in flight [fake:steps=3]"})).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || cluster.fake.stats().await["creates"]
+            == 5)
+        .await
+    );
+    let killed = Instant::now();
+    r[0].kill9();
+
+    let mut taken_over = None;
+    for id in &running {
+        let v = finished(&r[2], id, Duration::from_secs(90)).await;
+        assert_eq!(v["status"], "completed", "{v}\n{}\n{}", r[1].log(), r[2].log());
+        taken_over.get_or_insert(killed.elapsed());
+    }
+    let v = finished(&r[1], &submitting, Duration::from_secs(60)).await;
+    // Runway does not deduplicate creates: a create cut off by the crash is never sent again.
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "submission_outcome_unknown", "{v}");
+    let stats = cluster.fake.stats().await;
+    assert_eq!(stats["creates"], 5, "exactly one create per video: {stats}");
+    eprintln!("kill -9 to the first orphan finished: {:?}", taken_over.unwrap());
+    // The dead replica's registration lapses; the survivors keep serving.
+    let after = r[1].create("k", &json!({"prompt": "after [fake:steps=2]"})).await;
+    assert_eq!(
+        finished(&r[2], &after, Duration::from_secs(30)).await["status"],
+        "completed"
+    );
+}
+
+/// A client that spreads requests over whichever replicas are in `live` (what a load balancer with readiness
+/// checks does), creating videos and polling them to the end; returns (requests, failures).
+async fn steady_load(live: Arc<Mutex<Vec<String>>>, stop: Arc<std::sync::atomic::AtomicBool>) -> (u64, Vec<String>) {
+    use http_body_util::{BodyExt, Full};
+    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let mut requests = 0;
+    let mut failures = Vec::new();
+    let mut open: Vec<String> = Vec::new();
+    let mut n = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) || !open.is_empty() {
+        n += 1;
+        let addr = {
+            let live = live.lock().unwrap();
+            live[n % live.len()].clone()
+        };
+        let creating = open.len() < 4 && !stop.load(std::sync::atomic::Ordering::Relaxed);
+        let req = if creating {
+            hyper::Request::post(format!("http://{addr}/v1/videos"))
+                .header("authorization", "Bearer k")
+                .header("content-type", "application/json")
+                .body(Full::new(
+                    json!({"prompt": format!("load {n} [fake:steps=6]")}).to_string().into(),
+                ))
+                .unwrap()
+        } else {
+            let id = &open[n % open.len()];
+            hyper::Request::get(format!("http://{addr}/v1/videos/{id}"))
+                .header("authorization", "Bearer k")
+                .body(Full::new(bytes::Bytes::new()))
+                .unwrap()
+        };
+        requests += 1;
+        match client.request(req).await {
+            Ok(resp) => {
+                let status = resp.status();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                if status != 200 {
+                    failures.push(format!("{addr}: HTTP {status} {}", String::from_utf8_lossy(&body)));
+                    continue;
+                }
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                let id = v["id"].as_str().unwrap().to_owned();
+                match v["status"].as_str() {
+                    Some("completed") => open.retain(|o| *o != id),
+                    Some("failed") => {
+                        failures.push(format!("{id} failed: {v}"));
+                        open.retain(|o| *o != id);
+                    }
+                    _ if creating => open.push(id),
+                    _ => {}
+                }
+            }
+            Err(e) => failures.push(format!("{addr}: {e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (requests, failures)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_fails_no_client_request() {
+    let Some(cluster) = Cluster::start("").await else {
+        return;
+    };
+    let mut r = cluster.replicas(3);
+    let live = Arc::new(Mutex::new(r.iter().map(|s| s.addr.clone()).collect::<Vec<_>>()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn(steady_load(Arc::clone(&live), Arc::clone(&stop)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for shim in r.iter_mut() {
+        // Out of the load balancer first (Kubernetes: the endpoint is removed, then SIGTERM after preStop).
+        let old = shim.addr.clone();
+        live.lock().unwrap().retain(|a| *a != old);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(shim.terminate().success(), "{}", shim.log());
+        let fresh = cluster.replica();
+        live.lock().unwrap().push(fresh.addr.clone());
+        *shim = fresh;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (requests, failures) = tokio::time::timeout(Duration::from_secs(120), load)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} requests failed: {failures:#?}",
+        failures.len()
+    );
+    assert!(requests > 100, "only {requests} requests");
+    let stats = cluster.fake.stats().await;
+    let jobs = stats["jobs"].as_object().unwrap();
+    assert!(jobs.values().all(|p| p == "succeeded"), "{stats}");
+    assert_eq!(stats["creates"].as_u64().unwrap(), jobs.len() as u64);
+}
