@@ -334,3 +334,91 @@ async fn a_rolling_restart_fails_no_client_request() {
     assert!(jobs.values().all(|p| p == "succeeded"), "{stats}");
     assert_eq!(stats["creates"].as_u64().unwrap(), jobs.len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sqlite_deployment_moves_to_postgres_with_export_and_import() {
+    let Some(pg) = Postgres::start() else { return };
+    let Some(moto) = Moto::start() else { return };
+    moto.bucket("videos");
+    let key = "sk-move";
+    let mut old = Shim::start();
+    let kept = old.create(key, &json!({"prompt": "kept through the move"})).await;
+    let gone = old.create(key, &json!({"prompt": "deleted before the move"})).await;
+    for id in [&kept, &gone] {
+        assert_eq!(old.wait(id, key).await["status"], "completed");
+    }
+    let r = old
+        .call(hyper::Method::DELETE, &format!("/v1/videos/{gone}"), Some(key), &[], "")
+        .await;
+    assert_eq!(r.status, 200);
+    let before = old.get(&format!("/v1/videos/{kept}"), key).await.json();
+    let content = old.get(&format!("/v1/videos/{kept}/content"), key).await.body;
+    assert!(old.terminate().success());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = tmp.path().join("export");
+    let data = old.data_dir.to_str().unwrap().to_owned();
+    let out = common::cli(
+        &[
+            "export",
+            "--config",
+            old.config_path().to_str().unwrap(),
+            "--data-dir",
+            &data,
+            "--out",
+            dump.to_str().unwrap(),
+        ],
+        None,
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let pg_config = tmp.path().join("pg.toml");
+    std::fs::write(
+        &pg_config,
+        format!(
+            "{}\n[store]\nkind = \"postgres\"\n[assets]\nkind = \"s3\"\nbucket = \"videos\"\nregion = \"us-east-1\"\n\
+             endpoint = \"{}\"\n",
+            common::TEST_CONFIG,
+            moto.url
+        ),
+    )
+    .unwrap();
+    let url = pg.database();
+    let env = [
+        ("SORA_SHIM_DATABASE_URL", url.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing-secret"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ];
+    let import_dir = tmp.path().join("import-data");
+    let import = |extra: &[&str]| {
+        let mut args = vec!["import", "--config", pg_config.to_str().unwrap(), "--data-dir"];
+        args.push(import_dir.to_str().unwrap());
+        args.extend_from_slice(extra);
+        args.push(dump.to_str().unwrap());
+        common::cli(&args, None, &env)
+    };
+    let out = import(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("imported 2 jobs"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Twice changes nothing.
+    let out = import(&[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 already present"));
+
+    // Two replicas on PostgreSQL answer what the SQLite process answered.
+    let config = std::fs::read_to_string(&pg_config).unwrap();
+    let replicas: Vec<Shim> = (0..2).map(|_| Shim::start_with_env(&config, &env)).collect();
+    for shim in &replicas {
+        assert_eq!(shim.get(&format!("/v1/videos/{kept}"), key).await.json(), before);
+        assert_eq!(shim.get(&format!("/v1/videos/{kept}/content"), key).await.body, content);
+        assert_eq!(shim.get(&format!("/v1/videos/{gone}"), key).await.status, 404);
+    }
+    // And go on making videos.
+    let next = replicas[0].create(key, &json!({"prompt": "after the move"})).await;
+    assert_eq!(replicas[1].wait(&next, key).await["status"], "completed");
+}

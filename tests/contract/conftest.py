@@ -8,6 +8,8 @@ Environment:
   SORA_SHIM_URL            use an already running shim at this root URL instead of starting one
                            (it must run with the config in SHIM_CONFIG below)
   SORA_CONTRACT_TEST_TIMEOUT  per-test wall-clock limit in seconds (default 300)
+  SORA_CONTRACT_REPLICAS   N > 1: N shims sharing a PostgreSQL and an S3 (moto) started here, behind a
+                           round-robin load balancer (see replicas.py)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import backends  # noqa: E402
+import replicas  # noqa: E402
 from support import MAX_BODY_BYTES, REPO, Recorder, assert_completed, create_and_poll, new_key  # noqa: E402
 
 SHIM_CONFIG_TEMPLATE = """\
@@ -106,42 +109,78 @@ def shim(tmp_path_factory: pytest.TempPathFactory):
     if fake is not None:
         text += MAPPED_CONFIG + fake.backend_toml() + "\n" + backends.models_toml("prov")
         env.update(fake.env_for_shim)
+    shared = []  # what the replicas share, stopped last
+    if replicas.REPLICAS > 1:
+        try:
+            pg = replicas.Postgres(tmp)
+            shared.append(pg)
+            moto = replicas.Moto("videos")
+            shared.append(moto)
+        except Exception as e:  # noqa: BLE001
+            for thing in shared:
+                thing.stop()
+            pytest.fail(f"could not start what the replicas share: {e}", pytrace=False)
+        text += replicas.shared_config(moto.url)
+        env.update(replicas.shared_env(pg))
     config.write_text(text)
-    stderr_path = tmp / "shim.stderr.log"
-    stderr_file = open(stderr_path, "wb")
-    proc = subprocess.Popen(
-        [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=stderr_file, stdin=subprocess.DEVNULL, env=env,
-    )
-    shim = Shim(url="", data_dir=data_dir, stderr_path=stderr_path, proc=proc)
+    procs: list[tuple[subprocess.Popen, object, Path]] = []
+    for n in range(max(1, replicas.REPLICAS)):
+        replica_dir = data_dir if n == 0 else tmp / f"data{n}"
+        replica_dir.mkdir(exist_ok=True)
+        stderr_path = tmp / ("shim.stderr.log" if n == 0 else f"shim{n}.stderr.log")
+        stderr_file = open(stderr_path, "wb")
+        proc = subprocess.Popen(
+            [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(replica_dir), "--config",
+             str(config)],
+            stdout=subprocess.PIPE, stderr=stderr_file, stdin=subprocess.DEVNULL, env=env,
+        )
+        procs.append((proc, stderr_file, stderr_path))
+    shim = Shim(url="", data_dir=data_dir, stderr_path=procs[0][2], proc=procs[0][0])
     _STATE["shim"] = shim
+    urls = []
+    lb = None
     try:
-        shim.url = backends._listening_on(proc, "sora-shim", STARTUP_TIMEOUT_S)
+        for n, (proc, _, _) in enumerate(procs):
+            urls.append(backends._listening_on(proc, f"sora-shim replica {n}", STARTUP_TIMEOUT_S))
+        if len(urls) > 1:
+            lb = replicas.RoundRobin(urls)
+            _STATE["balancer"] = lb
+        shim.url = lb.url if lb else urls[0]
     except RuntimeError as e:
-        stderr_file.close()
+        for proc, stderr_file, _ in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            stderr_file.close()
         if fake is not None:
             fake.stop()
+        for thing in reversed(shared):
+            thing.stop()
         pytest.fail(f"{e}; its stderr is shown below", pytrace=False)
+    failures = []
     try:
         yield shim
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                stderr_file.close()
-                pytest.fail("sora-shim did not exit within 20s of SIGTERM", pytrace=False)
-        stderr_file.close()
+        if lb is not None:
+            lb.stop()
+        for n, (proc, stderr_file, _) in enumerate(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    failures.append(f"sora-shim replica {n} did not exit within 20s of SIGTERM")
+            stderr_file.close()
+            if proc.returncode not in (0, -9) and not failures:
+                failures.append(f"sora-shim replica {n} exited with {proc.returncode} after SIGTERM (expected 0)")
         if fake is not None:
             fake.stop()
-        if proc.returncode != 0:
-            pytest.fail(
-                f"sora-shim exited with {proc.returncode} after SIGTERM (expected 0); its stderr is shown below",
-                pytrace=False,
-            )
+        for thing in reversed(shared):
+            thing.stop()
+        if failures:
+            pytest.fail("; ".join(failures) + "; its stderr is shown below", pytrace=False)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -157,7 +196,8 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_report_header(config) -> str:
-    return f"sora-shim contract suite through {backends.describe()} (SORA_CONTRACT_BACKEND={backends.BACKEND})"
+    return (f"sora-shim contract suite through {backends.describe()} (SORA_CONTRACT_BACKEND={backends.BACKEND}), "
+            f"{replicas.REPLICAS} replica(s)")
 
 
 @pytest.fixture(autouse=True)
@@ -304,3 +344,9 @@ def source_client(clients, source) -> openai.OpenAI:
 def fake(shim):
     """The fake provider behind the shim (None with the local backend)."""
     return _STATE.get("fake")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    lb = _STATE.get("balancer")
+    if lb is not None:
+        terminalreporter.write_line(f"sora-shim: {replicas.describe(lb)}")
