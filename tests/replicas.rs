@@ -23,16 +23,26 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// `extra` goes into the backend's table (`max_concurrent = 2`, …).
+    /// Through Runway's fake; `extra` goes into the backend's table (`max_concurrent = 2`, …).
     async fn start(extra: &str) -> Option<Cluster> {
+        Cluster::start_on(("runway", "runway", "gen4.5"), &[], |_| extra.to_owned()).await
+    }
+
+    /// Through `(mapping, fake, provider model)`, the fake started with `fake_env`; `extra` makes the backend
+    /// table's additions from the fake.
+    async fn start_on(
+        (mapping, fake_name, model): (&str, &str, &str),
+        fake_env: &[(&str, &str)],
+        extra: impl FnOnce(&Fake) -> String,
+    ) -> Option<Cluster> {
         let pg = Postgres::start()?;
         let moto = Moto::start()?;
         moto.bucket("videos");
-        let fake = Fake::start("runway");
+        let fake = Fake::start_with_env(fake_name, fake_env);
         let config = format!(
             "{}\n[store]\nkind = \"postgres\"\nlease_secs = 3\n[assets]\nkind = \"s3\"\nbucket = \"videos\"\n\
              region = \"us-east-1\"\nendpoint = \"{}\"\n",
-            mapped_config("runway", &fake, "gen4.5", extra),
+            mapped_config(mapping, &fake, model, &extra(&fake)),
             moto.url
         );
         let env = vec![
@@ -53,6 +63,11 @@ impl Cluster {
     fn replica(&self) -> Shim {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         Shim::start_with_env(&self.config, &env)
+    }
+
+    fn replica_listening(&self, addr: &str) -> Shim {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Shim::start_listening(&self.config, &env, addr)
     }
 
     fn replicas(&self, n: usize) -> Vec<Shim> {
@@ -421,4 +436,55 @@ async fn a_sqlite_deployment_moves_to_postgres_with_export_and_import() {
     // And go on making videos.
     let next = replicas[0].create(key, &json!({"prompt": "after the move"})).await;
     assert_eq!(replicas[1].wait(&next, key).await["status"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_provider_callback_reaches_the_replica_that_drives_the_job() {
+    const SECRET: &str = "whsec_ZmFrZSByZXBsaWNhdGUgc2lnbmluZyBrZXk=";
+    // Every callback goes to one replica (the balancer's address, in production); the jobs are another's.
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let Some(mut cluster) = Cluster::start_on(
+        ("replicate", "replicate", "google/veo-3.1"),
+        &[("FAKE_WEBHOOK_SECRET", SECRET)],
+        |_| {
+            // Polling every 10 minutes: only a callback can finish a job within the test.
+            format!("callback_base_url = \"http://{receiver}\"\ncallback_poll_interval_ms = 600000")
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    cluster.config = cluster.config.replace(
+        "secrets = { api_token = \"SORA_SHIM_TEST_PROVIDER_KEY\" }",
+        "secrets = { api_token = \"SORA_SHIM_TEST_PROVIDER_KEY\", webhook_secret = \"TEST_REPLICATE_WEBHOOK_SECRET\" }",
+    );
+    cluster
+        .env
+        .push(("TEST_REPLICATE_WEBHOOK_SECRET".into(), SECRET.into()));
+    let owner = cluster.replica();
+    let front = cluster.replica_listening(&receiver);
+    let ids = [
+        owner
+            .create("k", &json!({"prompt": "called back elsewhere", "seconds": "4"}))
+            .await,
+        owner
+            .create("k", &json!({"prompt": "called back elsewhere too", "seconds": "4"}))
+            .await,
+    ];
+    for id in &ids {
+        let v = finished(&owner, id, Duration::from_secs(60)).await;
+        assert_eq!(v["status"], "completed", "{v}\n{}\n{}", owner.log(), front.log());
+    }
+    let stats = cluster.fake.stats().await;
+    assert_eq!(stats["polls"], 0, "a job was polled: {stats}");
+    assert!(front.log().contains("provider callback accepted"), "{}", front.log());
+    assert!(
+        !owner.log().contains("provider callback accepted"),
+        "the callbacks went to the front replica"
+    );
 }

@@ -554,6 +554,7 @@ async fn run_all(kind: Kind<'_>) {
     webhook_outbox(&pair(&kind, long).await).await;
     export_import_and_characters(&pair(&kind, long).await).await;
     shadow_pairs_and_health(&pair(&kind, long).await).await;
+    callbacks_wait_for_their_job(&pair(&kind, long).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -622,4 +623,29 @@ async fn postgres_refuses_a_schema_newer_than_it_knows_and_names_no_password() {
         panic!("connected as a role that does not exist");
     };
     assert!(!e.to_string().contains("hunter2"), "{e}");
+}
+
+async fn callbacks_wait_for_their_job(p: &Pair) {
+    let mut wakeups = p.b.callback_wakeups();
+    assert!(p.b.take_callback("video_1").await.unwrap().is_none());
+    p.a.record_callback("video_1", &serde_json::json!({"body": {"n": 1}}))
+        .await
+        .unwrap();
+    p.a.record_callback("video_1", &serde_json::json!({"body": {"n": 2}}))
+        .await
+        .unwrap();
+    if let Some(w) = &mut wakeups {
+        // PostgreSQL tells the other replicas at once.
+        let id = tokio::time::timeout(Duration::from_secs(10), w.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(id, "video_1");
+    }
+    assert_eq!(
+        p.b.take_callback("video_1").await.unwrap(),
+        Some(serde_json::json!({"body": {"n": 2}})),
+        "the latest one"
+    );
+    assert!(p.a.take_callback("video_1").await.unwrap().is_none(), "taken once");
 }

@@ -417,7 +417,9 @@ async fn callback(app: &App, backend: &str, job_id: &str, req: Request<Incoming>
         .iter()
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), json!(v))))
         .collect();
-    app.worker.callback(job_id, json!({"body": body, "headers": headers}));
+    app.worker
+        .callback(job_id, json!({"body": body, "headers": headers}))
+        .await?;
     count("accepted");
     tracing::info!(backend, job = job_id, "provider callback accepted");
     Ok(json_response(StatusCode::OK, &json!({"received": true})))

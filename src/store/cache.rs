@@ -262,4 +262,16 @@ impl JobStore for CachedStore {
     async fn heartbeat(&self) -> Result<u32, StoreError> {
         self.inner.heartbeat().await
     }
+
+    async fn record_callback(&self, job_id: &str, payload: &serde_json::Value) -> Result<(), StoreError> {
+        self.inner.record_callback(job_id, payload).await
+    }
+
+    async fn take_callback(&self, job_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.inner.take_callback(job_id).await
+    }
+
+    fn callback_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        self.inner.callback_wakeups()
+    }
 }

@@ -216,4 +216,14 @@ pub trait JobStore: Send + Sync + 'static {
     async fn start_submit(&self, job: &Job, max_at_backend: Option<u32>) -> Result<Option<Job>, StoreError>;
     /// Records this replica as alive now; returns how many replicas are alive (this one included).
     async fn heartbeat(&self) -> Result<u32, StoreError>;
+    /// Keeps a verified provider callback for whichever process drives its job (replacing an older one), and
+    /// tells the other processes (see [`JobStore::callback_wakeups`]).
+    async fn record_callback(&self, job_id: &str, payload: &serde_json::Value) -> Result<(), StoreError>;
+    /// Takes the callback waiting for a job, if any (it is gone from the store afterwards).
+    async fn take_callback(&self, job_id: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Job ids whose callback another process has just recorded, as they arrive; `None` where one process is
+    /// all there is (SQLite).
+    fn callback_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        None
+    }
 }

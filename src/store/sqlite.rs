@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_webhooks.sql"),
     include_str!("migrations/0006_retention.sql"),
     include_str!("migrations/0007_leases.sql"),
+    include_str!("migrations/0008_callbacks.sql"),
 ];
 
 /// How long a job stays leased without renewal when the config does not say (`[store] lease`).
@@ -554,6 +555,40 @@ impl JobStore for SqliteStore {
     async fn heartbeat(&self) -> Result<u32, StoreError> {
         // One process per SQLite store (the data directory's lock).
         Ok(1)
+    }
+
+    async fn record_callback(&self, job_id: &str, payload: &serde_json::Value) -> Result<(), StoreError> {
+        let (job_id, payload) = (job_id.to_owned(), payload.to_string());
+        Self::with(&self.writer, move |conn| {
+            conn.execute(
+                "INSERT INTO callbacks (job_id, payload, received_at_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (job_id) DO UPDATE SET payload = excluded.payload, received_at_ms = excluded.received_at_ms",
+                params![job_id, payload, now_unix_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_callback(&self, job_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let job_id = job_id.to_owned();
+        Self::with(&self.writer, move |conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "DELETE FROM callbacks WHERE job_id = ?1 RETURNING payload",
+                    params![job_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            text.map(|t| {
+                serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                    id: job_id.clone(),
+                    reason: format!("callback: {e}"),
+                })
+            })
+            .transpose()
+        })
+        .await
     }
 }
 

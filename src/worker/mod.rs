@@ -29,6 +29,7 @@ const MAX_FINALIZE_ATTEMPTS: u32 = 12;
 pub struct WorkerHandle {
     wake: mpsc::UnboundedSender<String>,
     inbox: Arc<Inbox>,
+    store: Arc<dyn JobStore>,
 }
 
 /// Verified provider callbacks waiting for their job's next step, and a way to cut that job's pause short.
@@ -40,13 +41,17 @@ struct Inbox {
 
 impl WorkerHandle {
     /// A verified callback for `job_id`: its next step reads it instead of polling, and that step runs now.
-    /// (Held in memory: a callback lost to a crash is made up by the next poll.)
-    pub fn callback(&self, job_id: &str, payload: serde_json::Value) {
-        self.inbox.callbacks.insert(job_id.to_owned(), payload);
+    /// A job this process drives gets it in memory (a callback lost to a crash is made up by the next poll);
+    /// any other goes through the store to whichever replica drives it, or to this one if none does.
+    pub async fn callback(&self, job_id: &str, payload: serde_json::Value) -> Result<(), StoreError> {
         if let Some(waker) = self.inbox.wakers.get(job_id) {
+            self.inbox.callbacks.insert(job_id.to_owned(), payload);
             waker.notify_one();
+            return Ok(());
         }
+        self.store.record_callback(job_id, &payload).await?;
         self.notify(job_id);
+        Ok(())
     }
 
     pub fn notify(&self, job_id: &str) {
@@ -113,6 +118,25 @@ impl Worker {
     /// Starts the dispatcher: resumes every unfinished job now, then drives new ones as they are notified.
     pub fn start(self: &Arc<Self>) -> WorkerHandle {
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        // Callbacks another replica received for jobs this one drives: their next step runs now.
+        if let Some(mut wakeups) = self.store.callback_wakeups() {
+            let (inbox, shutdown) = (Arc::clone(&self.inbox), self.shutdown.clone());
+            self.tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        id = wakeups.recv() => match id {
+                            Some(id) => {
+                                if let Some(waker) = inbox.wakers.get(&id) {
+                                    waker.notify_one();
+                                }
+                            }
+                            None => break,
+                        },
+                    }
+                }
+            });
+        }
         let me = Arc::clone(self);
         self.tracker.spawn(async move {
             // Also renews this replica's leases: at most a third of a lease apart.
@@ -129,6 +153,7 @@ impl Worker {
         WorkerHandle {
             wake: tx,
             inbox: Arc::clone(&self.inbox),
+            store: Arc::clone(&self.store),
         }
     }
 
@@ -505,8 +530,16 @@ impl Worker {
     }
 
     async fn poll(&self, job: Job, backend: &dyn Backend) -> Result<Next, StoreError> {
-        let polled = match self.inbox.callbacks.remove(&job.id) {
-            Some((_, payload)) => backend.on_callback(&job, &payload).await,
+        let mut callback = self.inbox.callbacks.remove(&job.id).map(|(_, payload)| payload);
+        if callback.is_none() && backend.takes_callbacks() {
+            // One another replica (or this one, before it drove the job) received and recorded.
+            callback = self.store.take_callback(&job.id).await.unwrap_or_else(|e| {
+                tracing::warn!(job = %job.id, error = %e, "cannot read a recorded callback; polling instead");
+                None
+            });
+        }
+        let polled = match callback {
+            Some(payload) => backend.on_callback(&job, &payload).await,
             None => backend.poll(&job).await,
         };
         match &polled {

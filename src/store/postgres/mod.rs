@@ -24,7 +24,13 @@ use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, Replica, St
 use crate::video::{Character, Job, State, now_unix_ms};
 
 /// Migrations in order; the index + 1 is the schema version they bring the database to.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_callbacks.sql"),
+];
+
+/// The channel a recorded callback is announced on (its payload: the job id).
+const CALLBACKS_CHANNEL: &str = "sora_shim_callbacks";
 
 /// The advisory lock held while migrating: any constant of our own ("sorashim" in ASCII).
 const MIGRATION_LOCK: i64 = 0x736f_7261_7368_696d;
@@ -43,6 +49,9 @@ pub struct PgOptions {
 pub struct PgStore {
     pool: Pool,
     replica: Replica,
+    /// For the LISTEN connection (outside the pool: it stays open and idle).
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -76,9 +85,10 @@ impl PgStore {
             .map_err(|e| StoreError::Backend(format!("the PostgreSQL URL is not valid: {e}")))?;
         let tls = crate::tls::client_config(options.ca_file.as_deref())
             .map_err(|e| StoreError::Backend(format!("PostgreSQL TLS: {e}")))?;
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
         let manager = Manager::from_config(
-            config,
-            tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+            config.clone(),
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -90,7 +100,12 @@ impl PgStore {
             .wait_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| StoreError::Backend(format!("PostgreSQL connection pool: {e}")))?;
-        let store = PgStore { pool, replica };
+        let store = PgStore {
+            pool,
+            replica,
+            config,
+            tls,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -590,5 +605,93 @@ impl JobStore for PgStore {
             .await?
             .try_get(0)?;
         Ok(u32::try_from(live.max(1)).unwrap_or(u32::MAX))
+    }
+
+    async fn record_callback(&self, job_id: &str, payload: &serde_json::Value) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO callbacks (job_id, payload, received_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (job_id) DO UPDATE SET payload = excluded.payload, received_at_ms = excluded.received_at_ms",
+            &[&job_id, &payload.to_string(), &now_unix_ms()],
+        )
+        .await?;
+        // Delivered at commit, so the owner never looks before the row is there.
+        tx.execute("SELECT pg_notify($1, $2)", &[&CALLBACKS_CHANNEL, &job_id])
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_callback(&self, job_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("DELETE FROM callbacks WHERE job_id = $1 RETURNING payload", &[&job_id])
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let text: String = row.try_get(0)?;
+        serde_json::from_str(&text).map(Some).map_err(|e| StoreError::Corrupt {
+            id: job_id.to_owned(),
+            reason: format!("callback: {e}"),
+        })
+    }
+
+    fn callback_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(listen(self.config.clone(), self.tls.clone(), tx));
+        Some(rx)
+    }
+}
+
+/// Keeps one connection LISTENing on [`CALLBACKS_CHANNEL`] and passes each job id on, reconnecting after a
+/// failure, until the receiver is dropped. A notification missed while reconnecting costs only latency: the
+/// owner also looks for a waiting callback at each of its polls.
+async fn listen(
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    use futures_util::StreamExt;
+    while !tx.is_closed() {
+        match config.connect(tls.clone()).await {
+            Ok((client, mut connection)) => {
+                let (found, mut notifications) = tokio::sync::mpsc::unbounded_channel::<String>();
+                // The connection object delivers notifications; it must be polled for the client to work at all.
+                let driver = tokio::spawn(async move {
+                    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                let _ = found.send(n.payload().to_owned());
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "PostgreSQL LISTEN connection failed; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                });
+                if let Err(e) = client.batch_execute(&format!("LISTEN {CALLBACKS_CHANNEL}")).await {
+                    tracing::warn!(error = %e, "cannot LISTEN for provider callbacks");
+                } else {
+                    loop {
+                        tokio::select! {
+                            _ = tx.closed() => break,
+                            id = notifications.recv() => match id {
+                                Some(id) => { let _ = tx.send(id); }
+                                None => break,
+                            },
+                        }
+                    }
+                }
+                driver.abort();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open the PostgreSQL LISTEN connection; retrying"),
+        }
+        tokio::select! {
+            _ = tx.closed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
