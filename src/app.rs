@@ -45,6 +45,8 @@ pub struct App {
     pub admission: Admission,
     /// Per-tenant request rates and unfinished-job caps.
     pub limits: Arc<crate::limits::Limits>,
+    /// How many replicas share the store (1 with SQLite), as the last heartbeat counted them.
+    pub replicas: crate::limits::LiveReplicas,
     pub worker: WorkerHandle,
     /// Every background task; shutdown waits for them.
     pub tracker: TaskTracker,
@@ -95,7 +97,14 @@ impl App {
         }
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let backends = Backends::build(&config, &assets, shutdown.child_token());
+        let replicas = crate::limits::LiveReplicas::default();
+        tracker.spawn(heartbeat(
+            Arc::clone(&store),
+            replicas.clone(),
+            config.worker.sweep_interval,
+            shutdown.clone(),
+        ));
+        let backends = Backends::build(&config, &assets, &replicas, shutdown.child_token());
         let live: LiveConfig = Arc::new(ArcSwap::from_pointee(Live::new(&config, backends)));
         // Breakers outlive reloads: a backend's health does not reset because a weight changed.
         let breakers = Arc::new(crate::breakers::Breakers::new(config.health.clone()));
@@ -150,6 +159,7 @@ impl App {
             assets,
             admission,
             limits,
+            replicas,
             worker,
             tracker,
             shutdown,
@@ -164,6 +174,7 @@ impl App {
             live: Arc::clone(&self.live),
             started: self.config.clone(),
             assets: self.assets.clone(),
+            replicas: self.replicas.clone(),
             shutdown: self.shutdown.clone(),
         }
     }
@@ -176,6 +187,36 @@ impl App {
         // Nothing of this process drives a job any more: other replicas may take them over at once.
         if let Err(e) = self.store.release_leases().await {
             tracing::warn!(error = %e, "cannot release this replica's job leases; they pass to other replicas when they run out");
+        }
+    }
+}
+
+/// Records this replica as alive in the store at every sweep interval, and keeps the count of live replicas
+/// that limits shared out among them divide by (a backend's `requests_per_second`).
+async fn heartbeat(
+    store: Arc<dyn JobStore>,
+    replicas: crate::limits::LiveReplicas,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.heartbeat().await {
+            Ok(n) => {
+                if n != replicas.get() {
+                    tracing::info!(live = n, "replicas sharing the job store");
+                }
+                replicas.set(n);
+                if let Some(m) = crate::metrics::get() {
+                    m.live_replicas.set(i64::from(n));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot record this replica's heartbeat in the job store"),
         }
     }
 }

@@ -1,10 +1,12 @@
-//! Per-tenant limits: requests per minute (a `governor` GCRA bucket per tenant, burst = the per-minute limit)
-//! and unfinished jobs at once (checked and admitted under one per-tenant lock, so two racing creates cannot both
-//! take the last slot). Over a limit: 429 `rate_limit_exceeded` with the `x-ratelimit-*` headers and
-//! `retry-after`, which the SDKs honour.
+//! Per-tenant limits: requests per minute (a GCRA bucket per tenant, burst = the per-minute limit: `governor` in
+//! memory for one process, one row in the store that every replica shares otherwise) and unfinished jobs at
+//! once (checked and admitted under one per-tenant lock, so two racing creates cannot both take the last slot).
+//! Over a limit: 429 `rate_limit_exceeded` with the `x-ratelimit-*` headers and `retry-after`, which the SDKs
+//! honour. And a backend's calls per second, shared out among the live replicas ([`SharedRate`]).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -14,6 +16,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 use crate::auth::Tenant;
+use crate::store::{JobStore, RateTaken};
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
@@ -51,13 +54,33 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Counts one request against the tenant's per-minute limit. `Ok(None)`: the tenant has no limit.
-    pub fn check_request(&self, tenant: &Tenant) -> Result<Option<RateState>, LimitError> {
+    /// Counts one request against the tenant's per-minute limit. `Ok(None)`: the tenant has no limit. Where
+    /// the store is shared by several replicas the bucket is the store's (exact across replicas: one statement
+    /// per request); if the store cannot be reached the request is counted on this replica only, never refused
+    /// for that.
+    pub async fn check_request(&self, tenant: &Tenant, store: &dyn JobStore) -> Result<Option<RateState>, LimitError> {
         let Some(per_minute) = tenant.requests_per_minute else {
             return Ok(None);
         };
-        let rate = self.rate(&tenant.id, per_minute);
         let limit = per_minute.get();
+        let interval_us = (60_000_000 / i64::from(limit)).max(1);
+        match store
+            .take_rate(&format!("tenant:{}", tenant.id), interval_us, limit)
+            .await
+        {
+            Ok(Some(taken)) => return shared_outcome(tenant, limit, interval_us, taken),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                tenant = %tenant.name, error = %e,
+                "cannot count a request in the shared rate limit; counting it on this replica only"
+            ),
+        }
+        self.check_in_memory(tenant, per_minute)
+    }
+
+    fn check_in_memory(&self, tenant: &Tenant, per_minute: NonZeroU32) -> Result<Option<RateState>, LimitError> {
+        let limit = per_minute.get();
+        let rate = self.rate(&tenant.id, per_minute);
         let refill = Duration::from_secs(60) / limit;
         match rate.limiter.check() {
             Ok(snapshot) => {
@@ -68,23 +91,12 @@ impl Limits {
                     reset: refill * (limit - remaining.min(limit)),
                 }))
             }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(rate.limiter.clock().now());
-                count_rejection(&tenant.name, "requests");
-                Err(LimitError {
-                    message: format!(
-                        "Rate limit reached for requests per min (RPM): Limit {limit}, Used {limit}, Requested 1. \
-                         Please try again in {}.",
-                        format_duration(wait)
-                    ),
-                    state: Some(RateState {
-                        limit,
-                        remaining: 0,
-                        reset: refill * limit,
-                    }),
-                    retry_after: wait,
-                })
-            }
+            Err(not_until) => Err(over_rate(
+                tenant,
+                limit,
+                not_until.wait_time_from(rate.limiter.clock().now()),
+                refill * limit,
+            )),
         }
     }
 
@@ -123,6 +135,114 @@ impl Limits {
     }
 }
 
+/// The headers or the 429 for a request counted in the store's bucket (see [`RateTaken`]).
+fn shared_outcome(
+    tenant: &Tenant,
+    limit: u32,
+    interval_us: i64,
+    taken: RateTaken,
+) -> Result<Option<RateState>, LimitError> {
+    let ahead = u64::try_from(taken.tat_us.saturating_sub(taken.now_us)).unwrap_or(0);
+    let interval = interval_us.unsigned_abs().max(1);
+    if taken.allowed {
+        let used = ahead.div_ceil(interval).min(u64::from(limit));
+        Ok(Some(RateState {
+            limit,
+            remaining: limit - u32::try_from(used).unwrap_or(limit),
+            reset: Duration::from_micros(ahead),
+        }))
+    } else {
+        // The next request fits once the bucket has drained by one interval below its window.
+        let window = interval.saturating_mul(u64::from(limit));
+        let wait = (ahead + interval).saturating_sub(window);
+        Err(over_rate(
+            tenant,
+            limit,
+            Duration::from_micros(wait.max(1)),
+            Duration::from_micros(ahead),
+        ))
+    }
+}
+
+fn over_rate(tenant: &Tenant, limit: u32, wait: Duration, reset: Duration) -> LimitError {
+    count_rejection(&tenant.name, "requests");
+    LimitError {
+        message: format!(
+            "Rate limit reached for requests per min (RPM): Limit {limit}, Used {limit}, Requested 1. Please try \
+             again in {}.",
+            format_duration(wait)
+        ),
+        state: Some(RateState {
+            limit,
+            remaining: 0,
+            reset,
+        }),
+        retry_after: wait,
+    }
+}
+
+/// How many replicas are alive (this one included), as the last heartbeat in the store counted them: the
+/// divisor of limits shared out among replicas. 1 until the first heartbeat, and always with SQLite.
+#[derive(Debug, Clone)]
+pub struct LiveReplicas(Arc<AtomicU32>);
+
+impl Default for LiveReplicas {
+    fn default() -> Self {
+        LiveReplicas(Arc::new(AtomicU32::new(1)))
+    }
+}
+
+impl LiveReplicas {
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed).max(1)
+    }
+
+    pub fn set(&self, n: u32) {
+        self.0.store(n.max(1), Ordering::Relaxed);
+    }
+}
+
+/// A backend's `requests_per_second`, shared out among the live replicas: with `n` alive, each sends one call
+/// every `n / requests_per_second` seconds, evenly spaced with no burst, so a provider metering calls per second
+/// sees at most its limit from all replicas together (while the count is right: a replica that has just died
+/// still counts for up to one lease, which only slows the others). Rebuilt, full, when the count changes.
+pub struct SharedRate {
+    per_second: NonZeroU32,
+    replicas: LiveReplicas,
+    current: std::sync::Mutex<(u32, Arc<governor::DefaultDirectRateLimiter>)>,
+}
+
+impl SharedRate {
+    pub fn new(per_second: NonZeroU32, replicas: LiveReplicas) -> SharedRate {
+        let n = replicas.get();
+        SharedRate {
+            per_second,
+            current: std::sync::Mutex::new((n, Arc::new(spaced(per_second, n)))),
+            replicas,
+        }
+    }
+
+    /// Waits until this replica may send the next call.
+    pub async fn until_ready(&self) {
+        let n = self.replicas.get();
+        let limiter = {
+            // A panic elsewhere while holding this lock leaves a usable limiter behind: take it.
+            let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if current.0 != n {
+                *current = (n, Arc::new(spaced(self.per_second, n)));
+            }
+            Arc::clone(&current.1)
+        };
+        limiter.until_ready().await;
+    }
+}
+
+fn spaced(per_second: NonZeroU32, replicas: u32) -> governor::DefaultDirectRateLimiter {
+    let period = Duration::from_secs_f64(f64::from(replicas.max(1)) / f64::from(per_second.get()));
+    let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(per_second));
+    RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN))
+}
+
 fn count_rejection(tenant: &str, limit: &str) {
     if let Some(m) = crate::metrics::get() {
         m.rate_limited.with_label_values(&[tenant, limit]).inc();
@@ -155,15 +275,103 @@ mod tests {
         }
     }
 
+    /// The one-process path (the shared path's statement is tested against PostgreSQL in tests/store.rs).
+    fn check(limits: &Limits, t: &Tenant) -> Result<Option<RateState>, LimitError> {
+        match t.requests_per_minute {
+            Some(n) => limits.check_in_memory(t, n),
+            None => Ok(None),
+        }
+    }
+
+    #[test]
+    fn a_shared_bucket_reads_like_the_memory_one() {
+        let t = tenant(3);
+        let interval = 20_000_000; // 60 s / 3
+        let now = 1_000_000_000;
+        // First request of an empty bucket: the same headers as governor's (2 left, full again in 20 s).
+        let first = shared_outcome(
+            &t,
+            3,
+            interval,
+            RateTaken {
+                allowed: true,
+                tat_us: now + interval,
+                now_us: now,
+            },
+        );
+        assert_eq!(
+            first.unwrap(),
+            Some(RateState {
+                limit: 3,
+                remaining: 2,
+                reset: Duration::from_secs(20)
+            })
+        );
+        let third = shared_outcome(
+            &t,
+            3,
+            interval,
+            RateTaken {
+                allowed: true,
+                tat_us: now + 3 * interval,
+                now_us: now,
+            },
+        );
+        assert_eq!(third.unwrap().unwrap().remaining, 0);
+        // Refused 5 s later: the next request fits when one interval has drained, 15 s from then.
+        let later = now + 5_000_000;
+        match shared_outcome(
+            &t,
+            3,
+            interval,
+            RateTaken {
+                allowed: false,
+                tat_us: now + 3 * interval,
+                now_us: later,
+            },
+        ) {
+            Err(LimitError {
+                retry_after,
+                state: Some(state),
+                ..
+            }) => {
+                assert_eq!(retry_after, Duration::from_secs(15));
+                assert_eq!(state.remaining, 0);
+                assert_eq!(state.reset, Duration::from_secs(55));
+            }
+            other => panic!("expected a 429, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backends_rate_is_shared_out_among_live_replicas() {
+        // 20 calls per second: one every 50 ms from a lone replica, one every 200 ms from each of four.
+        let replicas = LiveReplicas::default();
+        let rate = SharedRate::new(NonZeroU32::new(20).unwrap(), replicas.clone());
+        let three_calls = async || {
+            let start = std::time::Instant::now();
+            for _ in 0..3 {
+                rate.until_ready().await;
+            }
+            start.elapsed()
+        };
+        assert!(three_calls().await >= Duration::from_millis(95));
+        replicas.set(4);
+        // A lower bound only: spacing is what the limiter guarantees; a slow machine only adds to it.
+        assert!(three_calls().await >= Duration::from_millis(395));
+        replicas.set(0);
+        assert_eq!(replicas.get(), 1, "this replica always counts itself");
+    }
+
     #[test]
     fn a_tenant_gets_its_limit_then_429_with_a_wait() {
         let limits = Limits::default();
         let t = tenant(3);
-        let states: Vec<RateState> = (0..3).map(|_| limits.check_request(&t).unwrap().unwrap()).collect();
+        let states: Vec<RateState> = (0..3).map(|_| check(&limits, &t).unwrap().unwrap()).collect();
         assert_eq!(states.iter().map(|s| s.remaining).collect::<Vec<_>>(), vec![2, 1, 0]);
         assert_eq!(states[0].limit, 3);
         assert_eq!(states[0].reset, Duration::from_secs(20));
-        match limits.check_request(&t) {
+        match check(&limits, &t) {
             Err(LimitError {
                 retry_after, message, ..
             }) => {
@@ -175,16 +383,16 @@ mod tests {
         // Another tenant is not affected; a tenant without a limit is never counted.
         let mut other = tenant(3);
         other.id = "globex".into();
-        assert!(limits.check_request(&other).is_ok());
-        assert_eq!(limits.check_request(&tenant(0)).unwrap(), None);
+        assert!(check(&limits, &other).is_ok());
+        assert_eq!(check(&limits, &tenant(0)).unwrap(), None);
     }
 
     #[test]
     fn a_changed_limit_takes_effect() {
         let limits = Limits::default();
-        assert!(limits.check_request(&tenant(1)).is_ok());
-        assert!(limits.check_request(&tenant(1)).is_err());
-        assert_eq!(limits.check_request(&tenant(5)).unwrap().unwrap().remaining, 4);
+        assert!(check(&limits, &tenant(1)).is_ok());
+        assert!(check(&limits, &tenant(1)).is_err());
+        assert_eq!(check(&limits, &tenant(5)).unwrap().unwrap().remaining, 4);
     }
 
     #[test]

@@ -139,6 +139,7 @@ pub struct Reloader {
     /// The config the process started with (for the sections that need a restart).
     pub started: Config,
     pub assets: AssetStore,
+    pub replicas: crate::limits::LiveReplicas,
     pub shutdown: CancellationToken,
 }
 
@@ -198,7 +199,14 @@ impl Reloader {
                     by_name.insert(name.clone(), Arc::clone(running));
                 }
                 None => {
-                    let built = Backends::build_one(name, b, &self.started, &self.assets, self.shutdown.child_token());
+                    let built = Backends::build_one(
+                        name,
+                        b,
+                        &self.started,
+                        &self.assets,
+                        &self.replicas,
+                        self.shutdown.child_token(),
+                    );
                     by_name.insert(name.clone(), built);
                 }
             }

@@ -9,7 +9,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -52,6 +52,8 @@ pub struct Metrics {
     pub shadow: IntCounterVec,
     /// 1 while a backend's circuit is open (0 closed, 0.5 is not possible: half-open counts as open).
     pub circuit_open: IntGaugeVec,
+    /// Replicas sharing the job store, as this one's last heartbeat counted them (1 with SQLite).
+    pub live_replicas: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
@@ -195,6 +197,14 @@ impl Metrics {
                 "1 while the backend's circuit breaker is open or half-open",
                 &["backend"],
             )?,
+            live_replicas: {
+                let g = IntGauge::new(
+                    "sora_shim_live_replicas",
+                    "Replicas sharing the job store, as this replica's last heartbeat counted them",
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             accepted: counter(
                 r,
                 "sora_shim_jobs_accepted_total",
@@ -216,7 +226,7 @@ impl Metrics {
             shadow: counter(
                 r,
                 "sora_shim_shadow_copies_total",
-                "Shadow copies: queued, dropped (queue full) or capped (daily cap)",
+                "Shadow copies: queued (a shadow job was stored), dropped (queue full) or capped (daily cap)",
                 &["model", "backend", "result"],
             )?,
             registry,

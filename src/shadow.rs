@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -27,8 +26,6 @@ use crate::auth::SHADOW_TENANT;
 pub struct Shadow {
     live: LiveConfig,
     tx: mpsc::Sender<(Job, String)>,
-    /// (model, UTC day) → shadow jobs made.
-    per_day: DashMap<(String, i64), u64>,
 }
 
 impl Shadow {
@@ -44,7 +41,6 @@ impl Shadow {
         let shadow = Arc::new(Shadow {
             live: Arc::clone(&live),
             tx,
-            per_day: DashMap::new(),
         });
         tracker.spawn(async move {
             loop {
@@ -72,17 +68,9 @@ impl Shadow {
             if target.backend == primary.backend || sample_point(&primary.id, &target.backend) >= target.sample {
                 continue;
             }
-            if let Some(cap) = model.shadow_daily_cap {
-                let day = now_unix_ms() / 86_400_000;
-                let mut made = self.per_day.entry((primary.request.model.clone(), day)).or_insert(0);
-                if *made >= cap {
-                    count(&primary.request.model, &target.backend, "capped");
-                    continue;
-                }
-                *made += 1;
-            }
+            // The daily cap is counted in the store, off this path, when the copy is made.
             let result = match self.tx.try_send((primary.clone(), target.backend.clone())) {
-                Ok(()) => "queued",
+                Ok(()) => continue,
                 Err(mpsc::error::TrySendError::Full(_)) => "dropped",
                 Err(mpsc::error::TrySendError::Closed(_)) => "closed",
             };
@@ -119,6 +107,20 @@ async fn create_shadow_job(
     primary: &Job,
     backend: &str,
 ) {
+    let model = &primary.request.model;
+    // At most `shadow_daily_cap` copies per model and UTC day, counted in the store: across replicas and
+    // restarts.
+    if let Some(cap) = live.load().models.get(model).and_then(|m| m.shadow_daily_cap) {
+        let day = now_unix_ms() / 86_400_000;
+        match store.count_toward(&format!("shadow:{model}"), day, cap).await {
+            Ok(true) => {}
+            Ok(false) => return count(model, backend, "capped"),
+            Err(e) => {
+                tracing::warn!(primary = %primary.id, error = %e, "cannot count a shadow copy toward the daily cap");
+                return count(model, backend, "dropped");
+            }
+        }
+    }
     // The same request as the primary, as a new job of the candidate's: with the candidate's own provider model
     // and options, under the shadow tenant (no key reaches it), pointing at the primary.
     let request = NormalizedRequest {
@@ -159,6 +161,7 @@ async fn create_shadow_job(
     }
     match store.insert_job(&job, None).await {
         Ok(_) => {
+            count(model, backend, "queued");
             if job.state == State::Accepted {
                 worker.notify(&job.id);
             }

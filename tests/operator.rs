@@ -414,3 +414,28 @@ async fn after_a_restart_the_job_that_was_rendering_finishes_before_the_queued_o
         "the queued video overtook the one that was rendering: {a}\n{b}"
     );
 }
+
+/// `check` reads the PostgreSQL URL as `serve` will: what start-up would refuse, it refuses, without printing
+/// the password.
+#[test]
+fn check_reads_the_postgres_url_as_serve_would() {
+    let config = "[store]\nkind = \"postgres\"\n[assets]\nshared = true\n";
+    let url = |u: &str| [("SORA_SHIM_DATABASE_URL", u.to_owned())];
+    let run = |u: &str| {
+        let env = url(u);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        check(config, &[], &env)
+    };
+    let (code, stderr) = run("postgres://shim:hunter2@db:5432/shim?sslmode=require");
+    assert_eq!(code, Some(0), "{stderr}");
+    for bad in [
+        "postgres://shim:hunter2@db:5432/shim?sslmode=verify-full",
+        "postgres://shim:hunter2@db:port/shim",
+        "mysql://shim:hunter2@db/shim",
+    ] {
+        let (code, stderr) = run(bad);
+        assert_eq!(code, Some(64), "{bad}: {stderr}");
+        assert!(stderr.contains("store.url_env"), "{bad}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{bad}: {stderr}");
+    }
+}

@@ -488,3 +488,98 @@ async fn a_provider_callback_reaches_the_replica_that_drives_the_job() {
         "the callbacks went to the front replica"
     );
 }
+
+/// The limits that hold for all replicas together, not per process: a tenant's requests per minute (one bucket
+/// in PostgreSQL), a model's shadow daily cap (counted in PostgreSQL) and a backend's requests per second
+/// (shared out among the live replicas).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_and_the_shadow_cap_hold_across_replicas() {
+    let candidate = Fake::start("runway");
+    let cand_url = candidate.url.clone();
+    let Some(mut cluster) = Cluster::start_on(("runway", "runway", "gen4.5"), &[], |_| {
+        format!(
+            "requests_per_second = 6\n\
+             [backends.cand]\nkind = \"mapping\"\nmapping = \"runway\"\nbase_url = \"{cand_url}\"\n\
+             secrets = {{ api_key = \"SORA_SHIM_TEST_PROVIDER_KEY\" }}\nmodel = \"gen4.5\"\ntimeout_secs = 5\n\
+             [tenants.acme]\nkey_env = [\"TEST_ACME_KEY\"]\n\
+             [tenants.metered]\nkey_env = [\"TEST_METERED_KEY\"]\nrequests_per_minute = 6\n"
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    cluster.config = cluster.config.replace(
+        "[models.\"sora-2\"]\nbackend = \"prov\"",
+        "[models.\"sora-2\"]\nbackend = \"prov\"\nshadow = [{ backend = \"cand\", sample = 1.0 }]\nshadow_daily_cap = 3",
+    );
+    let (acme, metered) = ("sk-acme-replicas-0001", "sk-metered-replicas-0002");
+    cluster.env.push(("TEST_ACME_KEY".into(), acme.into()));
+    cluster.env.push(("TEST_METERED_KEY".into(), metered.into()));
+    let r = cluster.replicas(3);
+    // Each replica counts all three (their heartbeats) before the load starts.
+    for shim in &r {
+        let counted = eventually(Duration::from_secs(20), async || {
+            shim.metrics().await.contains("sora_shim_live_replicas 3")
+        })
+        .await;
+        assert!(counted, "{}", shim.metrics().await);
+    }
+
+    // Nine requests of a tenant allowed six a minute, spread over the three: six pass, wherever they land.
+    let mut passed = 0;
+    for i in 0..9 {
+        let reply = r[i % 3].get("/v1/videos?limit=1", metered).await;
+        match reply.status.as_u16() {
+            200 => passed += 1,
+            429 => assert!(reply.headers.contains_key("retry-after")),
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&reply.body)),
+        }
+    }
+    assert_eq!(passed, 6, "requests_per_minute = 6 across three replicas");
+
+    // Nine videos, every one sampled for shadowing with a daily cap of 3: the candidate gets three.
+    let mut ids = Vec::new();
+    for i in 0..9 {
+        ids.push(
+            r[i % 3]
+                .create(acme, &json!({"prompt": format!("paced {i} [fake:steps=3]")}))
+                .await,
+        );
+    }
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let v = r[0].get(&format!("/v1/videos/{id}"), acme).await.json();
+            if v["status"] == "completed" {
+                break;
+            }
+            assert_ne!(v["status"], "failed", "{v}");
+            assert!(Instant::now() < deadline, "{id} still {}", v["status"]);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Shadow copies are made off the client's path: wait for them, then for a straggler past the cap.
+    assert!(
+        eventually(Duration::from_secs(30), async || candidate.stats().await["creates"]
+            == 3)
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        candidate.stats().await["creates"],
+        3,
+        "shadow_daily_cap = 3 across three replicas"
+    );
+    let stats = cluster.fake.stats().await;
+    assert_eq!(stats["creates"], 9, "{stats}");
+    // 6 calls a second shared by three replicas: each sends one every 0.5 s. A provider's one-second window
+    // can still catch a third call of one replica when network delay bunches two arrivals (at most one more
+    // per replica: 9); each replica at the full 6 would have let 18 through.
+    let peak = stats["peak_rps"].as_u64().unwrap();
+    eprintln!("peak calls in one second at the provider: {peak}");
+    assert!(
+        peak <= 9,
+        "the provider saw {peak} calls in one second with requests_per_second = 6"
+    );
+}

@@ -555,6 +555,8 @@ async fn run_all(kind: Kind<'_>) {
     export_import_and_characters(&pair(&kind, long).await).await;
     shadow_pairs_and_health(&pair(&kind, long).await).await;
     callbacks_wait_for_their_job(&pair(&kind, long).await).await;
+    daily_counts_hold_across_replicas(&pair(&kind, long).await).await;
+    shared_request_rates(&pair(&kind, long).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -635,12 +637,19 @@ async fn callbacks_wait_for_their_job(p: &Pair) {
         .await
         .unwrap();
     if let Some(w) = &mut wakeups {
-        // PostgreSQL tells the other replicas at once.
-        let id = tokio::time::timeout(Duration::from_secs(10), w.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(id, "video_1");
+        // PostgreSQL tells the other replicas at once, once their LISTEN connection is up (it is opened in the
+        // background: what is recorded before that waits for the owner's next poll, so record again).
+        let mut heard = None;
+        for _ in 0..20 {
+            if let Ok(id) = tokio::time::timeout(Duration::from_millis(500), w.recv()).await {
+                heard = id;
+                break;
+            }
+            p.a.record_callback("video_1", &serde_json::json!({"body": {"n": 2}}))
+                .await
+                .unwrap();
+        }
+        assert_eq!(heard.as_deref(), Some("video_1"));
     }
     assert_eq!(
         p.b.take_callback("video_1").await.unwrap(),
@@ -648,4 +657,50 @@ async fn callbacks_wait_for_their_job(p: &Pair) {
         "the latest one"
     );
     assert!(p.a.take_callback("video_1").await.unwrap().is_none(), "taken once");
+}
+
+async fn daily_counts_hold_across_replicas(p: &Pair) {
+    // Twenty racing copies against a cap of 5, from two replicas: exactly 5 counted.
+    let tries = (0..20).map(|i| {
+        let s = if i % 2 == 0 { Arc::clone(&p.a) } else { Arc::clone(&p.b) };
+        async move { s.count_toward("shadow:sora-2", 20_000, 5).await.unwrap() }
+    });
+    let counted = futures_util::future::join_all(tries).await;
+    assert_eq!(counted.iter().filter(|c| **c).count(), 5);
+    // Another key and the next day start from zero; a cap of 0 counts nothing.
+    assert!(p.b.count_toward("shadow:sora-2-pro", 20_000, 5).await.unwrap());
+    assert!(p.a.count_toward("shadow:sora-2", 20_001, 5).await.unwrap());
+    assert!(!p.a.count_toward("shadow:other", 20_001, 0).await.unwrap());
+}
+
+async fn shared_request_rates(p: &Pair) {
+    let interval = 60_000_000 / 5; // 5 a minute
+    let first = p.a.take_rate("tenant:acme", interval, 5).await.unwrap();
+    let Some(first) = first else {
+        // One process (SQLite): the caller counts in memory.
+        assert!(p.b.take_rate("tenant:acme", interval, 5).await.unwrap().is_none());
+        return;
+    };
+    assert!(first.allowed);
+    assert!((first.tat_us - first.now_us - interval).abs() < 1_000_000, "{first:?}");
+    // Twelve at once from both replicas: the four left in the bucket pass, exactly.
+    let tries = (0..12).map(|i| {
+        let s = if i % 2 == 0 { Arc::clone(&p.a) } else { Arc::clone(&p.b) };
+        async move { s.take_rate("tenant:acme", interval, 5).await.unwrap().unwrap() }
+    });
+    let taken = futures_util::future::join_all(tries).await;
+    assert_eq!(taken.iter().filter(|t| t.allowed).count(), 4, "{taken:?}");
+    let refused = taken.iter().find(|t| !t.allowed).unwrap();
+    assert!(
+        refused.tat_us - refused.now_us > 4 * interval,
+        "a full bucket: {refused:?}"
+    );
+    // Other tenants have their own bucket.
+    assert!(
+        p.b.take_rate("tenant:globex", interval, 5)
+            .await
+            .unwrap()
+            .unwrap()
+            .allowed
+    );
 }

@@ -243,7 +243,7 @@ async fn dispatch(app: &App, req: Request<Incoming>, caller: &mut Caller) -> Res
     // The Sora surface: the key names the tenant, whose request rate is counted before anything else is done.
     let tenant: Tenant = app.live.load().access.authenticate(req.headers())?;
     caller.tenant = Some(tenant.name.clone());
-    caller.rate = app.limits.check_request(&tenant)?;
+    caller.rate = app.limits.check_request(&tenant, app.store.as_ref()).await?;
     let tenant = &tenant;
     match route {
         Route::CreateVideo => videos::create(app, tenant, req).await,

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 use crate::assets::{AssetStore, Stored};
 use crate::config::{BackendConfig, Config};
+use crate::limits::LiveReplicas;
 use crate::video::{Job, JobError, JobKind, Seconds, Size, Variant};
 
 /// What a backend said when it accepted a job.
@@ -193,11 +194,21 @@ pub struct Backends {
 }
 
 impl Backends {
-    pub fn build(config: &Config, assets: &AssetStore, shutdown: tokio_util::sync::CancellationToken) -> Backends {
+    pub fn build(
+        config: &Config,
+        assets: &AssetStore,
+        replicas: &LiveReplicas,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Backends {
         let by_name = config
             .backends
             .iter()
-            .map(|(name, b)| (name.clone(), Self::build_one(name, b, config, assets, shutdown.clone())))
+            .map(|(name, b)| {
+                (
+                    name.clone(),
+                    Self::build_one(name, b, config, assets, replicas, shutdown.clone()),
+                )
+            })
             .collect();
         Backends { by_name }
     }
@@ -207,6 +218,7 @@ impl Backends {
         b: &BackendConfig,
         config: &Config,
         assets: &AssetStore,
+        replicas: &LiveReplicas,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Arc<dyn Backend> {
         match b {
@@ -221,7 +233,7 @@ impl Backends {
                 assets.clone(),
                 shutdown,
             )),
-            BackendConfig::Mapped(m) => Arc::new(mapped::MappedBackend::new(name, m, assets.clone())),
+            BackendConfig::Mapped(m) => Arc::new(mapped::MappedBackend::new(name, m, assets.clone(), replicas)),
         }
     }
 

@@ -232,6 +232,10 @@ fn validate_store(
                             "store.url_env",
                             format!("{url_env} must hold a postgres:// URL (postgres://user:password@host:5432/db)"),
                         );
+                    } else if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                        // Read as `serve` will read it (sslmode, port, options), so `check` catches what start-up
+                        // would refuse. The parser's message names the part, never the password.
+                        p.add("store.url_env", format!("{url_env} is not a valid PostgreSQL URL: {e}"));
                     }
                     url
                 }

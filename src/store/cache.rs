@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dashmap::DashMap;
 
-use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, StoreError, Unfinished};
+use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, RateTaken, StoreError, Unfinished};
 use crate::video::{Character, Job};
 
 pub struct CachedStore {
@@ -273,5 +273,13 @@ impl JobStore for CachedStore {
 
     fn callback_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
         self.inner.callback_wakeups()
+    }
+
+    async fn take_rate(&self, key: &str, interval_us: i64, burst: u32) -> Result<Option<RateTaken>, StoreError> {
+        self.inner.take_rate(key, interval_us, burst).await
+    }
+
+    async fn count_toward(&self, key: &str, day: i64, cap: u64) -> Result<bool, StoreError> {
+        self.inner.count_toward(key, day, cap).await
     }
 }

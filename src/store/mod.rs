@@ -226,4 +226,22 @@ pub trait JobStore: Send + Sync + 'static {
     fn callback_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
         None
     }
+    /// Takes one request from the GCRA bucket `key` that every replica shares (one request per `interval_us`
+    /// on average, at most `burst` at once), timed by the store's clock. `None` where one process is all there
+    /// is (SQLite): the caller counts in its own memory, which is exact there and costs no write.
+    async fn take_rate(&self, _key: &str, _interval_us: i64, _burst: u32) -> Result<Option<RateTaken>, StoreError> {
+        Ok(None)
+    }
+    /// Adds one to the count `key` of `day` (days since the epoch, UTC) unless it has reached `cap`: true when
+    /// counted, false at the cap. Exact across replicas and kept across restarts; earlier days are dropped.
+    async fn count_toward(&self, key: &str, day: i64, cap: u64) -> Result<bool, StoreError>;
+}
+
+/// The outcome of [`JobStore::take_rate`], in the store's clock (microseconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateTaken {
+    pub allowed: bool,
+    /// The bucket's theoretical arrival time after this request (GCRA): empty again at this instant.
+    pub tat_us: i64,
+    pub now_us: i64,
 }

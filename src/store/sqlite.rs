@@ -590,6 +590,26 @@ impl JobStore for SqliteStore {
         })
         .await
     }
+
+    async fn count_toward(&self, key: &str, day: i64, cap: u64) -> Result<bool, StoreError> {
+        if cap == 0 {
+            return Ok(false);
+        }
+        let key = key.to_owned();
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        Self::with(&self.writer, move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM daily_counts WHERE day < ?1", params![day])?;
+            let counted = tx.execute(
+                "INSERT INTO daily_counts (key, day, n) VALUES (?1, ?2, 1) \
+                 ON CONFLICT (key, day) DO UPDATE SET n = n + 1 WHERE n < ?3",
+                params![key, day, cap],
+            )?;
+            tx.commit()?;
+            Ok(counted == 1)
+        })
+        .await
+    }
 }
 
 /// A tenant's jobs not yet completed or failed.

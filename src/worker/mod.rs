@@ -159,9 +159,6 @@ impl Worker {
 
     /// Claims (and renews) the leases on every unfinished job this replica may drive, and drives them.
     async fn sweep(self: &Arc<Self>) {
-        if let Err(e) = self.store.heartbeat().await {
-            tracing::warn!(error = %e, "cannot record this replica's heartbeat in the job store");
-        }
         match self.store.claim_unfinished().await {
             Ok(jobs) => {
                 let held: std::collections::HashSet<&str> = jobs.iter().map(|j| j.id.as_str()).collect();

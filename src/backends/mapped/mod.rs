@@ -19,7 +19,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine;
 use futures_util::StreamExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 
@@ -44,7 +43,7 @@ pub struct MappedBackend {
     secrets: BTreeMap<String, Secret>,
     target: Value,
     http: HttpClient,
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<crate::limits::SharedRate>,
     max_concurrent: Option<NonZeroU32>,
     poll_interval: Option<Duration>,
     /// Our job ids at the provider now (for `max_concurrent`); a slot is taken before the create is sent.
@@ -81,7 +80,12 @@ impl StepName {
 }
 
 impl MappedBackend {
-    pub fn new(name: &str, config: &MappedConfig, assets: AssetStore) -> MappedBackend {
+    pub fn new(
+        name: &str,
+        config: &MappedConfig,
+        assets: AssetStore,
+        replicas: &crate::limits::LiveReplicas,
+    ) -> MappedBackend {
         let host = config
             .base_url
             .parse::<hyper::Uri>()
@@ -97,8 +101,8 @@ impl MappedBackend {
             limiter: config
                 .requests_per_second
                 // Evenly spaced, no burst: a provider metering calls per second sees at most `n` in any
-                // one-second window, also right after a quiet spell.
-                .map(|n| RateLimiter::direct(Quota::per_second(n).allow_burst(std::num::NonZeroU32::MIN))),
+                // one-second window, also right after a quiet spell, from all replicas together.
+                .map(|n| crate::limits::SharedRate::new(n, replicas.clone())),
             max_concurrent: config.max_concurrent,
             // With callbacks, polling is only the safety net.
             poll_interval: match &config.callbacks {

@@ -8,6 +8,7 @@
 //! queries would buy little and cost a database at build time (or an offline cache) and a much larger build;
 //! tokio-postgres is the driver sqlx's own ecosystem measures against, async, and small.
 
+mod cluster;
 mod outbox;
 mod rows;
 
@@ -20,7 +21,7 @@ use tokio_postgres::error::SqlState;
 
 use self::rows::{INSERT_JOB, UPDATE_JOB, insert_params, row_to_job, update_params};
 use super::row::{AT_BACKEND, FINISHED, JOB_COLUMN_COUNT, JOB_COLUMNS, JobRow};
-use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, Replica, StoreError, Unfinished};
+use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, RateTaken, Replica, StoreError, Unfinished};
 use crate::video::{Character, Job, State, now_unix_ms};
 
 /// Migrations in order; the index + 1 is the schema version they bring the database to.
@@ -30,7 +31,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The channel a recorded callback is announced on (its payload: the job id).
-const CALLBACKS_CHANNEL: &str = "sora_shim_callbacks";
+pub(super) const CALLBACKS_CHANNEL: &str = "sora_shim_callbacks";
 
 /// The advisory lock held while migrating: any constant of our own ("sorashim" in ASCII).
 const MIGRATION_LOCK: i64 = 0x736f_7261_7368_696d;
@@ -575,123 +576,28 @@ impl JobStore for PgStore {
     }
 
     async fn heartbeat(&self) -> Result<u32, StoreError> {
-        let now = now_unix_ms();
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO replicas (id, host, pid, started_at_ms, heartbeat_at_ms) VALUES ($1, $2, $3, $4, $4) \
-                 ON CONFLICT (id) DO UPDATE SET heartbeat_at_ms = $4",
-                &[
-                    &self.replica.id,
-                    &crate::datadir::hostname(),
-                    &i64::from(std::process::id()),
-                    &now,
-                ],
-            )
-            .await?;
-        // A replica silent for longer than a lease has dropped out; its row goes after ten leases.
-        let lease = self.replica.lease_ms();
-        client
-            .execute(
-                "DELETE FROM replicas WHERE heartbeat_at_ms < $1",
-                &[&now.saturating_sub(lease.saturating_mul(10))],
-            )
-            .await?;
-        let live: i64 = client
-            .query_one(
-                "SELECT COUNT(*) FROM replicas WHERE heartbeat_at_ms >= $1",
-                &[&now.saturating_sub(lease)],
-            )
-            .await?
-            .try_get(0)?;
-        Ok(u32::try_from(live.max(1)).unwrap_or(u32::MAX))
+        self.beat().await
     }
 
     async fn record_callback(&self, job_id: &str, payload: &serde_json::Value) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            "INSERT INTO callbacks (job_id, payload, received_at_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (job_id) DO UPDATE SET payload = excluded.payload, received_at_ms = excluded.received_at_ms",
-            &[&job_id, &payload.to_string(), &now_unix_ms()],
-        )
-        .await?;
-        // Delivered at commit, so the owner never looks before the row is there.
-        tx.execute("SELECT pg_notify($1, $2)", &[&CALLBACKS_CHANNEL, &job_id])
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.keep_callback(job_id, payload).await
     }
 
     async fn take_callback(&self, job_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt("DELETE FROM callbacks WHERE job_id = $1 RETURNING payload", &[&job_id])
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let text: String = row.try_get(0)?;
-        serde_json::from_str(&text).map(Some).map_err(|e| StoreError::Corrupt {
-            id: job_id.to_owned(),
-            reason: format!("callback: {e}"),
-        })
+        self.pop_callback(job_id).await
     }
 
     fn callback_wakeups(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(listen(self.config.clone(), self.tls.clone(), tx));
+        tokio::spawn(cluster::listen(self.config.clone(), self.tls.clone(), tx));
         Some(rx)
     }
-}
 
-/// Keeps one connection LISTENing on [`CALLBACKS_CHANNEL`] and passes each job id on, reconnecting after a
-/// failure, until the receiver is dropped. A notification missed while reconnecting costs only latency: the
-/// owner also looks for a waiting callback at each of its polls.
-async fn listen(
-    config: tokio_postgres::Config,
-    tls: tokio_postgres_rustls::MakeRustlsConnect,
-    tx: tokio::sync::mpsc::UnboundedSender<String>,
-) {
-    use futures_util::StreamExt;
-    while !tx.is_closed() {
-        match config.connect(tls.clone()).await {
-            Ok((client, mut connection)) => {
-                let (found, mut notifications) = tokio::sync::mpsc::unbounded_channel::<String>();
-                // The connection object delivers notifications; it must be polled for the client to work at all.
-                let driver = tokio::spawn(async move {
-                    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                    while let Some(message) = messages.next().await {
-                        match message {
-                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                                let _ = found.send(n.payload().to_owned());
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "PostgreSQL LISTEN connection failed; reconnecting");
-                                break;
-                            }
-                        }
-                    }
-                });
-                if let Err(e) = client.batch_execute(&format!("LISTEN {CALLBACKS_CHANNEL}")).await {
-                    tracing::warn!(error = %e, "cannot LISTEN for provider callbacks");
-                } else {
-                    loop {
-                        tokio::select! {
-                            _ = tx.closed() => break,
-                            id = notifications.recv() => match id {
-                                Some(id) => { let _ = tx.send(id); }
-                                None => break,
-                            },
-                        }
-                    }
-                }
-                driver.abort();
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot open the PostgreSQL LISTEN connection; retrying"),
-        }
-        tokio::select! {
-            _ = tx.closed() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
+    async fn take_rate(&self, key: &str, interval_us: i64, burst: u32) -> Result<Option<RateTaken>, StoreError> {
+        self.gcra(key, interval_us, burst).await.map(Some)
+    }
+
+    async fn count_toward(&self, key: &str, day: i64, cap: u64) -> Result<bool, StoreError> {
+        self.count_day(key, day, cap).await
     }
 }
