@@ -583,3 +583,88 @@ async fn rate_limits_and_the_shadow_cap_hold_across_replicas() {
         "the provider saw {peak} calls in one second with requests_per_second = 6"
     );
 }
+
+/// kill -9 of the replica that drives one job in each internal state — `queued` (held by `max_concurrent`),
+/// `submitting` (its create held by the provider), `running`, `finalizing` (its download held) — and webhooks
+/// on: the survivors end every job within the lease, the provider sees one create per video, and each video's
+/// webhook keeps one id however many times and from whichever replica it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kill_in_every_state_ends_every_job_once() {
+    let receiver = common::receiver::Receiver::start(0).await;
+    let hook = receiver.url.clone();
+    let Some(mut cluster) = Cluster::start_on(("runway", "runway", "gen4.5"), &[], |_| {
+        format!(
+            "max_concurrent = 3\n[webhooks.ops]\nurl = \"{hook}\"\nsecret_env = \"TEST_WEBHOOK_SECRET\"\n\
+             retry_base_ms = 100\nretry_max_ms = 400\n"
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    cluster.env.push((
+        "TEST_WEBHOOK_SECRET".into(),
+        "whsec_c29yYS1zaGltIHRlc3Qgc2lnbmluZyBrZXkgMTIzNDU2Nzg=".into(),
+    ));
+    let mut r = cluster.replicas(3);
+    let running = r[0].create("k", &json!({"prompt": "running [fake:steps=200]"})).await;
+    assert!(
+        eventually(
+            Duration::from_secs(30),
+            async || status(&r[1], &running).await["status"] == "in_progress"
+        )
+        .await
+    );
+    // The next create and the next download are each held 8 s by the provider.
+    cluster
+        .fake
+        .faults(json!({"create": {"delay_ms": 8000, "times": 1}, "download": {"delay_ms": 8000, "times": 1}}))
+        .await;
+    let submitting = r[0].create("k", &json!({"prompt": "submitting [fake:steps=2]"})).await;
+    let finalizing = r[0].create("k", &json!({"prompt": "finalizing [fake:steps=1]"})).await;
+    let held = eventually(Duration::from_secs(6), async || {
+        let s = cluster.fake.stats().await;
+        s["creates"] == 3 && s["downloads"] == 1
+    })
+    .await;
+    assert!(held, "{}", cluster.fake.stats().await);
+    // Three at the backend (running, submitting, finalizing): the fourth waits its turn.
+    let queued = r[0].create("k", &json!({"prompt": "queued [fake:steps=2]"})).await;
+    assert_eq!(status(&r[1], &queued).await["status"], "queued");
+    r[0].kill9();
+
+    let outcomes = [
+        (&running, "completed"),
+        (&finalizing, "completed"),
+        (&queued, "completed"),
+        (&submitting, "failed"),
+    ];
+    for (id, want) in outcomes {
+        let v = finished(&r[1], id, Duration::from_secs(90)).await;
+        assert_eq!(v["status"], want, "{v}\n{}\n{}", r[1].log(), r[2].log());
+    }
+    assert_eq!(
+        status(&r[2], &submitting).await["error"]["code"],
+        "submission_outcome_unknown"
+    );
+    assert_eq!(cluster.fake.stats().await["creates"], 4, "one create per video");
+
+    // One webhook per video (video.completed ×3, video.failed ×1), each with one id on every attempt.
+    let got = receiver.until_delivered(4, Duration::from_secs(30)).await;
+    let mut ids: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for delivery in &got {
+        let body: Value = serde_json::from_slice(&delivery.body).unwrap();
+        let hook_id = delivery.headers["webhook-id"].to_str().unwrap().to_owned();
+        ids.entry(body["data"]["id"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(hook_id);
+    }
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    for (video, hook_ids) in &ids {
+        assert_eq!(
+            hook_ids.len(),
+            1,
+            "{video} was announced under several ids: {hook_ids:?}"
+        );
+    }
+}

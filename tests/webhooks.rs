@@ -4,93 +4,16 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use bytes::Bytes;
 use common::Shim;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use common::receiver::{Received, Receiver};
 use serde_json::{Value, json};
 
 /// A signing secret in OpenAI's format.
 const SECRET: &str = "whsec_c29yYS1zaGltIHRlc3Qgc2lnbmluZyBrZXkgMTIzNDU2Nzg=";
-
-#[derive(Debug, Clone)]
-struct Received {
-    headers: hyper::HeaderMap,
-    body: Bytes,
-    answered: u16,
-}
-
-/// A webhook receiver that answers 500 to the first `fail` requests, then 200.
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Received>>>,
-    fail: Arc<AtomicUsize>,
-}
-
-impl Receiver {
-    async fn start(fail: usize) -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let fail = Arc::new(AtomicUsize::new(fail));
-        let (g, f) = (Arc::clone(&got), Arc::clone(&fail));
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let (g, f) = (Arc::clone(&g), Arc::clone(&f));
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (g, f) = (Arc::clone(&g), Arc::clone(&f));
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body.collect().await.unwrap().to_bytes();
-                            let failing = f
-                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                                .is_ok();
-                            let answered = if failing { 500 } else { 200 };
-                            g.lock().unwrap().push(Received {
-                                headers: parts.headers,
-                                body,
-                                answered,
-                            });
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .status(answered)
-                                    .body(Full::new(Bytes::new()))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Receiver { url, got, fail }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// Waits until a request was answered 2xx; returns everything received by then (plus a settling pause).
-    async fn until_delivered(&self, count: usize, within: Duration) -> Vec<Received> {
-        let deadline = Instant::now() + within;
-        while self.received().iter().filter(|r| r.answered == 200).count() < count {
-            assert!(Instant::now() < deadline, "not delivered; got {:?}", self.received());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        self.received()
-    }
-}
 
 /// Verifies a delivery the way the official SDKs do (Standard Webhooks), independently of the shim's code.
 fn verify(r: &Received) -> Value {

@@ -5,6 +5,7 @@
 pub mod moto;
 pub mod pki;
 pub mod postgres;
+pub mod receiver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
