@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::assets::AssetStore;
 use crate::auth::Tenant;
-use crate::live::LiveConfig;
+use crate::live::LiveHandle;
 use crate::store::{Inserted, JobStore};
 use crate::video::{InputRef, Job, JobError, JobKind, NormalizedRequest, State, new_id};
 use crate::worker::WorkerHandle;
@@ -65,7 +65,7 @@ pub struct NewJob {
 }
 
 pub struct Admission {
-    pub live: LiveConfig,
+    pub live: LiveHandle,
     /// Offered every new video, for the shadow copies its model asks for.
     pub shadow: Arc<crate::shadow::Shadow>,
     pub store: Arc<dyn JobStore>,

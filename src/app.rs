@@ -11,7 +11,7 @@ use crate::admission::Admission;
 use crate::assets::AssetStore;
 use crate::backends::Backends;
 use crate::config::{Config, StoreConfig};
-use crate::live::{Live, LiveConfig, Reloader};
+use crate::live::{Live, LiveHandle, Reloader};
 use crate::store::JobStore;
 use crate::store::StoreError;
 use crate::store::cache::CachedStore;
@@ -36,7 +36,7 @@ pub struct App {
     /// The config the process started with (server, store, assets, worker: what needs a restart).
     pub config: Config,
     /// Models, routes, API defaults and backends: swapped on reload.
-    pub live: LiveConfig,
+    pub live: LiveHandle,
     pub shadow: Arc<crate::shadow::Shadow>,
     /// Backend health (shared with the worker), for `/metrics`.
     pub breakers: Arc<crate::breakers::Breakers>,
@@ -97,7 +97,10 @@ impl App {
         }
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
+        // Registered, and counting the others, before the worker's first sweep sends anything: limits shared
+        // out among replicas start from the right count.
         let replicas = crate::limits::LiveReplicas::default();
+        beat(store.as_ref(), &replicas).await;
         tracker.spawn(heartbeat(
             Arc::clone(&store),
             replicas.clone(),
@@ -105,7 +108,7 @@ impl App {
             shutdown.clone(),
         ));
         let backends = Backends::build(&config, &assets, &replicas, shutdown.child_token());
-        let live: LiveConfig = Arc::new(ArcSwap::from_pointee(Live::new(&config, backends)));
+        let live: LiveHandle = Arc::new(ArcSwap::from_pointee(Live::new(&config, backends)));
         // Breakers outlive reloads: a backend's health does not reset because a weight changed.
         let breakers = Arc::new(crate::breakers::Breakers::new(config.health.clone()));
         let worker = Worker::new(
@@ -199,24 +202,27 @@ async fn heartbeat(
     every: std::time::Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tick.tick() => beat(store.as_ref(), &replicas).await,
         }
-        match store.heartbeat().await {
-            Ok(n) => {
-                if n != replicas.get() {
-                    tracing::info!(live = n, "replicas sharing the job store");
-                }
-                replicas.set(n);
-                if let Some(m) = crate::metrics::get() {
-                    m.live_replicas.set(i64::from(n));
-                }
+    }
+}
+
+async fn beat(store: &dyn JobStore, replicas: &crate::limits::LiveReplicas) {
+    match store.heartbeat().await {
+        Ok(n) => {
+            if n != replicas.get() {
+                tracing::info!(live = n, "replicas sharing the job store");
             }
-            Err(e) => tracing::warn!(error = %e, "cannot record this replica's heartbeat in the job store"),
+            replicas.set(n);
+            if let Some(m) = crate::metrics::get() {
+                m.live_replicas.set(i64::from(n));
+            }
         }
+        Err(e) => tracing::warn!(error = %e, "cannot record this replica's heartbeat in the job store"),
     }
 }

@@ -281,7 +281,7 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: u64,
@@ -317,7 +317,7 @@ pub struct ApiConfig {
     pub max_total_seconds: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StoreConfig {
     Sqlite {
         path: PathBuf,
@@ -372,7 +372,7 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AssetsConfig {
     pub storage: AssetStorage,
     /// How long a finished video's assets are kept after completion (`expires_at`); `None`: kept until deleted.
@@ -385,7 +385,7 @@ pub struct AssetsConfig {
 
 pub use crate::assets::AssetStorage;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
     pub poll_interval: Duration,
     pub retry_base: Duration,
@@ -394,16 +394,16 @@ pub struct WorkerConfig {
     pub queue_deadline: Duration,
     /// A job a backend accepted but has not finished within this long fails (`backend_timeout`).
     pub job_deadline: Duration,
+    /// How often unfinished jobs are swept for and leases renewed: 5 s, or a third of a shorter lease.
+    pub sweep_interval: Duration,
     /// How many jobs take a step (a submit, poll or asset copy) at once; the others wait their turn holding
     /// almost no memory. Bounds the worker's memory and its pressure on the store when thousands of jobs wake
     /// together (after a restart, or when an unreachable backend's retries line up).
-    /// How often unfinished jobs are swept for and leases renewed: 5 s, or a third of a shorter lease.
-    pub sweep_interval: Duration,
     pub max_active_steps: usize,
 }
 
 /// Circuit breakers per backend (see `health`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthConfig {
     pub window: Duration,
     pub min_requests: u32,

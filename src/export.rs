@@ -250,8 +250,11 @@ async fn copy_in(
         return Ok(());
     }
     if let Some(expected) = sha256 {
-        let bytes = std::fs::read(&src).map_err(|e| file_error(&src, e))?;
-        let actual = hex::encode(Sha256::digest(&bytes));
+        let path = src.clone();
+        let actual = tokio::task::spawn_blocking(move || sha256_file(&path))
+            .await
+            .map_err(|e| file_error(&src, e))?
+            .map_err(|e| file_error(&src, e))?;
         if actual != expected {
             return Err(file_error(
                 &src,
@@ -266,6 +269,14 @@ async fn copy_in(
     summary.asset_files += 1;
     summary.asset_bytes += stored.bytes;
     Ok(())
+}
+
+/// A file's SHA-256, streamed (an export holds whole videos: none is read into memory at once). Blocking.
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// `YYYY-MM-DD` (UTC midnight) or unix seconds.

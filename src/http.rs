@@ -416,6 +416,14 @@ impl Secret {
     }
 }
 
+/// For settings compared on reload (is this the same database URL?). API keys are never compared this way:
+/// they are hashed and their digests looked up (`auth`).
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.0 == other.0
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("*****")

@@ -204,43 +204,41 @@ impl LiveReplicas {
 
 /// A backend's `requests_per_second`, shared out among the live replicas: with `n` alive, each sends one call
 /// every `n / requests_per_second` seconds, evenly spaced with no burst, so a provider metering calls per second
-/// sees at most its limit from all replicas together (while the count is right: a replica that has just died
-/// still counts for up to one lease, which only slows the others). Rebuilt, full, when the count changes.
+/// sees about its limit from all replicas together.
+///
+/// Each caller reserves the next free instant (one queue, first come first served) and sleeps until it; the
+/// spacing is read at each reservation, so a change in the count applies from the next call on, with no second
+/// queue released at the old pace. (By hand rather than `governor`, whose quota is fixed when the limiter is
+/// built: rebuilding it on a change would leave the callers already waiting on the old one.) A caller that
+/// gives up while waiting leaves its instant unused.
 pub struct SharedRate {
     per_second: NonZeroU32,
     replicas: LiveReplicas,
-    current: std::sync::Mutex<(u32, Arc<governor::DefaultDirectRateLimiter>)>,
+    next: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl SharedRate {
     pub fn new(per_second: NonZeroU32, replicas: LiveReplicas) -> SharedRate {
-        let n = replicas.get();
         SharedRate {
             per_second,
-            current: std::sync::Mutex::new((n, Arc::new(spaced(per_second, n)))),
             replicas,
+            next: std::sync::Mutex::new(None),
         }
     }
 
     /// Waits until this replica may send the next call.
     pub async fn until_ready(&self) {
-        let n = self.replicas.get();
-        let limiter = {
-            // A panic elsewhere while holding this lock leaves a usable limiter behind: take it.
-            let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if current.0 != n {
-                *current = (n, Arc::new(spaced(self.per_second, n)));
-            }
-            Arc::clone(&current.1)
+        let spacing = Duration::from_secs_f64(f64::from(self.replicas.get()) / f64::from(self.per_second.get()));
+        let at = {
+            // Nothing is left half-written under this lock: a poisoned one is as good as any.
+            let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = tokio::time::Instant::now();
+            let at = next.map_or(now, |n| n.max(now));
+            *next = Some(at + spacing);
+            at
         };
-        limiter.until_ready().await;
+        tokio::time::sleep_until(at).await;
     }
-}
-
-fn spaced(per_second: NonZeroU32, replicas: u32) -> governor::DefaultDirectRateLimiter {
-    let period = Duration::from_secs_f64(f64::from(replicas.max(1)) / f64::from(per_second.get()));
-    let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(per_second));
-    RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN))
 }
 
 fn count_rejection(tenant: &str, limit: &str) {
@@ -343,24 +341,51 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_backends_rate_is_shared_out_among_live_replicas() {
         // 20 calls per second: one every 50 ms from a lone replica, one every 200 ms from each of four.
         let replicas = LiveReplicas::default();
         let rate = SharedRate::new(NonZeroU32::new(20).unwrap(), replicas.clone());
-        let three_calls = async || {
-            let start = std::time::Instant::now();
-            for _ in 0..3 {
-                rate.until_ready().await;
+        let start = tokio::time::Instant::now();
+        let mut at = Vec::new();
+        for i in 0..6 {
+            if i == 3 {
+                replicas.set(4);
             }
-            start.elapsed()
-        };
-        assert!(three_calls().await >= Duration::from_millis(95));
-        replicas.set(4);
-        // A lower bound only: spacing is what the limiter guarantees; a slow machine only adds to it.
-        assert!(three_calls().await >= Duration::from_millis(395));
+            rate.until_ready().await;
+            at.push(start.elapsed().as_millis());
+        }
+        // The fourth call was booked at the old pace; from then on, four replicas share the rate.
+        assert_eq!(at, vec![0, 50, 100, 150, 350, 550]);
         replicas.set(0);
         assert_eq!(replicas.get(), 1, "this replica always counts itself");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_in_the_count_never_releases_two_queues_at_once() {
+        // Ten callers, the count going from 1 to 2 while five of them wait: one queue, every release at least
+        // one spacing (50 ms at the faster pace) after the one before.
+        let replicas = LiveReplicas::default();
+        let rate = Arc::new(SharedRate::new(NonZeroU32::new(20).unwrap(), replicas.clone()));
+        let start = tokio::time::Instant::now();
+        let wait = |rate: Arc<SharedRate>| {
+            tokio::spawn(async move {
+                rate.until_ready().await;
+                start.elapsed()
+            })
+        };
+        let mut waiting: Vec<_> = (0..5).map(|_| wait(Arc::clone(&rate))).collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        replicas.set(2);
+        waiting.extend((0..5).map(|_| wait(Arc::clone(&rate))));
+        let mut released = Vec::new();
+        for w in waiting {
+            released.push(w.await.unwrap());
+        }
+        released.sort();
+        for pair in released.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(50), "{released:?}");
+        }
     }
 
     #[test]

@@ -44,8 +44,9 @@ pub struct Live {
     fingerprints: BTreeMap<String, String>,
 }
 
-/// Shared by the API, admission and the worker; every reader takes one snapshot per request or step.
-pub type LiveConfig = Arc<ArcSwap<Live>>;
+/// The handle to the running [`Live`] config, swapped whole on reload: shared by the API, admission and the
+/// worker; every reader takes one snapshot per request or step.
+pub type LiveHandle = Arc<ArcSwap<Live>>;
 
 fn fingerprints(config: &Config) -> BTreeMap<String, String> {
     // Debug output of a backend's settings: secrets print as *****, so a rotated key alone is not "a change".
@@ -135,7 +136,7 @@ impl Live {
 
 /// What a reload needs besides the new config.
 pub struct Reloader {
-    pub live: LiveConfig,
+    pub live: LiveHandle,
     /// The config the process started with (for the sections that need a restart).
     pub started: Config,
     pub assets: AssetStore,
@@ -148,26 +149,11 @@ impl Reloader {
     pub fn apply(&self, new: &Config) -> Vec<String> {
         let mut notes = Vec::new();
         for (section, same) in [
-            (
-                "server",
-                format!("{:?}", new.server) == format!("{:?}", self.started.server),
-            ),
-            (
-                "store",
-                format!("{:?}", new.store) == format!("{:?}", self.started.store),
-            ),
-            (
-                "assets",
-                format!("{:?}", new.assets) == format!("{:?}", self.started.assets),
-            ),
-            (
-                "worker",
-                format!("{:?}", new.worker) == format!("{:?}", self.started.worker),
-            ),
-            (
-                "health",
-                format!("{:?}", new.health) == format!("{:?}", self.started.health),
-            ),
+            ("server", new.server == self.started.server),
+            ("store", new.store == self.started.store),
+            ("assets", new.assets == self.started.assets),
+            ("worker", new.worker == self.started.worker),
+            ("health", new.health == self.started.health),
         ] {
             if !same {
                 notes.push(format!("[{section}] changed: it applies at the next restart"));
@@ -243,9 +229,18 @@ impl Reloader {
         notes
     }
 
-    /// Loads the file again and applies it, or keeps the running config if it is invalid.
-    pub fn reload(&self, overrides: &Overrides, why: &str) {
-        match Config::load(overrides) {
+    /// Loads the file again and applies it, or keeps the running config if it is invalid. The file, its mapping
+    /// files and CA bundles are read on the blocking pool, not on a runtime thread serving requests.
+    pub async fn reload(&self, overrides: &Overrides, why: &str) {
+        let reading = overrides.clone();
+        let loaded = match tokio::task::spawn_blocking(move || Config::load(&reading)).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!(trigger = why, error = %e, "config reload failed, the running config stays");
+                return;
+            }
+        };
+        match loaded {
             Ok(new) => {
                 let notes = self.apply(&new);
                 tracing::info!(trigger = why, models = new.models.len(), "config reloaded");
@@ -276,12 +271,12 @@ impl Reloader {
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                _ = recv(&mut hangup) => self.reload(&overrides, "SIGHUP"),
+                _ = recv(&mut hangup) => self.reload(&overrides, "SIGHUP").await,
                 _ = tick.tick() => {
                     let now = modified(&file);
                     if now != last {
                         last = now;
-                        self.reload(&overrides, "file changed");
+                        self.reload(&overrides, "file changed").await;
                     }
                 }
             }

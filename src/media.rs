@@ -21,6 +21,10 @@ pub struct VideoInfo {
 
 /// The image's format (by its bytes, not its claimed type) and dimensions. JPEG, PNG and WebP only, as Sora.
 pub fn probe_image(bytes: &[u8]) -> Option<ImageInfo> {
+    guarded("image", || read_image(bytes))
+}
+
+fn read_image(bytes: &[u8]) -> Option<ImageInfo> {
     let format = image::guess_format(bytes).ok()?;
     let content_type = match format {
         image::ImageFormat::Png => "image/png",
@@ -40,17 +44,32 @@ pub fn probe_image(bytes: &[u8]) -> Option<ImageInfo> {
 
 /// Dimensions of the first video track and the movie's duration.
 pub fn probe_mp4(bytes: &[u8]) -> Option<VideoInfo> {
-    let size = bytes.len() as u64;
-    let reader = mp4::Mp4Reader::read_header(Bounded::new(Cursor::new(bytes), size), size).ok()?;
-    video_info(&reader)
+    guarded("MP4", || {
+        let size = bytes.len() as u64;
+        let reader = mp4::Mp4Reader::read_header(Bounded::new(Cursor::new(bytes), size), size).ok()?;
+        video_info(&reader)
+    })
 }
 
 /// The same for a file, reading only its boxes' headers (the media data is skipped, not read).
 pub fn probe_mp4_file(path: &std::path::Path) -> Option<VideoInfo> {
-    let file = std::fs::File::open(path).ok()?;
-    let size = file.metadata().ok()?.len();
-    let reader = mp4::Mp4Reader::read_header(Bounded::new(io::BufReader::new(file), size), size).ok()?;
-    video_info(&reader)
+    guarded("MP4", || {
+        let file = std::fs::File::open(path).ok()?;
+        let size = file.metadata().ok()?.len();
+        let reader = mp4::Mp4Reader::read_header(Bounded::new(io::BufReader::new(file), size), size).ok()?;
+        video_info(&reader)
+    })
+}
+
+/// Runs a parser of untrusted bytes (an upload, a provider's output). The `mp4` and `image` crates have
+/// panicking paths on malformed input; a panic reads as "not a valid file" (the client gets the same clear 400
+/// as for any unreadable upload) instead of unwinding through the request and dropping the connection. The
+/// parsers hold none of our state, so nothing is left half-changed.
+fn guarded<T>(what: &str, parse: impl FnOnce() -> Option<T>) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)).unwrap_or_else(|_| {
+        tracing::warn!("the {what} parser panicked on an input: treated as unreadable");
+        None
+    })
 }
 
 /// What the `mp4` crate reads through: at most one read or seek per byte of the file (plus a margin), then an
@@ -117,6 +136,12 @@ fn video_info<R: std::io::Read + std::io::Seek>(reader: &mp4::Mp4Reader<R>) -> O
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_parser_that_panics_reads_as_an_unreadable_file() {
+        assert_eq!(super::guarded::<u32>("MP4", || panic!("index out of bounds")), None);
+        assert_eq!(super::guarded("MP4", || Some(7)), Some(7));
+    }
+
     #[test]
     fn a_box_of_size_zero_inside_moov_is_refused_not_looped_on() {
         let mut mp4 = Vec::new();

@@ -48,7 +48,7 @@ pub struct Metrics {
     pub finished: IntCounterVec,
     /// Jobs moved to a fallback backend.
     pub failovers: IntCounterVec,
-    /// Shadow copies by result: queued, dropped (queue full), capped (daily cap).
+    /// Shadow copies by result: queued, dropped (queue full), capped (daily cap), failed (store error).
     pub shadow: IntCounterVec,
     /// 1 while a backend's circuit is open (0 closed, 0.5 is not possible: half-open counts as open).
     pub circuit_open: IntGaugeVec,
@@ -226,7 +226,7 @@ impl Metrics {
             shadow: counter(
                 r,
                 "sora_shim_shadow_copies_total",
-                "Shadow copies: queued (a shadow job was stored), dropped (queue full) or capped (daily cap)",
+                "Shadow copies: queued (a shadow job was stored), dropped (queue full), capped (daily cap) or failed (the store refused)",
                 &["model", "backend", "result"],
             )?,
             registry,

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::live::LiveConfig;
+use crate::live::LiveHandle;
 use crate::store::JobStore;
 use crate::video::{Job, JobError, JobKind, NormalizedRequest, State, Variant, new_id, now_unix_ms};
 use crate::worker::WorkerHandle;
@@ -24,13 +24,13 @@ use crate::worker::WorkerHandle;
 use crate::auth::SHADOW_TENANT;
 
 pub struct Shadow {
-    live: LiveConfig,
+    live: LiveHandle,
     tx: mpsc::Sender<(Job, String)>,
 }
 
 impl Shadow {
     pub fn start(
-        live: LiveConfig,
+        live: LiveHandle,
         store: Arc<dyn JobStore>,
         worker: WorkerHandle,
         queue: usize,
@@ -101,26 +101,12 @@ fn sample_point(job_id: &str, backend: &str) -> f64 {
 }
 
 async fn create_shadow_job(
-    live: &LiveConfig,
+    live: &LiveHandle,
     store: &dyn JobStore,
     worker: &WorkerHandle,
     primary: &Job,
     backend: &str,
 ) {
-    let model = &primary.request.model;
-    // At most `shadow_daily_cap` copies per model and UTC day, counted in the store: across replicas and
-    // restarts.
-    if let Some(cap) = live.load().models.get(model).and_then(|m| m.shadow_daily_cap) {
-        let day = now_unix_ms() / 86_400_000;
-        match store.count_toward(&format!("shadow:{model}"), day, cap).await {
-            Ok(true) => {}
-            Ok(false) => return count(model, backend, "capped"),
-            Err(e) => {
-                tracing::warn!(primary = %primary.id, error = %e, "cannot count a shadow copy toward the daily cap");
-                return count(model, backend, "dropped");
-            }
-        }
-    }
     // The same request as the primary, as a new job of the candidate's: with the candidate's own provider model
     // and options, under the shadow tenant (no key reaches it), pointing at the primary.
     let request = NormalizedRequest {
@@ -159,6 +145,20 @@ async fn create_shadow_job(
         }
         None => return,
     }
+    let model = &primary.request.model;
+    // At most `shadow_daily_cap` copies per model and UTC day, counted in the store: across replicas and
+    // restarts.
+    if let Some(cap) = live.load().models.get(model).and_then(|m| m.shadow_daily_cap) {
+        let day = now_unix_ms() / 86_400_000;
+        match store.count_toward(&format!("shadow:{model}"), day, cap).await {
+            Ok(true) => {}
+            Ok(false) => return count(model, backend, "capped"),
+            Err(e) => {
+                tracing::warn!(primary = %primary.id, error = %e, "cannot count a shadow copy toward the daily cap");
+                return count(model, backend, "failed");
+            }
+        }
+    }
     match store.insert_job(&job, None).await {
         Ok(_) => {
             count(model, backend, "queued");
@@ -166,7 +166,10 @@ async fn create_shadow_job(
                 worker.notify(&job.id);
             }
         }
-        Err(e) => tracing::warn!(primary = %primary.id, error = %e, "cannot store a shadow job"),
+        Err(e) => {
+            tracing::warn!(primary = %primary.id, error = %e, "cannot store a shadow job");
+            count(model, backend, "failed");
+        }
     }
 }
 

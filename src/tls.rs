@@ -111,7 +111,12 @@ impl Certificates {
             if now == last {
                 continue;
             }
-            match load_pair(&self.cert, &self.key) {
+            let (cert, key) = (self.cert.clone(), self.key.clone());
+            // File reads: on the blocking pool, not on a runtime thread serving requests.
+            let loaded = tokio::task::spawn_blocking(move || load_pair(&cert, &key))
+                .await
+                .unwrap_or_else(|e| Err(TlsError::Setup(format!("reading the certificate: {e}"))));
+            match loaded {
                 Ok(pair) => {
                     last = now;
                     self.current.store(Arc::new(pair));

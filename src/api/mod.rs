@@ -403,13 +403,13 @@ async fn callback(app: &App, backend: &str, job_id: &str, req: Request<Incoming>
             code: Some("invalid_signature"),
         });
     }
-    match app.store.get_job(job_id).await? {
-        Some(job) if job.backend == backend => {}
+    let finished = match app.store.get_job(job_id).await? {
+        Some(job) if job.backend == backend => job.state.is_terminal(),
         _ => {
             count("unknown_job");
             return Err(not_found());
         }
-    }
+    };
     let body: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::invalid(format!("The callback body is not JSON: {e}"), None, None))?;
     let headers: serde_json::Map<String, serde_json::Value> = parts
@@ -417,9 +417,12 @@ async fn callback(app: &App, backend: &str, job_id: &str, req: Request<Incoming>
         .iter()
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), json!(v))))
         .collect();
-    app.worker
-        .callback(job_id, json!({"body": body, "headers": headers}))
-        .await?;
+    // A late or repeated callback for a finished video changes nothing: acknowledged, not kept.
+    if !finished {
+        app.worker
+            .callback(job_id, json!({"body": body, "headers": headers}))
+            .await?;
+    }
     count("accepted");
     tracing::info!(backend, job = job_id, "provider callback accepted");
     Ok(json_response(StatusCode::OK, &json!({"received": true})))

@@ -599,7 +599,7 @@ impl JobStore for SqliteStore {
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
         Self::with(&self.writer, move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM daily_counts WHERE day < ?1", params![day])?;
+            tx.execute("DELETE FROM daily_counts WHERE day < ?1", params![day - 1])?;
             let counted = tx.execute(
                 "INSERT INTO daily_counts (key, day, n) VALUES (?1, ?2, 1) \
                  ON CONFLICT (key, day) DO UPDATE SET n = n + 1 WHERE n < ?3",

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Endpoint, event_body, sign, signing_key};
-use crate::live::LiveConfig;
+use crate::live::LiveHandle;
 use crate::store::{Delivery, JobStore};
 use crate::video::{new_id, now_unix, now_unix_ms};
 
@@ -31,7 +31,7 @@ const CLAIM_HOLD: Duration = Duration::from_secs(120);
 /// Reads the outbox and delivers, until shutdown.
 pub struct Dispatcher {
     store: Arc<dyn JobStore>,
-    live: LiveConfig,
+    live: LiveHandle,
     in_flight: DashSet<String>,
     limits: DashMap<String, Arc<Semaphore>>,
     tracker: TaskTracker,
@@ -41,7 +41,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn start(
         store: Arc<dyn JobStore>,
-        live: LiveConfig,
+        live: LiveHandle,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Dispatcher> {

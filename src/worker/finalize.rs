@@ -36,11 +36,11 @@ impl Worker {
         };
         match self.derive_missing_previews(&job, &video, &mut assets).await {
             Ok(produced) => job.produced = Some(produced),
-            Err(Derive::StorageFull(message)) => {
+            Err(DeriveError::StorageFull(message)) => {
                 let e = crate::backends::BackendError::new(backend.name(), BackendErrorKind::StorageFull, message);
                 return self.finalize_failed(job, e).await;
             }
-            Err(Derive::Unreadable(message)) => {
+            Err(DeriveError::Unreadable(message)) => {
                 tracing::error!(job = %job.id, %message, "the finished video cannot be read");
                 let error = JobError {
                     code: "internal_error".into(),
@@ -104,9 +104,13 @@ impl Worker {
         job: &Job,
         video: &Asset,
         assets: &mut Vec<Asset>,
-    ) -> Result<Produced, Derive> {
+    ) -> Result<Produced, DeriveError> {
         // Probing and preview derivation work on a file: the asset itself, or a temporary copy from object storage.
-        let video_file = self.assets.local_file(&video.key).await.map_err(Derive::from_asset)?;
+        let video_file = self
+            .assets
+            .local_file(&video.key)
+            .await
+            .map_err(DeriveError::from_asset)?;
         let video_path = video_file.path.clone();
         let missing: Vec<Variant> = [Variant::Thumbnail, Variant::Spritesheet]
             .into_iter()
@@ -115,8 +119,8 @@ impl Worker {
         if missing.is_empty() {
             let info = tokio::task::spawn_blocking(move || crate::media::probe_mp4_file(&video_path))
                 .await
-                .map_err(|e| Derive::Unreadable(e.to_string()))?
-                .ok_or_else(|| Derive::Unreadable("not an MP4 with a video track".to_owned()))?;
+                .map_err(|e| DeriveError::Unreadable(e.to_string()))?
+                .ok_or_else(|| DeriveError::Unreadable("not an MP4 with a video track".to_owned()))?;
             return Ok(Produced {
                 width: info.width,
                 height: info.height,
@@ -126,17 +130,17 @@ impl Worker {
         let work = self
             .assets
             .scratch_dir(&format!("{}/previews", job.id))
-            .map_err(Derive::from_asset)?;
-        tokio::fs::create_dir_all(&work).await.map_err(Derive::from_io)?;
+            .map_err(DeriveError::from_asset)?;
+        tokio::fs::create_dir_all(&work).await.map_err(DeriveError::from_io)?;
         let dir = work.clone();
         let derived = tokio::task::spawn_blocking(move || crate::previews::derive_previews(&video_path, &dir))
             .await
-            .map_err(|e| Derive::Unreadable(e.to_string()))?;
+            .map_err(|e| DeriveError::Unreadable(e.to_string()))?;
         let info = match derived {
             Ok(info) => info,
             Err(e) => {
                 let _ = tokio::fs::remove_dir_all(&work).await;
-                return Err(Derive::from_preview(e));
+                return Err(DeriveError::from_preview(e));
             }
         };
         for variant in missing {
@@ -146,7 +150,7 @@ impl Worker {
                 Ok(stored) => stored,
                 Err(e) => {
                     let _ = tokio::fs::remove_dir_all(&work).await;
-                    return Err(Derive::from_asset(e));
+                    return Err(DeriveError::from_asset(e));
                 }
             };
             assets.push(Asset {
@@ -167,33 +171,33 @@ impl Worker {
 
 /// Why the previews of a stored video could not be made: our disk is full (try again later), or the video
 /// itself cannot be read (the job fails).
-enum Derive {
+enum DeriveError {
     StorageFull(String),
     Unreadable(String),
 }
 
-impl Derive {
-    fn from_io(e: std::io::Error) -> Derive {
+impl DeriveError {
+    fn from_io(e: std::io::Error) -> DeriveError {
         if crate::assets::is_storage_full(&e) {
-            Derive::StorageFull(e.to_string())
+            DeriveError::StorageFull(e.to_string())
         } else {
-            Derive::Unreadable(e.to_string())
+            DeriveError::Unreadable(e.to_string())
         }
     }
 
-    fn from_asset(e: crate::assets::AssetError) -> Derive {
+    fn from_asset(e: crate::assets::AssetError) -> DeriveError {
         if e.is_storage_full() {
-            Derive::StorageFull(e.to_string())
+            DeriveError::StorageFull(e.to_string())
         } else {
-            Derive::Unreadable(e.to_string())
+            DeriveError::Unreadable(e.to_string())
         }
     }
 
-    fn from_preview(e: crate::previews::PreviewError) -> Derive {
+    fn from_preview(e: crate::previews::PreviewError) -> DeriveError {
         match e {
-            crate::previews::PreviewError::Io(e) => Derive::from_io(e),
-            crate::previews::PreviewError::Image(image::ImageError::IoError(e)) => Derive::from_io(e),
-            e => Derive::Unreadable(e.to_string()),
+            crate::previews::PreviewError::Io(e) => DeriveError::from_io(e),
+            crate::previews::PreviewError::Image(image::ImageError::IoError(e)) => DeriveError::from_io(e),
+            e => DeriveError::Unreadable(e.to_string()),
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::assets::AssetStore;
 use crate::backends::{AfterLostSubmit, Backend, BackendError, BackendErrorKind, Output, Progress};
 use crate::breakers::Breakers;
 use crate::config::WorkerConfig;
-use crate::live::LiveConfig;
+use crate::live::LiveHandle;
 use crate::store::{JobStore, StoreError};
 use crate::video::{Asset, Job, JobError, JobKind, Produced, State, Variant, now_unix, now_unix_ms};
 
@@ -69,7 +69,7 @@ pub struct Worker {
     store: Arc<dyn JobStore>,
     assets: AssetStore,
     /// Backends and routes (for the fallback order), as last reloaded.
-    live: LiveConfig,
+    live: LiveHandle,
     config: WorkerConfig,
     breakers: Arc<Breakers>,
     active: Arc<DashSet<String>>,
@@ -94,7 +94,7 @@ impl Worker {
     pub fn new(
         store: Arc<dyn JobStore>,
         assets: AssetStore,
-        live: LiveConfig,
+        live: LiveHandle,
         config: WorkerConfig,
         breakers: Arc<Breakers>,
         tracker: TaskTracker,
@@ -215,9 +215,16 @@ impl Worker {
                     _ = waker.notified() => {}
                 }
             }
-            Box::pin(me.release_if_finished(&job_id)).await;
+            let finished = Box::pin(me.release_if_finished(&job_id)).await;
             me.inbox.wakers.remove(&job_id);
-            me.inbox.callbacks.remove(&job_id);
+            // A callback that came in while this task was stopping (its lease went to another replica, or
+            // shutdown) goes through the store to whoever drives the job now.
+            if let Some((_, payload)) = me.inbox.callbacks.remove(&job_id)
+                && !finished
+                && let Err(e) = me.store.record_callback(&job_id, &payload).await
+            {
+                tracing::warn!(job = %job_id, error = %e, "cannot pass a provider callback on; the next poll makes up for it");
+            }
             me.active.remove(&job_id);
         };
         self.tracker.spawn(fut);
@@ -285,13 +292,24 @@ impl Worker {
     }
 
     /// Whatever way a job ended (completed, failed, rejected, lost), its backend frees what it kept for it.
-    async fn release_if_finished(&self, job_id: &str) {
-        if let Ok(Some(job)) = self.store.get_job(job_id).await
-            && job.state.is_terminal()
-            && let Some(backend) = self.live.load().backends.get(&job.backend).cloned()
-        {
+    /// Lets the backend free what it held for a finished job, and drops a callback still waiting for it in the
+    /// store. True if the job is finished.
+    async fn release_if_finished(&self, job_id: &str) -> bool {
+        let Ok(Some(job)) = self.store.get_job(job_id).await else {
+            return false;
+        };
+        if !job.state.is_terminal() {
+            return false;
+        }
+        if let Some(backend) = self.live.load().backends.get(&job.backend).cloned() {
+            if backend.takes_callbacks()
+                && let Err(e) = self.store.take_callback(job_id).await
+            {
+                tracing::debug!(job = %job_id, error = %e, "cannot drop a finished job's waiting callback");
+            }
             backend.release(&job).await;
         }
+        true
     }
 
     async fn step(&self, job: Job) -> Next {

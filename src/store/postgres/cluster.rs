@@ -4,6 +4,9 @@
 use std::time::Duration;
 
 use super::{CALLBACKS_CHANNEL, PgStore};
+
+/// How often the LISTEN connection is asked whether it still answers.
+const LISTEN_CHECK_EVERY: Duration = Duration::from_secs(30);
 use crate::store::{RateTaken, StoreError};
 use crate::video::now_unix_ms;
 
@@ -78,8 +81,9 @@ impl PgStore {
     pub(super) async fn gcra(&self, key: &str, interval_us: i64, burst: u32) -> Result<RateTaken, StoreError> {
         let window = interval_us.saturating_mul(i64::from(burst));
         let client = self.client().await?;
-        let row = client
-            .query_one(
+        // Prepared once per pooled connection: one round trip per request after that.
+        let take = client
+            .prepare_cached(
                 "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us), \
                  taken AS ( \
                      INSERT INTO rate_cells AS c (key, tat_us) SELECT $1, now.us + $2 FROM now WHERE $2 <= $3 \
@@ -87,9 +91,9 @@ impl PgStore {
                      WHERE GREATEST(c.tat_us, excluded.tat_us - $2) + $2 - $3 <= excluded.tat_us - $2 \
                      RETURNING c.tat_us) \
                  SELECT (SELECT tat_us FROM taken), (SELECT us FROM now)",
-                &[&key, &interval_us, &window],
             )
             .await?;
+        let row = client.query_one(&take, &[&key, &interval_us, &window]).await?;
         let taken: Option<i64> = row.try_get(0)?;
         let now_us: i64 = row.try_get(1)?;
         if let Some(tat_us) = taken {
@@ -101,8 +105,11 @@ impl PgStore {
         }
         // Refused: read the bucket as it is now (the statement's own snapshot may predate the requests that
         // filled it, which would understate the wait).
+        let read = client
+            .prepare_cached("SELECT tat_us FROM rate_cells WHERE key = $1")
+            .await?;
         let tat_us: Option<i64> = client
-            .query_opt("SELECT tat_us FROM rate_cells WHERE key = $1", &[&key])
+            .query_opt(&read, &[&key])
             .await?
             .map(|r| r.try_get(0))
             .transpose()?;
@@ -120,7 +127,9 @@ impl PgStore {
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.execute("DELETE FROM daily_counts WHERE day < $1", &[&day]).await?;
+        // Yesterday stays: a replica whose clock is a little behind may still count toward it.
+        tx.execute("DELETE FROM daily_counts WHERE day < $1", &[&(day - 1)])
+            .await?;
         let counted = tx
             .execute(
                 "INSERT INTO daily_counts AS d (key, day, n) VALUES ($1, $2, 1) \
@@ -142,6 +151,11 @@ pub(super) async fn listen(
     tx: tokio::sync::mpsc::UnboundedSender<String>,
 ) {
     use futures_util::StreamExt;
+    // An idle connection that a network fault or a failover cut silently would otherwise pass for alive for
+    // hours (the OS's default keepalive): probe it, and ask the server now and then.
+    let mut config = config;
+    config.keepalives_idle(Duration::from_secs(30));
+    let mut retry = Duration::from_secs(1);
     while !tx.is_closed() {
         match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
@@ -165,6 +179,9 @@ pub(super) async fn listen(
                 if let Err(e) = client.batch_execute(&format!("LISTEN {CALLBACKS_CHANNEL}")).await {
                     tracing::warn!(error = %e, "cannot LISTEN for provider callbacks");
                 } else {
+                    retry = Duration::from_secs(1);
+                    let mut check =
+                        tokio::time::interval_at(tokio::time::Instant::now() + LISTEN_CHECK_EVERY, LISTEN_CHECK_EVERY);
                     loop {
                         tokio::select! {
                             _ = tx.closed() => break,
@@ -172,6 +189,13 @@ pub(super) async fn listen(
                                 Some(id) => { let _ = tx.send(id); }
                                 None => break,
                             },
+                            _ = check.tick() => {
+                                let alive = tokio::time::timeout(Duration::from_secs(10), client.simple_query("SELECT 1"));
+                                if !matches!(alive.await, Ok(Ok(_))) {
+                                    tracing::warn!("PostgreSQL LISTEN connection stopped answering; reconnecting");
+                                    break;
+                                }
+                            }
                         }
                     }
                 }
@@ -181,7 +205,8 @@ pub(super) async fn listen(
         }
         tokio::select! {
             _ = tx.closed() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(retry) => {}
         }
+        retry = (retry * 2).min(Duration::from_secs(30));
     }
 }

@@ -37,7 +37,7 @@ pub(super) const CALLBACKS_CHANNEL: &str = "sora_shim_callbacks";
 const MIGRATION_LOCK: i64 = 0x736f_7261_7368_696d;
 
 /// How to reach the database.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PgOptions {
     /// `postgres://user:password@host:port/db?sslmode=…`; never logged (it may hold the password).
     pub url: crate::http::Secret,
