@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{BACKENDS, Shim, start_mapped};
@@ -19,14 +19,9 @@ fn conformance(base_url: &str, extra: &[&str]) -> (Output, String, Duration) {
 
 fn conformance_with_env(base_url: &str, extra: &[&str], env: &[(&str, &str)]) -> (Output, String, Duration) {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_sora-shim"))
-        .args(["conformance", "--base-url", base_url, "--api-key", "k1"])
-        .args(extra)
-        .env("SORA_SHIM_LOG", "warn")
-        .env_remove("SSL_CERT_FILE")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    let mut args = vec!["conformance", "--base-url", base_url, "--api-key", "k1"];
+    args.extend_from_slice(extra);
+    let out = common::cli(&args, None, env);
     let stdout = String::from_utf8(out.stdout.clone()).unwrap();
     (out, stdout, started.elapsed())
 }

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use bytes::Bytes;
 use common::{Shim, TEST_CONFIG, multipart, png};
@@ -13,14 +12,14 @@ use hyper::StatusCode;
 use serde_json::{Value, json};
 
 fn run(args: &[&str], config: &Path, data_dir: &Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sora-shim"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .unwrap();
+    let mut all = args.to_vec();
+    all.extend([
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    let out = common::cli(&all, None, &[]);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -164,11 +164,8 @@ fn check_refuses(files: &[(&str, &str)]) -> String {
     for (name, text) in files {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sora-shim"))
-        .args(["check", "--config"])
-        .arg(dir.path().join("c.toml"))
-        .output()
-        .unwrap();
+    let config = dir.path().join("c.toml");
+    let out = common::cli(&["check", "--config", config.to_str().unwrap()], None, &[]);
     assert_eq!(out.status.code(), Some(64));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

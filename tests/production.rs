@@ -164,23 +164,19 @@ async fn a_rotated_key_list_applies_on_reload() {
         .replace(&key_hash(ACME_KEY), &key_hash(rotated));
     std::fs::write(shim.config_path(), text).unwrap();
     shim.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while shim.get("/v1/videos", ACME_KEY).await.status != StatusCode::UNAUTHORIZED {
-        assert!(Instant::now() < deadline, "old key still accepted\n{}", shim.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let refused = common::eventually(Duration::from_secs(10), async || {
+        shim.get("/v1/videos", ACME_KEY).await.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(refused, "old key still accepted\n{}", shim.log());
     assert_eq!(shim.get("/v1/videos", rotated).await.status, StatusCode::OK);
 }
 
 #[test]
 fn open_mode_stays_on_loopback_unless_told_otherwise() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sora-shim"))
-        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(tmp.path())
-        .env_remove("SORA_SHIM_ALLOW_OPEN_MODE")
-        .output()
-        .unwrap();
+    let data = tmp.path().to_str().unwrap();
+    let out = common::cli(&["serve", "--listen", "0.0.0.0:0", "--data-dir", data], None, &[]);
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -476,11 +472,7 @@ fn a_key_that_does_not_fit_its_certificate_is_refused_at_check() {
          [backends.p]\nkind = \"mapping\"\nmapping = \"comfyui\"\nbase_url = \"https://127.0.0.1:1\"\nca_file = \"ca.pem\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sora-shim"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = common::cli(&["check", "--config", config.to_str().unwrap()], None, &[]);
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -286,10 +286,10 @@ async fn sighup_applies_new_weights_and_an_invalid_file_keeps_the_running_config
     )
     .unwrap();
     shim.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !shim.log().contains("config reload rejected") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::eventually(Duration::from_secs(10), async || {
+        shim.log().contains("config reload rejected")
+    })
+    .await;
     let log = shim.log();
     assert!(log.contains("config reload rejected"), "{log}");
     assert!(log.contains("no backend named \"nope\""), "{log}");
@@ -428,11 +428,8 @@ async fn a_backend_whose_calls_hang_does_not_hold_another_backends_turns() {
     );
     let shim = Shim::start_with(&config);
     let stuck = shim.create("k", &json!({"prompt": "stuck", "model": "sora-2"})).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while slow.stats().await["polls"].as_u64().unwrap() == 0 {
-        assert!(Instant::now() < deadline, "the slow backend was never polled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let polled = common::eventually(Duration::from_secs(10), async || slow.stats().await["polls"] != 0).await;
+    assert!(polled, "the slow backend was never polled");
     let other = shim
         .create("k", &json!({"prompt": "other", "model": "sora-2-pro"}))
         .await;

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{Fake, Shim};
 use serde_json::{Value, json};
 
@@ -66,14 +64,17 @@ async fn shadows_finish(shim: &Shim, expected: usize) -> Vec<(String, String, St
 }
 
 fn report(shim: &Shim) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_sora-shim"))
-        .args(["shadow", "report", "--json", "--config"])
-        .arg(shim.config_path())
-        .arg("--data-dir")
-        .arg(&shim.data_dir)
-        .env("SORA_SHIM_TEST_PROVIDER_KEY", "x")
-        .output()
-        .unwrap();
+    let (config, data) = (shim.config_path(), shim.data_dir.clone());
+    let args = [
+        "shadow",
+        "report",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let out = common::cli(&args, None, &[("SORA_SHIM_TEST_PROVIDER_KEY", "x")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::Shim;
@@ -134,11 +134,8 @@ keys = ["{brief}"]
     assert!(shim.wait(&kept, "sk-keeper").await["expires_at"].is_null());
 
     // After expiry: the record stays (completed, same expires_at), the content is gone, remix refused.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while video_file.exists() {
-        assert!(Instant::now() < deadline, "not swept\n{}", shim.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let swept = common::eventually(Duration::from_secs(20), async || !video_file.exists()).await;
+    assert!(swept, "not swept\n{}", shim.log());
     let r = shim.get(&format!("/v1/videos/{brief}"), "sk-brief").await;
     assert_eq!(r.json()["status"], "completed");
     assert_eq!(r.json()["expires_at"].as_i64(), Some(completed_at + 2));

@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use common::Shim;
@@ -178,11 +178,8 @@ async fn a_crash_mid_backoff_loses_no_event() {
     let mut shim = Shim::start_with_env(&text, &[("TEST_WEBHOOK_SECRET", SECRET)]);
     let id = shim.create("sk-a", &json!({"prompt": "a fox"})).await;
     shim.wait(&id, "sk-a").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while receiver.received().is_empty() {
-        assert!(Instant::now() < deadline, "no attempt at all");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let tried = common::eventually(Duration::from_secs(20), async || !receiver.received().is_empty()).await;
+    assert!(tried, "no attempt at all");
     shim.kill9();
     receiver.fail.store(0, Ordering::SeqCst);
     let shim = shim.restart();

@@ -503,6 +503,8 @@ pub fn cli(args: &[&str], cwd: Option<&Path>, env: &[(&str, &str)]) -> std::proc
         .env_remove("SORA_SHIM_DATA_DIR")
         .env_remove("SORA_SHIM_CONFIG")
         .env_remove("SORA_SHIM_LISTEN")
+        .env_remove("SORA_SHIM_ALLOW_OPEN_MODE")
+        .env_remove("SSL_CERT_FILE")
         .env("SORA_SHIM_LOG", "warn")
         .envs(env.iter().copied());
     if let Some(dir) = cwd {
