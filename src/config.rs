@@ -411,7 +411,7 @@ pub struct HealthConfig {
     pub open_for: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BackendConfig {
     Local {
         fps: NonZeroU32,
@@ -421,7 +421,7 @@ pub enum BackendConfig {
 }
 
 /// A backend driven by a mapping file over HTTP.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MappedConfig {
     pub mapping: std::sync::Arc<crate::mapping::compile::Mapping>,
     /// Without a trailing slash.

@@ -40,22 +40,13 @@ pub struct Live {
     pub webhooks: BTreeMap<String, Arc<crate::webhooks::Endpoint>>,
     /// `[assets] retention` as started (tenants may override it).
     default_retention: Option<Duration>,
-    /// Each configured backend's settings as last applied (to tell a changed backend from an unchanged one).
-    fingerprints: BTreeMap<String, String>,
+    /// Each backend's settings as it runs them (to tell a changed backend from an unchanged one on reload).
+    running: BTreeMap<String, crate::config::BackendConfig>,
 }
 
 /// The handle to the running [`Live`] config, swapped whole on reload: shared by the API, admission and the
 /// worker; every reader takes one snapshot per request or step.
 pub type LiveHandle = Arc<ArcSwap<Live>>;
-
-fn fingerprints(config: &Config) -> BTreeMap<String, String> {
-    // Debug output of a backend's settings: secrets print as *****, so a rotated key alone is not "a change".
-    config
-        .backends
-        .iter()
-        .map(|(name, b)| (name.clone(), format!("{b:?}")))
-        .collect()
-}
 
 fn routes(config: &Config) -> BTreeMap<String, Route> {
     config
@@ -119,7 +110,7 @@ impl Live {
             moderation: config.moderation.clone(),
             webhooks: config.webhooks.clone(),
             default_retention: config.assets.retention,
-            fingerprints: fingerprints(config),
+            running: config.backends.clone(),
         }
     }
 
@@ -172,12 +163,11 @@ impl Reloader {
             );
             old.access.clone()
         };
-        let new_prints = fingerprints(new);
         let mut by_name: BTreeMap<String, Arc<dyn Backend>> = BTreeMap::new();
         for (name, b) in &new.backends {
             match old.backends.get(name) {
                 Some(running) => {
-                    if old.fingerprints.get(name) != new_prints.get(name) {
+                    if old.running.get(name) != Some(b) {
                         notes.push(format!(
                             "backend {name:?} changed: its jobs keep the running settings until a restart"
                         ));
@@ -208,9 +198,10 @@ impl Reloader {
                 by_name.insert(name.to_owned(), Arc::clone(running));
             }
         }
-        let mut prints = old.fingerprints.clone();
-        for (name, print) in new_prints {
-            prints.entry(name).or_insert(print);
+        // A backend already running keeps its settings until a restart; a new one runs the new file's.
+        let mut running = old.running.clone();
+        for (name, b) in &new.backends {
+            running.entry(name.clone()).or_insert_with(|| b.clone());
         }
         let backends = Backends::from_map(by_name);
         expose_known_series(new, &backends);
@@ -224,7 +215,7 @@ impl Reloader {
             moderation: new.moderation.clone(),
             webhooks: new.webhooks.clone(),
             default_retention: old.default_retention,
-            fingerprints: prints,
+            running,
         }));
         notes
     }

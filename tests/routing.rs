@@ -378,6 +378,21 @@ async fn an_edited_config_file_is_picked_up_without_a_signal() {
         "{}",
         shim.log()
     );
+    // Backends whose settings did not change (their mappings, secrets and options compared) are not reported.
+    assert!(!shim.log().contains("backend \"a\" changed"), "{}", shim.log());
+    // One that did is, and keeps running as it started.
+    let retimed = split_config((0, 100), "").replace(
+        "[backends.b]\nkind = \"mapping\"\nmapping = \"runway\"\nbase_url = \"http://127.0.0.1:1\"",
+        "[backends.b]\nkind = \"mapping\"\nmapping = \"runway\"\nbase_url = \"http://127.0.0.1:2\"",
+    );
+    std::fs::write(shim.config_path(), retimed).unwrap();
+    let noted = common::eventually(Duration::from_secs(10), async || {
+        shim.log()
+            .contains("backend \"b\" changed: its jobs keep the running settings until a restart")
+    })
+    .await;
+    assert!(noted, "{}", shim.log());
+    assert!(!shim.log().contains("backend \"a\" changed"), "{}", shim.log());
 }
 
 #[tokio::test]

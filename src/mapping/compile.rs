@@ -48,7 +48,7 @@ pub enum StateClass {
     Failed,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub method: hyper::Method,
     pub path: Expr,
@@ -56,7 +56,7 @@ pub struct Step {
 }
 
 /// The `[upload]` step: the reference image as a multipart file, before the create.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upload {
     pub step: Step,
     pub field: String,
@@ -71,7 +71,7 @@ pub enum RuleKind {
     Ambiguous,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ErrorRule {
     pub when: Expr,
     pub kind: RuleKind,
@@ -79,7 +79,7 @@ pub struct ErrorRule {
     pub message: Option<Expr>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Mapping {
     pub name: String,
     pub version: String,
@@ -121,7 +121,7 @@ pub enum CallbackVerify {
 }
 
 /// `[callback]`, compiled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Callback {
     pub verify: CallbackVerify,
     pub job_id: Option<Expr>,

@@ -19,6 +19,13 @@ pub struct Expr {
     filter: Arc<Filter>,
 }
 
+/// Two expressions are the same when their source is: what a reload compares (the compiled filter follows).
+impl PartialEq for Expr {
+    fn eq(&self, other: &Expr) -> bool {
+        self.source == other.source
+    }
+}
+
 impl fmt::Debug for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "jq({:?})", self.source)
