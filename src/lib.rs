@@ -36,7 +36,8 @@
 //! 6. [`app`] — the runtime that holds all of the above.
 //! 7. The surface
 //!    - [`server`]   — listener, HTTP/1.1 + h2, TLS, server limits, graceful shutdown.
-//!    - [`api`]      — the Sora surface: routes, bodies (JSON and multipart), schemas, the error envelope.
+//!    - [`api`]      — the Sora surface: the router, bodies (JSON and multipart), schemas, the error envelope; the
+//!                     operator endpoints (`/metrics`, `/admin/…`) and provider callbacks in their own files.
 //! 8. Entry points: `main` (the command line), [`conformance`] (`sora-shim conformance`), [`fuzzing`] (the fuzz
 //!    targets' bodies).
 

@@ -6,7 +6,9 @@
 //! multipart) → schema → semantic checks (models, sizes, inputs) → admission (moderation, unfinished-job cap,
 //! persist, idempotency) → worker. `/admin/…` takes an admin key instead of a tenant's.
 
+mod admin;
 pub mod body;
+mod callback;
 pub mod characters;
 pub mod content;
 pub mod error;
@@ -220,23 +222,23 @@ async fn dispatch(app: &App, req: Request<Incoming>, caller: &mut Caller) -> Res
     match route {
         Route::Health => return Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         Route::Ready => return Ok(ready(app).await),
-        Route::Metrics => return Ok(metrics(app).await),
+        Route::Metrics => return Ok(admin::metrics(app).await),
         Route::OpenApi => return Ok(json_response(StatusCode::OK, openapi::document())),
         Route::ShadowReport => {
             admin(app, req.headers(), caller)?;
-            return shadow_report(app).await;
+            return admin::shadow_report(app).await;
         }
         Route::AdminJob(id) => {
             admin(app, req.headers(), caller)?;
-            return admin_job(app, id).await;
+            return admin::admin_job(app, id).await;
         }
         Route::AdminWebhooks => {
             admin(app, req.headers(), caller)?;
-            return admin_webhooks(app, req.uri().query()).await;
+            return admin::admin_webhooks(app, req.uri().query()).await;
         }
         Route::Callback(backend, job) => {
             caller.tenant = Some(format!("provider:{backend}"));
-            return callback(app, backend, job, req).await;
+            return callback::callback(app, backend, job, req).await;
         }
         _ => {}
     }
@@ -275,168 +277,6 @@ fn admin(app: &App, headers: &hyper::HeaderMap, caller: &mut Caller) -> Result<(
     app.live.load().access.authenticate_admin(headers)?;
     caller.tenant = Some("admin".into());
     Ok(())
-}
-
-/// The Prometheus text exposition; circuit states, queue depth and jobs held by backend limits are read now.
-async fn metrics(app: &App) -> Response {
-    let Some(m) = crate::metrics::get() else {
-        return json_response(StatusCode::NOT_FOUND, &json!({"status": "metrics disabled"}));
-    };
-    for (backend, state) in app.breakers.states() {
-        let open = i64::from(state != crate::breakers::CircuitState::Closed);
-        m.circuit_open.with_label_values(&[backend.as_str()]).set(open);
-    }
-    match app.store.queue_depth().await {
-        Ok(depths) => {
-            // Every unfinished state is reported, at 0 when empty, so a drained queue reads 0 rather than gone.
-            for state in crate::video::State::ALL.into_iter().filter(|s| !s.is_terminal()) {
-                m.queue_depth.with_label_values(&[state.as_str()]).set(0);
-            }
-            for (state, n) in depths {
-                m.queue_depth.with_label_values(&[state.as_str()]).set(n as i64);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read the queue depth for /metrics"),
-    }
-    let live = app.live.load();
-    for name in live.backends.names() {
-        if let Some(b) = live.backends.get(name) {
-            m.backend_waiting.with_label_values(&[name]).set(b.waiting() as i64);
-        }
-    }
-    let mut response = hyper::Response::new(response::full(m.render()));
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    response
-}
-
-/// `GET /admin/jobs/{id}`: the whole job record — tenant, backend and its job id, internal state, attempts,
-/// moderation verdict, timings — for any tenant's video or a shadow job. Records hold no secrets.
-async fn admin_job(app: &App, id: &str) -> Result<Response, ApiError> {
-    let job = app.store.get_job(id).await?.ok_or_else(|| ApiError::NotFound {
-        message: format!("No job with id '{id}'."),
-        param: None,
-    })?;
-    let mut value = serde_json::to_value(&job).map_err(|e| ApiError::internal("admin job", e))?;
-    if let Some(obj) = value.as_object_mut() {
-        obj.insert("object".into(), json!("admin.job"));
-        obj.insert("status".into(), json!(job.sora_status()));
-    }
-    Ok(json_response(StatusCode::OK, &value))
-}
-
-/// `GET /admin/webhooks?video_id=…&state=pending|delivered|failed&limit=…`: webhook deliveries, newest first, with
-/// their attempts, last status and last error.
-async fn admin_webhooks(app: &App, query: Option<&str>) -> Result<Response, ApiError> {
-    let mut video_id = None;
-    let mut state = None;
-    let mut limit = 100usize;
-    let states = ["pending".to_owned(), "delivered".to_owned(), "failed".to_owned()];
-    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match k.as_ref() {
-            "video_id" => video_id = Some(v.into_owned()),
-            "state" if states.iter().any(|s| *s == v) => state = Some(v.into_owned()),
-            "state" => return Err(ApiError::invalid_value("state", &v, &states)),
-            "limit" => {
-                limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid("limit must be 1 to 1000", Some("limit"), Some("invalid_value"))
-                    })?;
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    format!("Unknown parameter: '{other}'."),
-                    Some(other),
-                    Some("unknown_parameter"),
-                ));
-            }
-        }
-    }
-    let deliveries = app
-        .store
-        .list_deliveries(video_id.as_deref(), state.as_deref(), limit)
-        .await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"object": "list", "data": deliveries}),
-    ))
-}
-
-/// A provider's callback: verified by the provider's own signature scheme (the mapping's `[callback]`), then
-/// handed to the worker, which reads it as the job's next poll answer. Refused (401) when unsigned or badly
-/// signed; the job is untouched then, and polling carries on.
-async fn callback(app: &App, backend: &str, job_id: &str, req: Request<Incoming>) -> Result<Response, ApiError> {
-    let count = |outcome: &str| {
-        if let Some(m) = crate::metrics::get() {
-            m.callbacks.with_label_values(&[backend, outcome]).inc();
-        }
-    };
-    let not_found = || ApiError::UnknownRoute {
-        method: "POST".into(),
-        path: format!("/callbacks/{backend}/{job_id}"),
-    };
-    let target = app
-        .live
-        .load()
-        .backends
-        .get(backend)
-        .filter(|b| b.takes_callbacks())
-        .cloned()
-        .ok_or_else(not_found)?;
-    let (parts, body) = req.into_parts();
-    let read = body::read_limited(&parts.headers, body, 4 * 1024 * 1024);
-    let bytes = tokio::time::timeout(app.config.server.request_timeout, read)
-        .await
-        .map_err(|_| ApiError::RequestTimeout {
-            secs: app.config.server.request_timeout.as_secs(),
-        })??;
-    if let Err(reason) = target.verify_callback(&parts.headers, &bytes).await {
-        count("refused");
-        tracing::warn!(backend, job = job_id, %reason, "provider callback refused");
-        return Err(ApiError::Unauthorized {
-            message: format!("Callback refused: {reason}."),
-            code: Some("invalid_signature"),
-        });
-    }
-    let finished = match app.store.get_job(job_id).await? {
-        Some(job) if job.backend == backend => job.state.is_terminal(),
-        _ => {
-            count("unknown_job");
-            return Err(not_found());
-        }
-    };
-    let body: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::invalid(format!("The callback body is not JSON: {e}"), None, None))?;
-    let headers: serde_json::Map<String, serde_json::Value> = parts
-        .headers
-        .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), json!(v))))
-        .collect();
-    // A late or repeated callback for a finished video changes nothing: acknowledged, not kept.
-    if !finished {
-        app.worker
-            .callback(job_id, json!({"body": body, "headers": headers}))
-            .await?;
-    }
-    count("accepted");
-    tracing::info!(backend, job = job_id, "provider callback accepted");
-    Ok(json_response(StatusCode::OK, &json!({"received": true})))
-}
-
-/// `sora-shim shadow report --json` over HTTP (admin keys only).
-async fn shadow_report(app: &App) -> Result<Response, ApiError> {
-    let pairs = app.store.shadow_pairs().await?;
-    let stats = crate::shadow::report(&pairs, &app.live.load().prices);
-    let value = serde_json::to_value(&stats).map_err(|e| ApiError::internal("shadow report", e))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"object": "shadow.report", "data": value}),
-    ))
 }
 
 /// A bounded label for a request: the route's name, never an id.
