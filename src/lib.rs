@@ -37,7 +37,7 @@
 //! 7. The surface
 //!    - [`server`]   — listener, HTTP/1.1 + h2, TLS, server limits, graceful shutdown.
 //!    - [`api`]      — the Sora surface: the router, bodies (JSON and multipart), schemas, the error envelope; the
-//!                     operator endpoints (`/metrics`, `/admin/…`) and provider callbacks in their own files.
+//!      operator endpoints (`/metrics`, `/admin/…`) and provider callbacks in their own files.
 //! 8. Entry points: `main` (the command line), [`conformance`] (`sora-shim conformance`), [`fuzzing`] (the fuzz
 //!    targets' bodies).
 

@@ -19,10 +19,10 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 
-use self::rows::{INSERT_JOB, UPDATE_JOB, insert_params, row_to_job, update_params};
+use self::rows::{INSERT_JOB, UPDATE_JOB, character, insert_params, row_to_job, unfinished, update_params};
 use super::row::{AT_BACKEND, FINISHED, JOB_COLUMN_COUNT, JOB_COLUMNS, JobRow};
 use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, RateTaken, Replica, StoreError, Unfinished};
-use crate::video::{Character, Job, State, now_unix_ms};
+use crate::video::{Character, Job, now_unix_ms};
 
 /// Migrations in order; the index + 1 is the schema version they bring the database to.
 const MIGRATIONS: &[&str] = &[
@@ -197,30 +197,6 @@ async fn existing(tx: &deadpool_postgres::Transaction<'_>, job: &Job) -> Result<
         Some(_) => Inserted::Deleted(existing.id),
         None => Inserted::Existing(Box::new(existing)),
     }))
-}
-
-fn character(row: &tokio_postgres::Row) -> Result<Character, StoreError> {
-    Ok(Character {
-        id: row.try_get(0)?,
-        tenant: row.try_get(1)?,
-        name: row.try_get(2)?,
-        created_at: row.try_get(3)?,
-        video_key: row.try_get(4)?,
-    })
-}
-
-fn unfinished(row: &tokio_postgres::Row) -> Result<Unfinished, StoreError> {
-    let id: String = row.try_get(0)?;
-    let state: String = row.try_get(1)?;
-    let state = State::parse(&state).ok_or_else(|| StoreError::Corrupt {
-        id: id.clone(),
-        reason: format!("unknown state {state:?}"),
-    })?;
-    Ok(Unfinished {
-        id,
-        state,
-        backend: row.try_get(2)?,
-    })
 }
 
 fn as_limit(limit: usize) -> i64 {

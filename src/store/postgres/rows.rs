@@ -4,9 +4,9 @@
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::store::StoreError;
 use crate::store::row::JobRow;
-use crate::video::Job;
+use crate::store::{StoreError, Unfinished};
+use crate::video::{Character, Job, State};
 
 pub(super) fn row_to_job(row: &Row) -> Result<Job, StoreError> {
     let r = JobRow {
@@ -121,4 +121,28 @@ pub(super) fn update_params(r: &JobRow) -> [&(dyn ToSql + Sync); 20] {
         &r.id,
         &r.version,
     ]
+}
+
+pub(super) fn character(row: &tokio_postgres::Row) -> Result<Character, StoreError> {
+    Ok(Character {
+        id: row.try_get(0)?,
+        tenant: row.try_get(1)?,
+        name: row.try_get(2)?,
+        created_at: row.try_get(3)?,
+        video_key: row.try_get(4)?,
+    })
+}
+
+pub(super) fn unfinished(row: &tokio_postgres::Row) -> Result<Unfinished, StoreError> {
+    let id: String = row.try_get(0)?;
+    let state: String = row.try_get(1)?;
+    let state = State::parse(&state).ok_or_else(|| StoreError::Corrupt {
+        id: id.clone(),
+        reason: format!("unknown state {state:?}"),
+    })?;
+    Ok(Unfinished {
+        id,
+        state,
+        backend: row.try_get(2)?,
+    })
 }
