@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{BACKENDS, Fake, Shim, assert_error, mapped_config, start_mapped as start};
+use common::{BACKENDS, Fake, Shim, assert_error, index_of, mapped_config, start_mapped as start};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 
@@ -121,7 +121,7 @@ async fn provider_moderation_becomes_moderation_blocked() {
 
 #[tokio::test]
 async fn an_operation_the_backend_lacks_is_a_clear_400() {
-    let (_fake, shim) = start(1, "");
+    let (_fake, shim) = start(index_of("runway"), "");
     let id = shim.create("k", &json!({"prompt": "a source"})).await;
     shim.wait(&id, "k").await;
     let r = shim
@@ -140,7 +140,7 @@ async fn an_operation_the_backend_lacks_is_a_clear_400() {
 #[tokio::test]
 async fn a_backend_can_offer_fewer_operations_than_its_mapping() {
     // The openai mapping offers remix; a vLLM-Omni server behind it has none, so the operator narrows it.
-    let (fake, shim) = start(0, "operations = [\"create\"]");
+    let (fake, shim) = start(index_of("openai"), "operations = [\"create\"]");
     let id = shim.create("k", &json!({"prompt": "a source"})).await;
     assert_eq!(shim.wait(&id, "k").await["status"], "completed");
     let r = shim
@@ -185,7 +185,7 @@ fn check_refuses_an_operation_the_mapping_does_not_offer() {
 
 #[tokio::test]
 async fn a_backend_at_its_concurrency_limit_keeps_jobs_queued() {
-    let (fake, shim) = start(1, "max_concurrent = 1");
+    let (fake, shim) = start(index_of("runway"), "max_concurrent = 1");
     let a = shim.create("k", &json!({"prompt": "first"})).await;
     let b = shim.create("k", &json!({"prompt": "second"})).await;
     assert_eq!(shim.wait(&a, "k").await["status"], "completed");
@@ -195,7 +195,7 @@ async fn a_backend_at_its_concurrency_limit_keeps_jobs_queued() {
 
 #[tokio::test]
 async fn a_secret_missing_from_the_environment_refuses_start_up_naming_key_and_variable() {
-    let (mapping, fake_name, model) = BACKENDS[1];
+    let (mapping, fake_name, model) = BACKENDS[index_of("runway")];
     let fake = Fake::start(fake_name);
     let config =
         mapped_config(mapping, &fake, model, "").replace("SORA_SHIM_TEST_PROVIDER_KEY", "SORA_SHIM_TEST_WRONG_KEY");
@@ -222,30 +222,7 @@ fn check_reports_a_broken_mapping_with_file_and_key() {
 #[tokio::test]
 async fn vertex_service_account_tokens_are_minted_cached_and_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("sa.pem");
-    let public = dir.path().join("sa.pub.pem");
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&key)
-        .status()
-        .unwrap()
-        .success()
-        && std::process::Command::new("openssl")
-            .args(["pkey", "-pubout", "-in"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&public)
-            .status()
-            .unwrap()
-            .success();
-    assert!(ok, "openssl could not make a test key");
+    let (key, public) = common::mint_vertex_key(dir.path());
     let fake = Fake::start_with_env("veo_vertex", &[("VERTEX_PUBLIC_KEY_PEM", public.to_str().unwrap())]);
     let service_account = json!({
         "type": "service_account",

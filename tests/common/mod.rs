@@ -427,38 +427,65 @@ sizes = ["720x1280", "1280x720"]
 seconds = ["4", "8", "12"]
 "#,
         url = fake.url,
-        secrets = match mapping {
-            // A self-hosted ComfyUI takes no credentials.
-            "comfyui" => String::new(),
-            "replicate" => "secrets = { api_token = \"SORA_SHIM_TEST_PROVIDER_KEY\" }".to_owned(),
-            "fal" => "secrets = { key = \"SORA_SHIM_TEST_PROVIDER_KEY\" }".to_owned(),
-            "veo-vertex" => "secrets = { service_account = \"SORA_SHIM_TEST_PROVIDER_KEY\" }".to_owned(),
-            _ => "secrets = { api_key = \"SORA_SHIM_TEST_PROVIDER_KEY\" }".to_owned(),
-        },
+        secrets = PROVIDERS
+            .get(mapping)
+            .and_then(|p| p.secret.as_deref())
+            .map(|name| format!("secrets = {{ {name} = \"SORA_SHIM_TEST_PROVIDER_KEY\" }}"))
+            .unwrap_or_default(),
     )
 }
 
-/// (mapping, fake, provider model)
-pub const BACKENDS: [(&str, &str, &str); 7] = [
-    ("openai", "openai_videos", "wan-2.2"),
-    ("runway", "runway", "gen4.5"),
-    ("replicate", "replicate", "google/veo-3.1"),
-    ("fal", "fal", "fal-ai/veo3"),
-    ("veo-gemini", "veo_gemini", "veo-3.1-generate-preview"),
-    ("seedance", "seedance", "seedance-1-0-pro-250528"),
-    ("comfyui", "comfyui", "wan2.2-ti2v-5b"),
-];
+/// One built-in mapping's row of tests/fakes/providers.toml (the table the contract suite reads too).
+#[derive(serde::Deserialize)]
+struct Provider {
+    fake: String,
+    model: String,
+    secret: Option<String>,
+    #[serde(default)]
+    settings: String,
+}
+
+static PROVIDERS: std::sync::LazyLock<std::collections::BTreeMap<String, Provider>> = std::sync::LazyLock::new(|| {
+    toml::from_str(include_str!("../fakes/providers.toml")).expect("tests/fakes/providers.toml")
+});
+
+/// (mapping, fake, provider model) for every mapping but veo-vertex, whose service-account key
+/// `tests/mapped.rs` mints for its own test.
+pub static BACKENDS: std::sync::LazyLock<Vec<(&'static str, &'static str, &'static str)>> =
+    std::sync::LazyLock::new(|| {
+        PROVIDERS
+            .iter()
+            .filter(|(_, p)| p.secret.as_deref() != Some("service_account"))
+            .map(|(m, p)| (m.as_str(), p.fake.as_str(), p.model.as_str()))
+            .collect()
+    });
+
+/// Where `mapping` is in [`BACKENDS`].
+pub fn index_of(mapping: &str) -> usize {
+    BACKENDS
+        .iter()
+        .position(|(m, _, _)| *m == mapping)
+        .expect("a mapping in tests/fakes/providers.toml")
+}
 
 /// Backend settings a mapping needs beyond the common ones.
 pub fn settings(mapping: &str) -> String {
-    match mapping {
-        "comfyui" => format!(
-            "files = {{ workflow = \"{}/mappings/comfyui/wan-t2v.json\" }}\n\
-             options = {{ prompt_node = \"6\", latent_node = \"55\", save_node = \"58\", fps = 24 }}",
-            env!("CARGO_MANIFEST_DIR")
-        ),
-        _ => String::new(),
-    }
+    PROVIDERS
+        .get(mapping)
+        .map(|p| p.settings.trim().replace("{repo}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_default()
+}
+
+/// Makes the RSA key pair of a test Vertex AI service account in `dir` (`sa.pem`, `sa.pub.pem`), with the
+/// same script the contract suite uses.
+pub fn mint_vertex_key(dir: &Path) -> (PathBuf, PathBuf) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fakes/vertex_key.py");
+    let ok = Command::new("python3").arg(script).arg(dir).status().unwrap().success();
+    assert!(
+        ok,
+        "tests/fakes/vertex_key.py could not make a test key (is openssl installed?)"
+    );
+    (dir.join("sa.pem"), dir.join("sa.pub.pem"))
 }
 
 /// A fake provider and a shim whose `sora-2` routes to it through the mapping.

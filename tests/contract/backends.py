@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
+import vertex_key  # noqa: E402  (tests/fakes/vertex_key.py)
+
 REPO = Path(__file__).resolve().parents[2]
 FAKES = REPO / "tests" / "fakes"
 BACKEND = os.environ.get("SORA_CONTRACT_BACKEND", "local")
@@ -51,20 +54,19 @@ class FakeSpec:
     settings: str = ""  # more backend keys (TOML)
 
 
-SPECS = {
-    # vLLM-Omni (which the fake follows) has no remix: the README tells operators to narrow the operations.
-    "openai": FakeSpec("openai_videos", "wan-2.2", "api_key", 'operations = ["create"]'),
-    "runway": FakeSpec("runway", "gen4.5", "api_key"),
-    "replicate": FakeSpec("replicate", "google/veo-3.1", "api_token"),
-    "fal": FakeSpec("fal", "fal-ai/veo3", "key"),
-    "veo-gemini": FakeSpec("veo_gemini", "veo-3.1-generate-preview", "api_key"),
-    "veo-vertex": FakeSpec("veo_vertex", "veo-3.0-generate-001", "service_account",
-                           'options = { project = "contract-project" }'),
-    "seedance": FakeSpec("seedance", "seedance-1-0-pro-250528", "api_key"),
-    "comfyui": FakeSpec("comfyui", "wan2.2-ti2v-5b", None,
-                        f'files = {{ workflow = "{REPO}/mappings/comfyui/wan-t2v.json" }}\n'
-                        'options = { prompt_node = "6", latent_node = "55", save_node = "58", fps = 24 }'),
-}
+def _specs() -> dict[str, FakeSpec]:
+    """tests/fakes/providers.toml, the table the Rust tests read too."""
+    with open(FAKES / "providers.toml", "rb") as f:
+        table = tomllib.load(f)
+    specs = {}
+    for mapping, p in table.items():
+        settings = "\n".join(s for s in (p.get("settings", "").strip().replace("{repo}", str(REPO)),
+                                          p.get("contract", "")) if s)
+        specs[mapping] = FakeSpec(p["fake"], p["model"], p.get("secret"), settings)
+    return specs
+
+
+SPECS = _specs()
 
 
 @dataclass
@@ -138,11 +140,7 @@ class StartedFake:
         env = dict(os.environ)
         secret_value = FAKE_KEY
         if spec.script == "veo_vertex":
-            private, public = tmp / "sa.pem", tmp / "sa.pub.pem"
-            for cmd in (["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out",
-                         str(private)],
-                        ["openssl", "pkey", "-pubout", "-in", str(private), "-out", str(public)]):
-                subprocess.run(cmd, check=True, capture_output=True)
+            _, public = vertex_key.mint(tmp)
             env["VERTEX_PUBLIC_KEY_PEM"] = str(public)
         self.stderr_path = tmp / f"fake-{spec.script}.stderr.log"
         self._stderr = open(self.stderr_path, "wb")
