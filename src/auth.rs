@@ -129,19 +129,18 @@ fn collect_keys(
     keys: &[String],
     key_env: &[String],
     secrets: crate::http::SecretSource,
-    problems: &mut Vec<(String, String)>,
+    problems: &mut crate::http::Problems,
 ) -> Vec<KeyDigest> {
     let mut out = Vec::new();
     for (i, text) in keys.iter().enumerate() {
         match parse_digest(text.trim()) {
             Some(d) => out.push(d),
             // Never echo the value: an operator may have pasted a key where its digest belongs.
-            None => problems.push((
-                format!("{at}.keys[{i}]"),
+            None => problems.add(
+                &format!("{at}.keys[{i}]"),
                 "not a key digest: expected sha256:<64 hex digits> as printed by `sora-shim key hash` (a raw key \
-                 belongs in an environment variable named in key_env)"
-                    .into(),
-            )),
+                 belongs in an environment variable named in key_env)",
+            ),
         }
     }
     for var in key_env {
@@ -149,7 +148,7 @@ fn collect_keys(
             Ok(Some(v)) => out.push(hash_key(v.trim())),
             // Not read (`check --without-secrets`): one stand-in per variable, so the checks on keys still run.
             Ok(None) => out.push(hash_key(&format!("\0unread:{var}"))),
-            Err(message) => problems.push((format!("{at}.key_env"), message)),
+            Err(message) => problems.add(&format!("{at}.key_env"), message),
         }
     }
     out
@@ -160,7 +159,7 @@ pub(crate) fn validate(
     tenants: BTreeMap<String, RawTenant>,
     admin: Option<RawAdmin>,
     secrets: crate::http::SecretSource,
-    problems: &mut Vec<(String, String)>,
+    problems: &mut crate::http::Problems,
 ) -> Access {
     let mut out = Vec::new();
     for (name, t) in tenants {
@@ -170,21 +169,21 @@ pub(crate) fn validate(
             && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             && name != SHADOW_TENANT;
         if !valid_name {
-            problems.push((
-                at.clone(),
-                "a tenant name is 1 to 63 letters, digits, '-', '_' or '.', and not \"shadow\"".into(),
-            ));
+            problems.add(
+                &at,
+                "a tenant name is 1 to 63 letters, digits, '-', '_' or '.', and not \"shadow\"",
+            );
         }
         let keys = collect_keys(&at, &t.keys, &t.key_env, secrets, problems);
         if keys.is_empty() {
-            problems.push((at.clone(), "has no keys: give `keys` (digests) or `key_env`".into()));
+            problems.add(&at, "has no keys: give `keys` (digests) or `key_env`");
         }
-        let nonzero = |field: &str, v: Option<u32>, problems: &mut Vec<(String, String)>| match v {
+        let nonzero = |field: &str, v: Option<u32>, problems: &mut crate::http::Problems| match v {
             Some(0) => {
-                problems.push((
-                    format!("{at}.{field}"),
-                    "must be greater than 0 (leave it out for no limit)".into(),
-                ));
+                problems.add(
+                    &format!("{at}.{field}"),
+                    "must be greater than 0 (leave it out for no limit)",
+                );
                 None
             }
             v => v.and_then(NonZeroU32::new),
@@ -193,7 +192,7 @@ pub(crate) fn validate(
             None => None,
             Some(Ok(r)) => Some(r),
             Some(Err(e)) => {
-                problems.push((format!("{at}.retention"), e));
+                problems.add(&format!("{at}.retention"), e);
                 None
             }
         };
@@ -219,18 +218,18 @@ pub(crate) fn validate(
             if let Some(other) = seen.insert(*k, t.name.clone())
                 && other != t.name
             {
-                problems.push((
-                    format!("tenants.{}", t.name),
+                problems.add(
+                    &format!("tenants.{}", t.name),
                     format!("shares a key with tenant {other:?}"),
-                ));
+                );
             }
         }
     }
     if admin_keys.iter().any(|k| seen.contains_key(k)) {
-        problems.push((
-            "admin".into(),
-            "an admin key is also a tenant's key; admin keys must be separate".into(),
-        ));
+        problems.add(
+            "admin",
+            "an admin key is also a tenant's key; admin keys must be separate",
+        );
     }
     Access {
         tenants: out,
@@ -341,7 +340,7 @@ mod tests {
             keys: admin.iter().map(|k| format_digest(&hash_key(k))).collect(),
             key_env: vec![],
         };
-        let mut problems = Vec::new();
+        let mut problems = crate::http::Problems::new("test.toml");
         let a = validate(raw, Some(admin), crate::http::SecretSource::Environment, &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         a
@@ -411,7 +410,7 @@ mod tests {
                 retention: Some("forever".into()),
             },
         );
-        let mut problems = Vec::new();
+        let mut problems = crate::http::Problems::new("test.toml");
         validate(tenants, None, crate::http::SecretSource::Environment, &mut problems);
         let text = format!("{problems:?}");
         for needle in [

@@ -3,7 +3,6 @@
 //! collected and reported as `file: key.path: message`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -11,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::http::{Secret, SecretSource};
+use crate::http::{Problems, Secret, SecretSource};
 use crate::video::{Seconds, Size};
 
 mod backends;
@@ -537,24 +536,6 @@ fn data_dir(overrides: &Overrides, from_file: Option<PathBuf>) -> PathBuf {
             .map_or_else(|| dir.clone(), |base| base.join(&dir)),
         Some(dir) => dir,
         None => PathBuf::from("data"),
-    }
-}
-
-/// Collects problems as `file: key: message` lines.
-struct Problems {
-    file: String,
-    lines: Vec<String>,
-    /// What is valid but probably not meant; `check` prints these and the server logs them at start.
-    warnings: Vec<String>,
-}
-
-impl Problems {
-    fn add(&mut self, key: &str, message: impl fmt::Display) {
-        self.lines.push(format!("{}: {key}: {message}", self.file));
-    }
-
-    fn warn(&mut self, key: &str, message: impl fmt::Display) {
-        self.warnings.push(format!("{}: {key}: {message}", self.file));
     }
 }
 

@@ -383,12 +383,12 @@ pub fn endpoint_client(
     ca_file: Option<PathBuf>,
     base_dir: &Path,
     max_answer_bytes: usize,
-    problems: &mut Vec<(String, String)>,
+    problems: &mut crate::http::Problems,
 ) -> Option<HttpClient> {
     let timeout = match timeout(timeout_secs, default_secs) {
         Ok(t) => t,
         Err(message) => {
-            problems.push((format!("{at}.timeout_secs"), message));
+            problems.add(&format!("{at}.timeout_secs"), message);
             return None;
         }
     };
@@ -396,9 +396,47 @@ pub fn endpoint_client(
     match HttpClient::with_ca(timeout, max_answer_bytes, ca.as_deref()) {
         Ok(client) => Some(client),
         Err(message) => {
-            problems.push((format!("{at}.ca_file"), message));
+            problems.add(&format!("{at}.ca_file"), message);
             None
         }
+    }
+}
+
+/// What validating a config finds: every problem is collected (as `file: key.path: message`) before any is
+/// reported, and warnings for what is valid but probably not meant. One collector for stage 2 of the config and
+/// for the parts that validate their own sections (tenants, moderation policies, webhook and other endpoints).
+#[derive(Debug, Default)]
+pub struct Problems {
+    file: String,
+    pub lines: Vec<String>,
+    /// `check` prints these and the server logs them at start.
+    pub warnings: Vec<String>,
+}
+
+impl Problems {
+    /// Problems of the config read from `file` (its name prefixes every line).
+    pub fn new(file: impl Into<String>) -> Problems {
+        Problems {
+            file: file.into(),
+            ..Problems::default()
+        }
+    }
+
+    pub fn add(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.lines.push(format!("{}: {key}: {message}", self.file));
+    }
+
+    pub fn warn(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.warnings.push(format!("{}: {key}: {message}", self.file));
+    }
+
+    /// Problems found so far (not warnings).
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
     }
 }
 

@@ -93,7 +93,7 @@ pub(crate) fn validate(
     raw: BTreeMap<String, RawPolicy>,
     base_dir: &Path,
     secrets: crate::http::SecretSource,
-    problems: &mut Vec<(String, String)>,
+    problems: &mut crate::http::Problems,
 ) -> BTreeMap<String, std::sync::Arc<Policy>> {
     let mut out = BTreeMap::new();
     for (name, p) in raw {
@@ -102,30 +102,30 @@ pub(crate) fn validate(
         for (i, word) in p.words.iter().enumerate() {
             let word = word.trim();
             if word.is_empty() {
-                problems.push((format!("{at}.words[{i}]"), "is empty".into()));
+                problems.add(&format!("{at}.words[{i}]"), "is empty");
                 continue;
             }
             // Whole words only: "ass" must not block "class". \b needs a word character at the edge.
             let pattern = format!(r"(?i)(?:^|\W){}(?:$|\W)", regex::escape(word));
             match regex::Regex::new(&pattern) {
                 Ok(r) => rules.push((format!("words[{i}]"), r)),
-                Err(e) => problems.push((format!("{at}.words[{i}]"), e.to_string())),
+                Err(e) => problems.add(&format!("{at}.words[{i}]"), e.to_string()),
             }
         }
         for (i, pattern) in p.patterns.iter().enumerate() {
             match regex::Regex::new(pattern) {
                 Ok(r) => rules.push((format!("patterns[{i}]"), r)),
-                Err(e) => problems.push((format!("{at}.patterns[{i}]"), format!("not a regular expression: {e}"))),
+                Err(e) => problems.add(&format!("{at}.patterns[{i}]"), format!("not a regular expression: {e}")),
             }
         }
         let action = match p.action.as_deref() {
             None | Some("fail") => Action::Fail,
             Some("reject") => Action::Reject,
             Some(other) => {
-                problems.push((
-                    format!("{at}.action"),
+                problems.add(
+                    &format!("{at}.action"),
                     format!("unknown action {other:?}; supported: \"fail\", \"reject\""),
-                ));
+                );
                 Action::Fail
             }
         };
@@ -133,7 +133,7 @@ pub(crate) fn validate(
             .endpoint
             .and_then(|e| validate_endpoint(&at, e, base_dir, secrets, problems));
         if rules.is_empty() && endpoint.is_none() {
-            problems.push((at.clone(), "has no rules: give words, patterns or an endpoint".into()));
+            problems.add(&at, "has no rules: give words, patterns or an endpoint");
         }
         out.insert(
             name.clone(),
@@ -153,12 +153,12 @@ fn validate_endpoint(
     e: RawEndpoint,
     base_dir: &Path,
     secrets: crate::http::SecretSource,
-    problems: &mut Vec<(String, String)>,
+    problems: &mut crate::http::Problems,
 ) -> Option<Endpoint> {
     let at = format!("{at}.endpoint");
     let mut ok = true;
     if let Err(message) = crate::http::check_url(&e.url) {
-        problems.push((format!("{at}.url"), message));
+        problems.add(&format!("{at}.url"), message);
         ok = false;
     }
     let secret = match &e.secret_env {
@@ -166,7 +166,7 @@ fn validate_endpoint(
         Some(var) => match secrets.read(var) {
             Ok(value) => Some(Secret::new(value.unwrap_or_default())),
             Err(message) => {
-                problems.push((format!("{at}.secret_env"), message));
+                problems.add(&format!("{at}.secret_env"), message);
                 ok = false;
                 None
             }
@@ -175,7 +175,7 @@ fn validate_endpoint(
     let mut compile = |field: &str, code: &str| match Expr::compile(code) {
         Ok(x) => Some(x),
         Err(msg) => {
-            problems.push((format!("{at}.{field}"), msg));
+            problems.add(&format!("{at}.{field}"), msg);
             None
         }
     };
@@ -189,10 +189,10 @@ fn validate_endpoint(
         None | Some("block") => false,
         Some("allow") => true,
         Some(other) => {
-            problems.push((
-                format!("{at}.on_error"),
+            problems.add(
+                &format!("{at}.on_error"),
                 format!("unknown value {other:?}; supported: \"block\", \"allow\""),
-            ));
+            );
             false
         }
     };
@@ -283,9 +283,9 @@ pub fn count_verdict(v: &Verdict) {
 mod tests {
     use super::*;
 
-    fn policy(toml_text: &str) -> Result<std::sync::Arc<Policy>, Vec<(String, String)>> {
+    fn policy(toml_text: &str) -> Result<std::sync::Arc<Policy>, crate::http::Problems> {
         let raw: BTreeMap<String, RawPolicy> = toml::from_str(toml_text).unwrap();
-        let mut problems = Vec::new();
+        let mut problems = crate::http::Problems::new("test.toml");
         let mut out = validate(
             raw,
             Path::new(""),

@@ -15,11 +15,7 @@ pub(super) fn validate(
     data_dir: PathBuf,
     secrets: SecretSource,
 ) -> Result<Config, ConfigError> {
-    let mut p = Problems {
-        file: source.clone(),
-        lines: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut p = Problems::new(source.clone());
     let base_dir = Path::new(&source)
         .parent()
         .filter(|_| source != "<embedded default>")
@@ -96,19 +92,9 @@ pub(super) fn validate(
         failure_rate,
         open_for: Duration::from_secs(positive(&mut p, "health.open_secs", h.open_secs, 30)),
     };
-    let mut problems = Vec::new();
-    let access = crate::auth::validate(raw.tenants.unwrap_or_default(), raw.admin, secrets, &mut problems);
-    let moderation = crate::moderation::validate(raw.moderation.unwrap_or_default(), &base_dir, secrets, &mut problems);
-    let webhooks = crate::webhooks::validate(
-        raw.webhooks.unwrap_or_default(),
-        &access,
-        &base_dir,
-        secrets,
-        &mut problems,
-    );
-    for (key, message) in problems {
-        p.add(&key, message);
-    }
+    let access = crate::auth::validate(raw.tenants.unwrap_or_default(), raw.admin, secrets, &mut p);
+    let moderation = crate::moderation::validate(raw.moderation.unwrap_or_default(), &base_dir, secrets, &mut p);
+    let webhooks = crate::webhooks::validate(raw.webhooks.unwrap_or_default(), &access, &base_dir, secrets, &mut p);
     for (name, m) in &models {
         if let Some(policy) = &m.moderation
             && !moderation.contains_key(policy)

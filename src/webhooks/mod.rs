@@ -109,36 +109,36 @@ pub(crate) fn validate(
     tenants: &crate::auth::Access,
     base_dir: &Path,
     secrets: crate::http::SecretSource,
-    problems: &mut Vec<(String, String)>,
+    problems: &mut crate::http::Problems,
 ) -> BTreeMap<String, Arc<Endpoint>> {
     let mut out = BTreeMap::new();
     for (name, e) in raw {
         let at = format!("webhooks.{name}");
         let before = problems.len();
         if let Err(message) = crate::http::check_url(&e.url) {
-            problems.push((format!("{at}.url"), message));
+            problems.add(&format!("{at}.url"), message);
         }
         let key = match secrets.read(&e.secret_env) {
             Ok(Some(v)) => match signing_key(v.trim()) {
                 Ok(_) => Some(Secret::new(v.trim().to_owned())),
                 Err(msg) => {
-                    problems.push((format!("{at}.secret_env"), format!("{}: {msg}", e.secret_env)));
+                    problems.add(&format!("{at}.secret_env"), format!("{}: {msg}", e.secret_env));
                     None
                 }
             },
             Ok(None) => Some(Secret::new(String::new())),
             Err(message) => {
-                problems.push((format!("{at}.secret_env"), message));
+                problems.add(&format!("{at}.secret_env"), message);
                 None
             }
         };
         if let Some(list) = &e.tenants {
             for t in list {
                 if !tenants.tenants.iter().any(|c| &c.name == t) {
-                    problems.push((
-                        format!("{at}.tenants"),
+                    problems.add(
+                        &format!("{at}.tenants"),
                         format!("no tenant named {t:?} under [tenants]"),
-                    ));
+                    );
                 }
             }
         }
@@ -147,10 +147,10 @@ pub(crate) fn validate(
             .unwrap_or_else(|| EVENT_TYPES.iter().map(|s| s.to_string()).collect());
         for ev in &events {
             if !EVENT_TYPES.contains(&ev.as_str()) {
-                problems.push((
-                    format!("{at}.events"),
+                problems.add(
+                    &format!("{at}.events"),
                     format!("unknown event {ev:?}; supported: \"video.completed\", \"video.failed\""),
-                ));
+                );
             }
         }
         let client = crate::http::endpoint_client(&at, e.timeout_secs, 10, e.ca_file, base_dir, 64 * 1024, problems);
