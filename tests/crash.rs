@@ -4,21 +4,18 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Shim;
 use serde_json::json;
 
 async fn wait_for_status(shim: &Shim, id: &str, key: &str, status: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let v = shim.get(&format!("/v1/videos/{id}"), key).await.json();
-        if v["status"] == status {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never reached {status}: {v}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let path = format!("/v1/videos/{id}");
+    let reached = common::eventually(Duration::from_secs(60), async || {
+        shim.get(&path, key).await.json()["status"] == status
+    })
+    .await;
+    assert!(reached, "never reached {status}: {}", shim.get(&path, key).await.json());
 }
 
 fn mp4_seconds(bytes: &[u8]) -> f64 {
@@ -89,15 +86,8 @@ async fn sigterm_drains_and_exits_0_and_the_job_resumes_on_the_next_start() {
 
 /// Polls the fake's stats until `pred` holds.
 async fn until_fake(fake: &common::Fake, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = fake.stats().await;
-        if pred(&stats) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never saw {what}: {stats}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let seen = common::eventually(Duration::from_secs(30), async || pred(&fake.stats().await)).await;
+    assert!(seen, "never saw {what}: {}", fake.stats().await);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Fake, Shim, assert_error, mapped_config, metric, multipart, png};
 use serde_json::{Value, json};
@@ -139,11 +139,11 @@ async fn a_full_disk_refuses_creates_and_keeps_what_is_stored() {
             &json!({"prompt": "finishing while the disk is full", "seconds": "4", "size": "720x1280"}),
         )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while fake.stats().await["polls"].as_u64().unwrap() <= 3 {
-        assert!(Instant::now() < deadline, "the second video was never polled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let polled = common::eventually(Duration::from_secs(30), async || {
+        fake.stats().await["polls"].as_u64().unwrap() > 3
+    })
+    .await;
+    assert!(polled, "the second video was never polled");
     let filler = fill(&data_dir);
 
     // Creates are refused with a 5xx in OpenAI's shape, and nothing of them is stored.
@@ -206,19 +206,11 @@ async fn a_full_disk_refuses_creates_and_keeps_what_is_stored() {
         .unwrap()
         .set_len(filled - (1 << 20))
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let full = metric(&shim.metrics().await, "sora_shim_storage_full_total{at=\"finalize\"}");
-        if full >= 2.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the download never hit the full disk\n{}",
-            shim.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let hit = common::eventually(Duration::from_secs(60), async || {
+        metric(&shim.metrics().await, "sora_shim_storage_full_total{at=\"finalize\"}") >= 2.0
+    })
+    .await;
+    assert!(hit, "the download never hit the full disk\n{}", shim.log());
     let b_status = status_of(&shim, &b).await;
     assert_eq!(
         b_status, "in_progress",
