@@ -116,6 +116,7 @@ fn image_upload(bytes: Bytes, size: Size) -> Result<PendingUpload, ApiError> {
             Some("invalid_image_format"),
         )
     })?;
+    // As Sora did: a reference image of another size is refused, never resized.
     if (info.width, info.height) != (size.width, size.height) {
         return Err(ApiError::invalid(
             format!(
@@ -142,6 +143,7 @@ fn reference_input(doc: &Doc, size: Size) -> Result<(Option<InputRef>, Vec<Pendi
     let Some(obj) = doc.fields.get("input_reference").and_then(Value::as_object) else {
         return Ok((None, vec![]));
     };
+    // Kept as given: whether a backend can read an OpenAI file id is its own check at admission.
     if let Some(file_id) = obj.get("file_id").and_then(Value::as_str) {
         return Ok((
             Some(InputRef::FileId {
@@ -179,6 +181,7 @@ async fn check_characters(app: &App, tenant: &Tenant, doc: &Doc) -> Result<Vec<S
     for (i, item) in items.iter().enumerate() {
         let id = item.get("id").and_then(Value::as_str).unwrap_or("");
         match app.store.get_character(id).await? {
+            // Another tenant's character is reported as not found, as its videos are.
             Some(c) if c.tenant == tenant.id => ids.push(c.id),
             _ => {
                 return Err(ApiError::invalid(
@@ -264,6 +267,7 @@ pub async fn list(app: &App, tenant: &Tenant, query: Option<&str>) -> Result<Res
             _ => {}
         }
     }
+    // One row more than the page: whether it came back is `has_more`.
     let mut jobs = app
         .store
         .list_jobs(&tenant.id, after.as_deref(), limit + 1, order)
@@ -324,6 +328,7 @@ pub async fn delete(app: &App, tenant: &Tenant, id: &str) -> Result<Response, Ap
     }
     // The record goes first: a crash in between leaves unreferenced files, never a record without its files.
     app.store.delete_job(&job.id, job.version).await.map_err(|e| match e {
+        // The version moved since it was read (a concurrent delete, say): answered as a video that is gone.
         crate::store::StoreError::Conflict(_) => ApiError::video_not_found(id),
         other => other.into(),
     })?;
@@ -373,6 +378,7 @@ fn derived(source: &Job, kind: JobKind, prompt: String) -> NormalizedRequest {
         size: source.request.size,
         seconds: source.request.seconds,
         input_reference: None,
+        // A remix is made from the source's backend job (`source_backend_job_id`), so its file is not attached.
         source_video: (kind != JobKind::Remix).then(|| InputRef::Video { id: source.id.clone() }),
         characters: vec![],
         extension_seconds: None,
@@ -394,6 +400,7 @@ pub async fn remix(app: &App, tenant: &Tenant, id: &str, req: Request<Incoming>)
         remixed_from: Some(source.id.clone()),
         backend: source.backend.clone(),
         idempotency_key: idempotency_key(&parts.headers)?,
+        // The source id is in the path, not the body: hashed too, so one key reused on another video conflicts.
         request_hash: hash_of(JobKind::Remix, Some(id), &doc),
         uploads: vec![],
     };
@@ -520,6 +527,7 @@ pub async fn extend(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
             )
         }
         Source::Upload { info, upload } => {
+            // Sora's extend request has no `model`: an uploaded video is extended with the default one.
             let model = live.api.default_model.clone();
             let (backend, picked) = route_to(
                 model_config(&live, &model)?,
@@ -539,6 +547,7 @@ pub async fn extend(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Resul
     let extension = pick_seconds(&doc, live.api.default_seconds, mc)?;
     let so_far: u32 = segments.iter().map(|s| s.seconds).sum();
     let total = so_far + extension.0;
+    // `segments` is the original plus each extension so far: more than MAX_EXTENSIONS means all are used.
     if segments.len() > MAX_EXTENSIONS {
         return Err(ApiError::invalid(
             format!("A video can be extended at most {MAX_EXTENSIONS} times."),

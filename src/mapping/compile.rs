@@ -163,6 +163,7 @@ impl Problems<'_> {
 
 /// Loads a mapping by built-in name or from a file path.
 pub fn load(reference: &str, base_dir: &Path) -> Result<Mapping, MappingError> {
+    // Built-in names are tried first: a file named exactly like one ("openai", no extension) is never read.
     if let Some((_, text)) = BUILT_IN.iter().find(|(name, _)| *name == reference) {
         return compile(&format!("<built-in mapping {reference}>"), text);
     }
@@ -186,6 +187,7 @@ pub fn compile(file: &str, text: &str) -> Result<Mapping, MappingError> {
         lines: Vec::new(),
     };
     let mapping = build(raw, &mut p);
+    // build() can return a Mapping after recording problems (placeholders stand in), so the list decides.
     match mapping {
         Some(m) if p.lines.is_empty() => Ok(m),
         _ => Err(MappingError(p.lines)),
@@ -246,6 +248,7 @@ fn error_rule(p: &mut Problems, i: usize, r: &RawErrorRule) -> Option<ErrorRule>
     Some(ErrorRule {
         when: p.expr(&format!("{key}.when"), &r.when)?,
         kind,
+        // Only a rejected rule's code reaches the client; retry and ambiguous rules keep this placeholder.
         code: r.code.clone().unwrap_or_else(|| "backend_error".into()),
         message: p.opt_expr(&format!("{key}.message"), r.message.as_ref())?,
     })
@@ -277,6 +280,7 @@ fn token_spec(p: &mut Problems, t: &super::format::RawToken, secrets: &[String])
                 .unwrap_or_else(|| "https://www.googleapis.com/auth/cloud-platform".into()),
         }),
         "hs256_jwt" => {
+            // Both looked up before `?`, so a token missing both fields is reported for both.
             let access_key = secret("access_key", &t.access_key);
             let secret_key = secret("secret_key", &t.secret_key);
             Some(super::token::TokenSpec::Hs256Jwt {
@@ -400,6 +404,7 @@ fn build(raw: RawMapping, p: &mut Problems) -> Option<Mapping> {
     };
     let upload = match (&raw.upload, images) {
         (Some(u), ImageMode::Upload) => {
+            // An upload's body is the multipart form built at run time, so its step has no jq body.
             let as_request = super::format::RawRequest {
                 method: u.method.clone(),
                 path: u.path.clone(),
@@ -546,6 +551,7 @@ impl Mapping {
             |s| s == &size,
             |s| {
                 // Nearest: same orientation first, then closest pixel count.
+                // A square counts as landscape; 1 << 40 outweighs any realistic pixel-count gap, so orientation wins.
                 let orient = |w: u32, h: u32| w >= h;
                 let penalty = if orient(s.width, s.height) == orient(size.width, size.height) {
                     0

@@ -41,6 +41,7 @@ pub struct SqliteStore {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
+            // A full disk is kept apart: the API answers it 507 storage_full rather than a generic 500.
             Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
             _ => StoreError::Backend(e.to_string()),
         }
@@ -62,6 +63,8 @@ impl SqliteStore {
         }
         let writer = Connection::open(path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL, not WAL's usual NORMAL: NORMAL may lose the last commits on power failure, and a job's state
+        // (`submitting` above all) must be on disk before the backend is called.
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&writer)?;
@@ -105,6 +108,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         if version <= current {
             continue;
         }
+        // The version is set inside the migration's transaction: a crash mid-way leaves it to be rerun whole.
         conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {version}; COMMIT;"))?;
     }
     if current > MIGRATIONS.len() as i64 {
@@ -122,7 +126,9 @@ impl JobStore for SqliteStore {
         let job = job.clone();
         let (owner, _, until) = self.lease();
         Self::with(&self.writer, move |conn| {
+            // IMMEDIATE takes the write lock before the checks: no other connection writes between them and the insert.
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // A replay of a used key is answered before the cap is counted, whatever the tenant's unfinished count.
             if let Some(key) = &job.idempotency_key {
                 let existing: Option<(String, Option<i64>)> = tx
                     .query_row(
@@ -183,6 +189,7 @@ impl JobStore for SqliteStore {
         let id = id.to_owned();
         Self::with(&self.writer, move |conn| {
             let now = crate::video::now_unix();
+            // The record stays (audit, export) but lists no assets: the API removes the files right after.
             let changed = conn.execute(
                 "UPDATE jobs SET deleted_at = ?1, assets_json = '[]', version = version + 1 \
                  WHERE id = ?2 AND version = ?3 AND deleted_at IS NULL",
@@ -212,6 +219,8 @@ impl JobStore for SqliteStore {
             };
             let limit = limit as i64;
             match after {
+                // The cursor's seq is found even if that video was deleted since, so paging goes on; an unknown id
+                // gives NULL, which matches nothing: an empty page.
                 Some(after) => {
                     let sql = format!(
                         "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = ?1 AND deleted_at IS NULL \
@@ -281,6 +290,7 @@ impl JobStore for SqliteStore {
         let exported = exported.clone();
         Self::with(&self.writer, move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Imported with no lease (no owner, expired at 0): whichever replica sweeps next claims it.
             let inserted = insert_row(&tx, &exported.job, "OR IGNORE", None, 0)? == 1;
             if inserted && exported.deleted_at.is_some() {
                 tx.execute(
@@ -329,6 +339,7 @@ impl JobStore for SqliteStore {
 
     async fn expired_jobs(&self, now: i64, limit: usize) -> Result<Vec<Job>, StoreError> {
         Self::with(&self.reader, move |conn| {
+            // `assets_json != '[]'` skips videos already swept; the condition is the partial index jobs_expiring's.
             let sql = format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ?1 \
                  AND assets_json != '[]' AND deleted_at IS NULL ORDER BY expires_at LIMIT ?2"
@@ -498,6 +509,7 @@ impl JobStore for SqliteStore {
                     },
                 ));
             }
+            // RETURNING promises no order; callers get the oldest first.
             out.sort_by_key(|(seq, _)| *seq);
             Ok(out.into_iter().map(|(_, u)| u).collect())
         })

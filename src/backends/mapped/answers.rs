@@ -14,10 +14,12 @@ impl MappedBackend {
             map.insert("response".into(), response.clone().unwrap_or(Value::Null));
             map.insert("step".into(), Value::from(name.as_str()));
         }
+        // Classified before the body is judged: a non-JSON error page still gets its status's meaning.
         if let Some(err) = self.classify(name, reply, &ctx)? {
             return Err(err);
         }
         if response.is_none() {
+            // A 2xx create we cannot read may still have started a paid job: ambiguous, so it is never resent.
             let kind = if name == StepName::Create {
                 BackendErrorKind::Ambiguous
             } else {
@@ -48,6 +50,7 @@ impl MappedBackend {
                 format!("{}: {e}", name.as_str()),
             );
         }
+        // Only a create that may have reached the provider is ambiguous; other steps start nothing and are resent.
         let kind = if e.nothing_sent() || name != StepName::Create {
             BackendErrorKind::Unavailable
         } else {
@@ -64,6 +67,7 @@ impl MappedBackend {
         ctx: &Value,
     ) -> Result<Option<BackendError>, BackendError> {
         let retry_after = retry_after(reply);
+        // In file order, the first rule whose `when` is true decides; rules see 2xx answers too.
         for rule in &self.mapping.errors {
             let hit = rule
                 .when
@@ -95,9 +99,13 @@ impl MappedBackend {
         }
         let kind = match (reply.status, name) {
             (404, StepName::Poll) => return Ok(None), // handled as Lost by the caller
+            // By HTTP semantics these were not acted on (timeout, too early, rate limit, overload): even a create is
+            // safe to resend.
             (408 | 425 | 429 | 503, _) => BackendErrorKind::Unavailable,
+            // Any other 5xx after a create may hide a job the provider accepted (and bills).
             (500..=599, StepName::Create) => BackendErrorKind::Ambiguous,
             (500..=599, _) => BackendErrorKind::Unavailable,
+            // Any other status (a 4xx, say): the provider refuses the request as sent, and would again.
             (status, _) => BackendErrorKind::Rejected(JobError {
                 code: "backend_error".into(),
                 message: format!("The video backend refused the request (HTTP {status})."),
@@ -113,6 +121,7 @@ impl MappedBackend {
         for (variant, expr) in &self.mapping.outputs {
             let url = match expr.eval(ctx) {
                 Ok(Value::String(s)) if !s.is_empty() => s,
+                // Thumbnails and spritesheets are optional; a finished job without a video is a failed one.
                 Ok(Value::Null) if *variant != crate::video::Variant::Video => continue,
                 Ok(Value::Null) => {
                     return Err(self.error(
@@ -130,8 +139,10 @@ impl MappedBackend {
                     return Err(self.mapping_error(format!("outputs.{}: {e}", variant.as_str())));
                 }
             };
+            // A relative output path is on the provider itself: resolved against base_url.
             let url = self.url(&url, &[]);
             let host = url.parse::<hyper::Uri>().ok().and_then(|u| u.host().map(str::to_owned));
+            // Outputs often sit on a storage host or CDN: credentials go only to the provider's hosts and auth_hosts.
             let trusted = host.is_some_and(|h| self.trusted_hosts.contains(&h));
             out.push(Output {
                 variant: *variant,
@@ -147,6 +158,7 @@ impl MappedBackend {
     /// The provider's state in `ctx` (a poll's answer) as progress; when done, the outputs (from `result` if a
     /// callback carried it, else from the `[result]` step).
     pub(super) async fn progress_of(&self, ctx: Value, result: Option<Value>) -> Result<Progress, BackendError> {
+        // An unreadable or unknown state is taken as transient (the job keeps polling), never as the video failing.
         let state = self
             .mapping
             .state
@@ -165,6 +177,7 @@ impl MappedBackend {
                     Some(e) => e.eval(&ctx).ok().and_then(|v| v.as_f64()).unwrap_or(0.0),
                     None => 0.0,
                 };
+                // Never 100 while running: the API shows 100 only for a completed video.
                 Ok(Progress::Running(p.clamp(0.0, 99.0) as u8))
             }
             StateClass::Failed => {
@@ -199,6 +212,7 @@ impl MappedBackend {
 }
 
 pub(super) fn parse_body(reply: &Reply) -> Option<Value> {
+    // An empty body (a 202 or 204, say) is a valid answer, read as null; only unparsable text is an error.
     if reply.body.is_empty() {
         return Some(Value::Null);
     }

@@ -17,6 +17,7 @@ impl MappedBackend {
         if let Some(inline) = url.strip_prefix("data:") {
             // Some providers (Vertex without an output bucket) return the video inline, base64-encoded.
             let data = inline.split_once(";base64,").map(|(_, d)| d).unwrap_or("");
+            // A retry would decode the same text: the job fails (as a mapping error) rather than being retried.
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(data)
                 .map_err(|_| self.mapping_error("outputs: an inline data URL that is not base64".into()))?;
@@ -48,6 +49,7 @@ impl MappedBackend {
                 format!("download answered HTTP {status}"),
             ));
         }
+        // Per chunk, not for the whole body: a long video may take many timeouts to arrive.
         let chunk_timeout = self.http.timeout();
         let body = resp.into_body().into_data_stream();
         let stream = body.map(|r| r.map_err(std::io::Error::other));

@@ -155,6 +155,7 @@ impl MappedBackend {
     /// two jobs cannot both pass the check before either is counted.
     fn take_slot(&self, id: &str) -> bool {
         let mut set = self.in_flight_set();
+        // Already counted (claimed at start-up, or resubmitted after the provider lost it): never two slots.
         if set.contains(id) {
             return true;
         }
@@ -191,6 +192,8 @@ impl MappedBackend {
     async fn poll_job(&self, job: &Job) -> Result<Progress, BackendError> {
         let ctx = self.context(job).await?;
         let ctx = self.send(&self.mapping.poll, StepName::Poll, ctx).await?;
+        // classify lets a poll's 404 through: the provider has no such job, and the worker resubmits or fails it
+        // by `after_lost_submit`.
         if ctx["status"] == 404 {
             return Ok(Progress::Lost);
         }
@@ -220,6 +223,7 @@ impl MappedBackend {
             ),
             None => None,
         };
+        // Dressed as a poll that answered 200, so the mapping's poll state, progress and error read it unchanged.
         let mut ctx = self.context(job).await?;
         if let Value::Object(map) = &mut ctx {
             map.insert("status".into(), Value::from(200));
@@ -274,6 +278,7 @@ impl Backend for MappedBackend {
                 message: Some(format!("The model '{}' {reason}", request.model)),
             });
         }
+        // Refused, never dropped: the jq context has no characters, so no mapping could pass them on.
         if !request.characters.is_empty() {
             return Err(Rejection {
                 param: "characters",
@@ -290,6 +295,7 @@ impl Backend for MappedBackend {
                 message: None,
             });
         }
+        // An extension is generated alone: its own length, not the stitched total, must be in the table.
         let seconds = request.extension_seconds.unwrap_or(request.seconds);
         if let Err(supported) = self.mapping.map_seconds(seconds) {
             return Err(Rejection {
@@ -355,6 +361,7 @@ impl Backend for MappedBackend {
     }
 
     async fn on_callback(&self, job: &Job, payload: &Value) -> Result<Progress, BackendError> {
+        // As in `poll`: a job a callback reports on is at the provider and holds a slot.
         self.in_flight_set().insert(job.id.clone());
         let started = std::time::Instant::now();
         let result = self.callback_progress(job, payload).await;

@@ -21,6 +21,7 @@ impl MappedBackend {
             }
             None => Value::Null,
         };
+        // Secrets are in this context only: path and body expressions cannot read them, only auth headers and query.
         let ctx = json!({ "secrets": secrets, "token": token });
         let eval = |pairs: &[(String, crate::mapping::jq::Expr)]| -> Result<Vec<(String, String)>, BackendError> {
             pairs
@@ -37,6 +38,7 @@ impl MappedBackend {
     }
 
     pub(super) fn url(&self, path: &str, query: &[(String, String)]) -> String {
+        // Full URLs a provider handed back (fal's status_url, output links) and inline data URIs are used as given.
         let mut url = if path.starts_with("http://") || path.starts_with("https://") || path.starts_with("data:") {
             path.to_owned()
         } else {
@@ -60,6 +62,7 @@ impl MappedBackend {
     pub(super) async fn context(&self, job: &Job) -> Result<Value, BackendError> {
         let r = &job.request;
         let size = self.mapping.map_size(r.size).map(|(_, v)| v).unwrap_or(Value::Null);
+        // An extension's provider makes only the new segment: `.request.seconds` is its length, not the total.
         let seconds_wanted = r.extension_seconds.unwrap_or(r.seconds);
         let seconds = self
             .mapping
@@ -76,6 +79,7 @@ impl MappedBackend {
                 )
             }
             (Some(InputRef::Url { url }), ImageMode::DataUri) => (Value::String(url.clone()), Value::Null, Value::Null),
+            // Upload mode gets `.image` later (upload_image); other pairs were refused at admission (image_refusal).
             _ => (Value::Null, Value::Null, Value::Null),
         };
         Ok(json!({
@@ -142,6 +146,7 @@ impl MappedBackend {
         self.assets
             .read(key)
             .await
+            // Our own storage failing says nothing against the job: retried later, not failed.
             .map_err(|e| self.error(BackendErrorKind::Unavailable, format!("reference image: {e}")))
     }
 
@@ -210,6 +215,7 @@ impl MappedBackend {
             None | Some(Ok(Value::Null)) => {}
             Some(Ok(Value::Object(fields))) => {
                 for (name, value) in fields {
+                    // Multipart fields are text: a number or boolean goes as its JSON spelling.
                     let text = match value {
                         Value::String(s) => s,
                         other => other.to_string(),
