@@ -16,11 +16,14 @@ impl MappedBackend {
         };
         if let Some(inline) = url.strip_prefix("data:") {
             // Some providers (Vertex without an output bucket) return the video inline, base64-encoded.
-            let data = inline.split_once(";base64,").map(|(_, d)| d).unwrap_or("");
             // A retry would decode the same text: the job fails (as a mapping error) rather than being retried.
+            let not_base64 = || self.mapping_error("outputs: an inline data URL that is not base64".into());
+            let (_, data) = inline.split_once(";base64,").ok_or_else(not_base64)?;
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(data)
-                .map_err(|_| self.mapping_error("outputs: an inline data URL that is not base64".into()))?;
+                .ok()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(not_base64)?;
             let chunk = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
             return assets
                 .put_stream(key, chunk)
