@@ -120,6 +120,74 @@ fps = 8
     .unwrap();
 }
 
+/// Reads one HTTP/1.1 response (head and a `Content-Length` body) from `s`: (head, whether the peer then closed).
+fn read_response(s: &mut TcpStream) -> (String, bool) {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before a response: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    while got.len() < head_end + length {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed inside the body");
+        got.extend_from_slice(&buf[..n]);
+    }
+    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let closed = matches!(s.read(&mut buf), Ok(0));
+    (head, closed)
+}
+
+/// An answer that comes before the request body is read (401, a remix of a missing video) must not leave a
+/// keep-alive client with a connection the server is about to drop: a small body that arrives just behind its
+/// headers is read so the connection carries the next request; a large one gets `Connection: close`.
+#[test]
+fn an_answer_before_the_body_keeps_the_connection_or_says_it_closes() {
+    let shim = Shim::start();
+    let body = br#"{"prompt":"a fox"}"#;
+    for (path, auth, status) in [
+        ("/v1/videos", "", "401"),
+        ("/v1/videos/video_missing/remix", "Authorization: Bearer sk-dev\r\n", "404"),
+    ] {
+        let mut s = TcpStream::connect(&shim.addr).unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        // The body in its own segment, a moment after the headers: the handler answers before it arrives.
+        s.write_all(head.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(body).unwrap();
+        let (head, closed) = read_response(&mut s);
+        assert!(head.starts_with(&format!("http/1.1 {status}")), "{head}");
+        assert!(!head.contains("connection: close") && !closed, "{path}: {head}");
+        // The same connection carries the next request.
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (head, _) = read_response(&mut s);
+        assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+    }
+
+    // 1 MB declared, 1 KB sent: the answer says the connection ends, and it does.
+    let mut s = TcpStream::connect(&shim.addr).unwrap();
+    s.write_all(b"POST /v1/videos HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n")
+        .unwrap();
+    s.write_all(&[b' '; 1024]).unwrap();
+    let (head, closed) = read_response(&mut s);
+    assert!(head.starts_with("http/1.1 401") && head.contains("connection: close"), "{head}");
+    assert!(closed, "{head}");
+}
+
 /// TLS to `addr` trusting `ca_pem`, offering one ALPN protocol: (negotiated protocol, server certificate, stream).
 async fn tls_connect(
     addr: &str,

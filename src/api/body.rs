@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use super::unread::RequestBody;
 
 /// Oversized bodies up to this size are read and dropped before the 413 (see [`read_limited`]).
 const DRAIN_MAX: u64 = 64 * 1024 * 1024;
@@ -47,7 +47,7 @@ impl Doc {
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (by `Content-Length` up front, and while reading).
-pub async fn read_limited(headers: &HeaderMap, body: Incoming, limit: u64) -> Result<Bytes, ApiError> {
+pub async fn read_limited(headers: &HeaderMap, body: RequestBody, limit: u64) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -82,7 +82,7 @@ pub async fn read_limited(headers: &HeaderMap, body: Incoming, limit: u64) -> Re
 pub async fn read_doc(
     server: &crate::config::ServerConfig,
     headers: &HeaderMap,
-    body: Incoming,
+    body: RequestBody,
     allow_json: bool,
 ) -> Result<Doc, ApiError> {
     let read = read_limited(headers, body, server.max_body_bytes);

@@ -1,12 +1,12 @@
 //! Provider callbacks (`POST /callbacks/{backend}/{job}`): no tenant key; the provider's own signature.
 
-use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::json;
 
 use super::body;
 use super::error::ApiError;
 use super::response::{Response, json_response};
+use super::unread::RequestBody;
 use crate::app::App;
 
 /// A provider's callback: verified by the provider's own signature scheme (the mapping's `[callback]`), then
@@ -16,7 +16,7 @@ pub(super) async fn callback(
     app: &App,
     backend: &str,
     job_id: &str,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response, ApiError> {
     let count = |outcome: &str| {
         if let Some(m) = crate::metrics::get() {

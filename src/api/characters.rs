@@ -2,19 +2,19 @@
 //! `GET /videos/characters/{id}`. A character belongs to the tenant that made it.
 
 use hyper::Request;
-use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::body;
 use super::error::ApiError;
 use super::response::{Response, ok_json};
 use super::schema::RequestSchema;
+use super::unread::RequestBody;
 use crate::app::App;
 use crate::auth::Tenant;
 use crate::media::probe_mp4;
 use crate::video::{Character, new_id, now_unix};
 
-pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<Response, ApiError> {
+pub async fn create(app: &App, tenant: &Tenant, req: Request<RequestBody>) -> Result<Response, ApiError> {
     let (parts, incoming) = req.into_parts();
     let doc = body::read_doc(&app.config.server, &parts.headers, incoming, false).await?;
     super::schema::check(RequestSchema::CreateCharacter, &Value::Object(doc.fields.clone()))?;

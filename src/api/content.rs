@@ -2,7 +2,7 @@
 //! `Content-Type`, `Content-Length`, `ETag` (the asset's SHA-256), `If-None-Match` and single `Range` requests.
 
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH, RANGE,
 };
@@ -10,12 +10,13 @@ use hyper::{Request, StatusCode};
 
 use super::error::ApiError;
 use super::response::{Response, empty};
+use super::unread::RequestBody;
 use super::videos::owned_job;
 use crate::app::App;
 use crate::auth::Tenant;
 use crate::video::{State, Variant};
 
-pub async fn download(app: &App, tenant: &Tenant, id: &str, req: &Request<Incoming>) -> Result<Response, ApiError> {
+pub async fn download(app: &App, tenant: &Tenant, id: &str, req: &Request<RequestBody>) -> Result<Response, ApiError> {
     let variant = variant_of(req.uri().query())?;
     let job = owned_job(app, tenant, id).await?;
     if job.state != State::Completed {
@@ -93,7 +94,7 @@ fn variant_of(query: Option<&str>) -> Result<Variant, ApiError> {
     }
 }
 
-fn if_none_match(req: &Request<Incoming>, etag: &str) -> bool {
+fn if_none_match(req: &Request<RequestBody>, etag: &str) -> bool {
     req.headers()
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

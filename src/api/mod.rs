@@ -15,6 +15,7 @@ pub mod error;
 pub mod openapi;
 pub mod response;
 pub mod schema;
+pub mod unread;
 pub mod videos;
 
 use std::time::Instant;
@@ -26,6 +27,7 @@ use serde_json::json;
 
 use self::error::ApiError;
 use self::response::{Response, json_response};
+use self::unread::{RequestBody, Watch};
 use crate::app::App;
 use crate::auth::Tenant;
 use crate::video::new_id;
@@ -170,6 +172,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut caller = Caller::default();
+    let (req, watch) = Watch::wrap(req);
     let mut response = match dispatch(app, req, &mut caller).await {
         Ok(r) => r,
         Err(e) => {
@@ -179,6 +182,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response {
             e.into_response()
         }
     };
+    watch.settle(&mut response).await;
     let elapsed = started.elapsed().as_millis();
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -216,7 +220,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response {
     response
 }
 
-async fn dispatch(app: &App, req: Request<Incoming>, caller: &mut Caller) -> Result<Response, ApiError> {
+async fn dispatch(app: &App, req: Request<RequestBody>, caller: &mut Caller) -> Result<Response, ApiError> {
     let path = req.uri().path().to_owned();
     let route = route(req.method(), &path)?;
     match route {

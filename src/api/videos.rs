@@ -3,7 +3,6 @@
 
 use base64::Engine;
 use bytes::Bytes;
-use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::http::request::Parts;
 use hyper::{HeaderMap, Request};
@@ -13,6 +12,7 @@ use super::body::{self, Doc, Encoding};
 use super::error::ApiError;
 use super::response::{Response, ok_json};
 use super::schema::RequestSchema;
+use super::unread::RequestBody;
 use crate::admission::{NewJob, PendingUpload, request_hash};
 use crate::app::App;
 use crate::auth::Tenant;
@@ -35,7 +35,7 @@ pub(crate) async fn owned_job(app: &App, tenant: &Tenant, id: &str) -> Result<Jo
     }
 }
 
-async fn read_doc(app: &App, parts: &Parts, body: Incoming, allow_json: bool) -> Result<Doc, ApiError> {
+async fn read_doc(app: &App, parts: &Parts, body: RequestBody, allow_json: bool) -> Result<Doc, ApiError> {
     body::read_doc(&app.config.server, &parts.headers, body, allow_json).await
 }
 
@@ -195,7 +195,7 @@ async fn check_characters(app: &App, tenant: &Tenant, doc: &Doc) -> Result<Vec<S
     Ok(ids)
 }
 
-pub async fn create(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<Response, ApiError> {
+pub async fn create(app: &App, tenant: &Tenant, req: Request<RequestBody>) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let live = app.live.load_full();
     let doc = read_doc(app, &parts, body, true).await?;
@@ -388,7 +388,7 @@ fn derived(source: &Job, kind: JobKind, prompt: String) -> NormalizedRequest {
     }
 }
 
-pub async fn remix(app: &App, tenant: &Tenant, id: &str, req: Request<Incoming>) -> Result<Response, ApiError> {
+pub async fn remix(app: &App, tenant: &Tenant, id: &str, req: Request<RequestBody>) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let source = completed_source(app, tenant, id, "video_id").await?;
     let doc = read_doc(app, &parts, body, true).await?;
@@ -460,7 +460,7 @@ fn upload_size(info: &crate::media::VideoInfo) -> Result<Size, ApiError> {
     })
 }
 
-pub async fn edit(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<Response, ApiError> {
+pub async fn edit(app: &App, tenant: &Tenant, req: Request<RequestBody>) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let live = app.live.load_full();
     let doc = read_doc(app, &parts, body, true).await?;
@@ -505,7 +505,7 @@ pub async fn edit(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<
     Ok(ok_json(&job.to_resource()))
 }
 
-pub async fn extend(app: &App, tenant: &Tenant, req: Request<Incoming>) -> Result<Response, ApiError> {
+pub async fn extend(app: &App, tenant: &Tenant, req: Request<RequestBody>) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let live = app.live.load_full();
     let doc = read_doc(app, &parts, body, true).await?;
