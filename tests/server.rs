@@ -158,7 +158,11 @@ fn an_answer_before_the_body_keeps_the_connection_or_says_it_closes() {
     let body = br#"{"prompt":"a fox"}"#;
     for (path, auth, status) in [
         ("/v1/videos", "", "401"),
-        ("/v1/videos/video_missing/remix", "Authorization: Bearer sk-dev\r\n", "404"),
+        (
+            "/v1/videos/video_missing/remix",
+            "Authorization: Bearer sk-dev\r\n",
+            "404",
+        ),
     ] {
         let mut s = TcpStream::connect(&shim.addr).unwrap();
         let head = format!(
@@ -180,11 +184,16 @@ fn an_answer_before_the_body_keeps_the_connection_or_says_it_closes() {
 
     // 1 MB declared, 1 KB sent: the answer says the connection ends, and it does.
     let mut s = TcpStream::connect(&shim.addr).unwrap();
-    s.write_all(b"POST /v1/videos HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        b"POST /v1/videos HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n",
+    )
+    .unwrap();
     s.write_all(&[b' '; 1024]).unwrap();
     let (head, closed) = read_response(&mut s);
-    assert!(head.starts_with("http/1.1 401") && head.contains("connection: close"), "{head}");
+    assert!(
+        head.starts_with("http/1.1 401") && head.contains("connection: close"),
+        "{head}"
+    );
     assert!(closed, "{head}");
 }
 
