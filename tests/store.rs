@@ -186,9 +186,27 @@ async fn listing_order(p: &Pair) {
             .unwrap()
             .is_empty()
     );
+    // The ids alone (what the cache in front of a store lists by) come in the same pages.
+    for (after, limit, order) in [
+        (None, 2, Order::Asc),
+        (Some("video_1"), 10, Order::Asc),
+        (Some("video_3"), 10, Order::Desc),
+        (None, 1, Order::Desc),
+        (Some("video_nope"), 10, Order::Asc),
+    ] {
+        assert_eq!(
+            p.b.list_job_ids("t", after, limit, order).await.unwrap(),
+            ids(p.a.list_jobs("t", after, limit, order).await.unwrap()),
+            "{after:?} {limit} {order:?}"
+        );
+    }
     p.a.delete_job("video_2", 1).await.unwrap();
     assert_eq!(
         ids(p.b.list_jobs("t", Some("video_1"), 10, Order::Asc).await.unwrap()),
+        ["video_3", "video_4"]
+    );
+    assert_eq!(
+        p.a.list_job_ids("t", Some("video_1"), 10, Order::Asc).await.unwrap(),
         ["video_3", "video_4"]
     );
     assert_eq!(p.a.count_unfinished("t").await.unwrap(), 4);

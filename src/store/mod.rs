@@ -150,6 +150,17 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
         order: Order,
     ) -> Result<Vec<Job>, StoreError>;
+    /// The ids of the page [`JobStore::list_jobs`] returns, in its order (for a cache that has the records).
+    async fn list_job_ids(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+        order: Order,
+    ) -> Result<Vec<String>, StoreError> {
+        let jobs = self.list_jobs(tenant, after, limit, order).await?;
+        Ok(jobs.into_iter().map(|j| j.id).collect())
+    }
     /// Job records in creation order after position `after` (0: from the start), deleted ones included, of one
     /// tenant or all, created at or after `since` (unix seconds). Returns each with its position.
     async fn export_jobs(

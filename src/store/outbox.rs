@@ -50,10 +50,9 @@ pub(super) fn pending_events(conn: &Connection, limit: usize) -> Result<Vec<Even
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-pub(super) fn fan_out(conn: &mut Connection, event: &Event, deliveries: &[Delivery]) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+pub(super) fn fan_out(conn: &Connection, event: &Event, deliveries: &[Delivery]) -> Result<(), StoreError> {
     for d in deliveries {
-        tx.execute(
+        conn.execute(
             "INSERT OR IGNORE INTO webhook_deliveries (id, event_id, endpoint, url, state, attempts, \
              next_attempt_at_ms, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
@@ -68,8 +67,7 @@ pub(super) fn fan_out(conn: &mut Connection, event: &Event, deliveries: &[Delive
             ],
         )?;
     }
-    tx.execute("UPDATE events SET fanned_out = 1 WHERE id = ?1", params![event.id])?;
-    tx.commit()?;
+    conn.execute("UPDATE events SET fanned_out = 1 WHERE id = ?1", params![event.id])?;
     Ok(())
 }
 
@@ -95,28 +93,26 @@ fn row_to_delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
 }
 
 pub(super) fn claim_due_deliveries(
-    conn: &mut Connection,
+    conn: &Connection,
     now_ms: i64,
     hold_until_ms: i64,
     limit: usize,
 ) -> Result<Vec<Delivery>, StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let sql = format!(
         "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id \
          WHERE d.state = 'pending' AND d.next_attempt_at_ms <= ?1 ORDER BY d.next_attempt_at_ms LIMIT ?2"
     );
     let due = {
-        let mut stmt = tx.prepare_cached(&sql)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![now_ms, limit as i64], row_to_delivery)?;
         rows.collect::<Result<Vec<_>, _>>()?
     };
     for d in &due {
-        tx.execute(
+        conn.execute(
             "UPDATE webhook_deliveries SET next_attempt_at_ms = ?1 WHERE id = ?2",
             params![hold_until_ms, d.id],
         )?;
     }
-    tx.commit()?;
     Ok(due)
 }
 

@@ -1,18 +1,20 @@
 //! SQLite job store (the single-machine default): WAL journal, versioned migrations from `migrations/`,
-//! one writer connection and one reader connection, each used on the blocking pool.
+//! one writer connection owned by a thread that commits writes in groups ([`writer`]), and a pool of reader
+//! connections used on the blocking pool ([`readers`]).
 
 use std::path::Path;
-use std::sync::Arc;
-
-use tokio::sync::Mutex;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod readers;
 mod rows;
 mod shared;
+mod writer;
 
+use self::readers::Readers;
 use self::rows::{insert_row, row_to_job, select_job, select_jobs, update_row};
+use self::writer::Writer;
 use super::row::{AT_BACKEND, FINISHED, JOB_COLUMN_COUNT, JOB_COLUMNS};
 use super::{Delivery, Event, ExportedJob, Inserted, JobStore, Order, Replica, StoreError, Unfinished};
 use crate::video::{Character, Job, State, now_unix_ms};
@@ -33,8 +35,8 @@ const MIGRATIONS: &[&str] = &[
 pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct SqliteStore {
-    writer: Arc<Mutex<Connection>>,
-    reader: Arc<Mutex<Connection>>,
+    writer: Writer,
+    readers: Readers,
     replica: Replica,
 }
 
@@ -68,11 +70,9 @@ impl SqliteStore {
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&writer)?;
-        let reader = Connection::open(path)?;
-        reader.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(SqliteStore {
-            writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
+            readers: Readers::open(path)?,
+            writer: Writer::start(writer)?,
             replica,
         })
     }
@@ -85,19 +85,6 @@ impl SqliteStore {
             now,
             now.saturating_add(self.replica.lease_ms()),
         )
-    }
-
-    /// Runs `f` on a connection on the blocking pool. The connection's lock is taken asynchronously first, so
-    /// callers queue as tasks rather than as blocked threads (one blocking thread per connection at a time).
-    async fn with<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let mut guard = Arc::clone(conn).lock_owned().await;
-        tokio::task::spawn_blocking(move || f(&mut guard))
-            .await
-            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
 }
 
@@ -125,82 +112,81 @@ impl JobStore for SqliteStore {
     async fn insert_job(&self, job: &Job, max_unfinished: Option<u64>) -> Result<Inserted, StoreError> {
         let job = job.clone();
         let (owner, _, until) = self.lease();
-        Self::with(&self.writer, move |conn| {
-            // IMMEDIATE takes the write lock before the checks: no other connection writes between them and the insert.
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            // A replay of a used key is answered before the cap is counted, whatever the tenant's unfinished count.
-            if let Some(key) = &job.idempotency_key {
-                let existing: Option<(String, Option<i64>)> = tx
-                    .query_row(
-                        "SELECT id, deleted_at FROM jobs WHERE tenant = ?1 AND idempotency_key = ?2",
-                        params![job.tenant, key],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                if let Some((id, Some(_deleted_at))) = existing {
-                    return Ok(Inserted::Deleted(id));
+        self.writer
+            .write(move |conn| {
+                // One writer (see `writer`): nothing is written between these checks and the insert.
+                // A replay of a used key is answered before the cap is counted, whatever the tenant's unfinished count.
+                if let Some(key) = &job.idempotency_key {
+                    let existing: Option<(String, Option<i64>)> = conn
+                        .query_row(
+                            "SELECT id, deleted_at FROM jobs WHERE tenant = ?1 AND idempotency_key = ?2",
+                            params![job.tenant, key],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    if let Some((id, Some(_deleted_at))) = existing {
+                        return Ok(Inserted::Deleted(id));
+                    }
+                    if let Some((id, None)) = existing {
+                        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+                        let found = select_jobs(conn, &sql, &[&id])?;
+                        return match found.into_iter().next() {
+                            Some(j) => Ok(Inserted::Existing(Box::new(j))),
+                            None => Err(StoreError::Missing(id)),
+                        };
+                    }
                 }
-                if let Some((id, None)) = existing {
-                    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
-                    let found = select_jobs(&tx, &sql, &[&id])?;
-                    return match found.into_iter().next() {
-                        Some(j) => Ok(Inserted::Existing(Box::new(j))),
-                        None => Err(StoreError::Missing(id)),
-                    };
+                if let Some(max) = max_unfinished
+                    && count_unfinished(conn, &job.tenant)? >= max
+                {
+                    return Ok(Inserted::OverCap);
                 }
-            }
-            if let Some(max) = max_unfinished
-                && count_unfinished(&tx, &job.tenant)? >= max
-            {
-                return Ok(Inserted::OverCap);
-            }
-            insert_row(&tx, &job, "", Some(&owner), until)?;
-            // A video can be failed from the start (a blocked prompt): its event is due now.
-            super::outbox::record_event(&tx, &job)?;
-            tx.commit()?;
-            Ok(Inserted::New)
-        })
-        .await
+                insert_row(conn, &job, "", Some(&owner), until)?;
+                // A video can be failed from the start (a blocked prompt): its event is due now.
+                super::outbox::record_event(conn, &job)?;
+                Ok(Inserted::New)
+            })
+            .await
     }
 
     async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         let id = id.to_owned();
-        Self::with(&self.reader, move |conn| select_job(conn, &id)).await
+        self.readers.read(move |conn| select_job(conn, &id)).await
     }
 
     async fn update_job(&self, job: &Job) -> Result<Job, StoreError> {
         let mut job = job.clone();
-        Self::with(&self.writer, move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let changed = update_row(&tx, &job)?;
-            if changed == 0 {
-                return Err(StoreError::Conflict(job.id));
-            }
-            // The webhook event is written with the change that finishes the video, or not at all.
-            super::outbox::record_event(&tx, &job)?;
-            tx.commit()?;
-            job.version += 1;
-            Ok(job)
-        })
-        .await
+        self.writer
+            .write(move |conn| {
+                let changed = update_row(conn, &job)?;
+                if changed == 0 {
+                    return Err(StoreError::Conflict(job.id));
+                }
+                // The webhook event is written with the change that finishes the video, or not at all.
+                super::outbox::record_event(conn, &job)?;
+                job.version += 1;
+                Ok(job)
+            })
+            .await
     }
 
     async fn delete_job(&self, id: &str, version: i64) -> Result<(), StoreError> {
         let id = id.to_owned();
-        Self::with(&self.writer, move |conn| {
-            let now = crate::video::now_unix();
-            // The record stays (audit, export) but lists no assets: the API removes the files right after.
-            let changed = conn.execute(
-                "UPDATE jobs SET deleted_at = ?1, assets_json = '[]', version = version + 1 \
+        self.writer
+            .write(move |conn| {
+                let now = crate::video::now_unix();
+                // The record stays (audit, export) but lists no assets: the API removes the files right after.
+                let changed = conn.execute(
+                    "UPDATE jobs SET deleted_at = ?1, assets_json = '[]', version = version + 1 \
                  WHERE id = ?2 AND version = ?3 AND deleted_at IS NULL",
-                params![now, id, version],
-            )?;
-            if changed == 0 {
-                return Err(StoreError::Conflict(id));
-            }
-            Ok(())
-        })
-        .await
+                    params![now, id, version],
+                )?;
+                if changed == 0 {
+                    return Err(StoreError::Conflict(id));
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn list_jobs(
@@ -210,53 +196,63 @@ impl JobStore for SqliteStore {
         limit: usize,
         order: Order,
     ) -> Result<Vec<Job>, StoreError> {
-        let tenant = tenant.to_owned();
-        let after = after.map(str::to_owned);
-        Self::with(&self.reader, move |conn| {
-            let (cmp, dir) = match order {
-                Order::Asc => (">", "ASC"),
-                Order::Desc => ("<", "DESC"),
-            };
-            let limit = limit as i64;
-            match after {
-                // The cursor's seq is found even if that video was deleted since, so paging goes on; an unknown id
-                // gives NULL, which matches nothing: an empty page.
-                Some(after) => {
-                    let sql = format!(
-                        "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = ?1 AND deleted_at IS NULL \
-                         AND seq {cmp} (SELECT seq FROM jobs WHERE id = ?2) ORDER BY seq {dir} LIMIT ?3"
-                    );
-                    select_jobs(conn, &sql, &[&tenant, &after, &limit])
+        let (tenant, after) = (tenant.to_owned(), after.map(str::to_owned));
+        self.readers
+            .read(move |conn| {
+                let sql = page_sql(JOB_COLUMNS, order, after.is_some());
+                let limit = limit as i64;
+                match &after {
+                    Some(after) => select_jobs(conn, &sql, &[&tenant, after, &limit]),
+                    None => select_jobs(conn, &sql, &[&tenant, &limit]),
                 }
-                None => {
-                    let sql = format!(
-                        "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = ?1 AND deleted_at IS NULL \
-                         ORDER BY seq {dir} LIMIT ?2"
-                    );
-                    select_jobs(conn, &sql, &[&tenant, &limit])
-                }
-            }
-        })
-        .await
+            })
+            .await
+    }
+
+    async fn list_job_ids(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+        order: Order,
+    ) -> Result<Vec<String>, StoreError> {
+        let (tenant, after) = (tenant.to_owned(), after.map(str::to_owned));
+        self.readers
+            .read(move |conn| {
+                let sql = page_sql("id", order, after.is_some());
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let limit = limit as i64;
+                let ids = match &after {
+                    Some(after) => stmt
+                        .query_map(params![tenant, after, limit], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()?,
+                    None => stmt
+                        .query_map(params![tenant, limit], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()?,
+                };
+                Ok(ids)
+            })
+            .await
     }
 
     /// Every shadow job with the primary job it mirrors (a pair whose primary was deleted drops out).
     async fn shadow_pairs(&self) -> Result<Vec<(Job, Job)>, StoreError> {
-        Self::with(&self.reader, move |conn| {
-            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE shadow_of IS NOT NULL ORDER BY seq ASC");
-            let shadows = select_jobs(conn, &sql, &[])?;
-            let mut pairs = Vec::with_capacity(shadows.len());
-            for shadow in shadows {
-                let Some(primary_id) = shadow.shadow_of.clone() else {
-                    continue;
-                };
-                if let Some(primary) = select_job(conn, &primary_id)? {
-                    pairs.push((primary, shadow));
+        self.readers
+            .read(move |conn| {
+                let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE shadow_of IS NOT NULL ORDER BY seq ASC");
+                let shadows = select_jobs(conn, &sql, &[])?;
+                let mut pairs = Vec::with_capacity(shadows.len());
+                for shadow in shadows {
+                    let Some(primary_id) = shadow.shadow_of.clone() else {
+                        continue;
+                    };
+                    if let Some(primary) = select_job(conn, &primary_id)? {
+                        pairs.push((primary, shadow));
+                    }
                 }
-            }
-            Ok(pairs)
-        })
-        .await
+                Ok(pairs)
+            })
+            .await
     }
 
     async fn export_jobs(
@@ -267,67 +263,68 @@ impl JobStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<(i64, ExportedJob)>, StoreError> {
         let tenant = tenant.map(str::to_owned);
-        Self::with(&self.reader, move |conn| {
-            let sql = format!(
-                "SELECT {JOB_COLUMNS}, seq, deleted_at FROM jobs WHERE seq > ?1 AND (?2 IS NULL OR tenant = ?2) \
+        self.readers
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS}, seq, deleted_at FROM jobs WHERE seq > ?1 AND (?2 IS NULL OR tenant = ?2) \
                  AND (?3 IS NULL OR created_at >= ?3) ORDER BY seq LIMIT ?4"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let mut rows = stmt.query(params![after, tenant, since, limit as i64])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                let job = row_to_job(row)?;
-                let seq: i64 = row.get(JOB_COLUMN_COUNT)?;
-                let deleted_at: Option<i64> = row.get(JOB_COLUMN_COUNT + 1)?;
-                out.push((seq, ExportedJob { job, deleted_at }));
-            }
-            Ok(out)
-        })
-        .await
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut rows = stmt.query(params![after, tenant, since, limit as i64])?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let job = row_to_job(row)?;
+                    let seq: i64 = row.get(JOB_COLUMN_COUNT)?;
+                    let deleted_at: Option<i64> = row.get(JOB_COLUMN_COUNT + 1)?;
+                    out.push((seq, ExportedJob { job, deleted_at }));
+                }
+                Ok(out)
+            })
+            .await
     }
 
     async fn import_job(&self, exported: &ExportedJob) -> Result<bool, StoreError> {
         let exported = exported.clone();
-        Self::with(&self.writer, move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            // Imported with no lease (no owner, expired at 0): whichever replica sweeps next claims it.
-            let inserted = insert_row(&tx, &exported.job, "OR IGNORE", None, 0)? == 1;
-            if inserted && exported.deleted_at.is_some() {
-                tx.execute(
-                    "UPDATE jobs SET deleted_at = ?1 WHERE id = ?2",
-                    params![exported.deleted_at, exported.job.id],
-                )?;
-            }
-            tx.commit()?;
-            Ok(inserted)
-        })
-        .await
+        self.writer
+            .write(move |conn| {
+                // Imported with no lease (no owner, expired at 0): whichever replica sweeps next claims it.
+                let inserted = insert_row(conn, &exported.job, "OR IGNORE", None, 0)? == 1;
+                if inserted && exported.deleted_at.is_some() {
+                    conn.execute(
+                        "UPDATE jobs SET deleted_at = ?1 WHERE id = ?2",
+                        params![exported.deleted_at, exported.job.id],
+                    )?;
+                }
+                Ok(inserted)
+            })
+            .await
     }
 
     async fn list_characters(&self, tenant: Option<&str>) -> Result<Vec<Character>, StoreError> {
         let tenant = tenant.map(str::to_owned);
-        Self::with(&self.reader, move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, tenant, name, created_at, video_key FROM characters WHERE (?1 IS NULL OR tenant = ?1) \
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, tenant, name, created_at, video_key FROM characters WHERE (?1 IS NULL OR tenant = ?1) \
                  ORDER BY created_at, id",
-            )?;
-            let rows = stmt.query_map(params![tenant], |r| {
-                Ok(Character {
-                    id: r.get(0)?,
-                    tenant: r.get(1)?,
-                    name: r.get(2)?,
-                    created_at: r.get(3)?,
-                    video_key: r.get(4)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+                )?;
+                let rows = stmt.query_map(params![tenant], |r| {
+                    Ok(Character {
+                        id: r.get(0)?,
+                        tenant: r.get(1)?,
+                        name: r.get(2)?,
+                        created_at: r.get(3)?,
+                        video_key: r.get(4)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
     }
 
     async fn import_character(&self, c: &Character) -> Result<bool, StoreError> {
         let c = c.clone();
-        Self::with(&self.writer, move |conn| {
+        self.writer.write(move |conn| {
             let n = conn.execute(
                 "INSERT OR IGNORE INTO characters (id, tenant, name, created_at, video_key) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![c.id, c.tenant, c.name, c.created_at, c.video_key],
@@ -338,102 +335,108 @@ impl JobStore for SqliteStore {
     }
 
     async fn expired_jobs(&self, now: i64, limit: usize) -> Result<Vec<Job>, StoreError> {
-        Self::with(&self.reader, move |conn| {
-            // `assets_json != '[]'` skips videos already swept; the condition is the partial index jobs_expiring's.
-            let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ?1 \
+        self.readers
+            .read(move |conn| {
+                // `assets_json != '[]'` skips videos already swept; the condition is the partial index jobs_expiring's.
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ?1 \
                  AND assets_json != '[]' AND deleted_at IS NULL ORDER BY expires_at LIMIT ?2"
-            );
-            select_jobs(conn, &sql, &[&now, &(limit as i64)])
-        })
-        .await
+                );
+                select_jobs(conn, &sql, &[&now, &(limit as i64)])
+            })
+            .await
     }
 
     async fn unfinished_jobs(&self) -> Result<Vec<Unfinished>, StoreError> {
-        Self::with(&self.reader, move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, state, backend FROM jobs WHERE state NOT IN ('completed', 'failed') \
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, state, backend FROM jobs WHERE state NOT IN ('completed', 'failed') \
                  AND deleted_at IS NULL ORDER BY seq ASC",
-            )?;
-            let mut rows = stmt.query([])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                let id: String = row.get(0)?;
-                let state: String = row.get(1)?;
-                let Some(state) = State::parse(&state) else {
-                    return Err(StoreError::Corrupt {
+                )?;
+                let mut rows = stmt.query([])?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let id: String = row.get(0)?;
+                    let state: String = row.get(1)?;
+                    let Some(state) = State::parse(&state) else {
+                        return Err(StoreError::Corrupt {
+                            id,
+                            reason: format!("unknown state {state:?}"),
+                        });
+                    };
+                    out.push(Unfinished {
                         id,
-                        reason: format!("unknown state {state:?}"),
+                        state,
+                        backend: row.get(2)?,
                     });
-                };
-                out.push(Unfinished {
-                    id,
-                    state,
-                    backend: row.get(2)?,
-                });
-            }
-            Ok(out)
-        })
-        .await
+                }
+                Ok(out)
+            })
+            .await
     }
 
     async fn insert_character(&self, c: &Character) -> Result<(), StoreError> {
         let c = c.clone();
-        Self::with(&self.writer, move |conn| {
-            conn.execute(
-                "INSERT INTO characters (id, tenant, name, created_at, video_key) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![c.id, c.tenant, c.name, c.created_at, c.video_key],
-            )?;
-            Ok(())
-        })
-        .await
+        self.writer
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO characters (id, tenant, name, created_at, video_key) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![c.id, c.tenant, c.name, c.created_at, c.video_key],
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     async fn get_character(&self, id: &str) -> Result<Option<Character>, StoreError> {
         let id = id.to_owned();
-        Self::with(&self.reader, move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT id, tenant, name, created_at, video_key FROM characters WHERE id = ?1",
-                    params![id],
-                    |r| {
-                        Ok(Character {
-                            id: r.get(0)?,
-                            tenant: r.get(1)?,
-                            name: r.get(2)?,
-                            created_at: r.get(3)?,
-                            video_key: r.get(4)?,
-                        })
-                    },
-                )
-                .optional()?)
-        })
-        .await
+        self.readers
+            .read(move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT id, tenant, name, created_at, video_key FROM characters WHERE id = ?1",
+                        params![id],
+                        |r| {
+                            Ok(Character {
+                                id: r.get(0)?,
+                                tenant: r.get(1)?,
+                                name: r.get(2)?,
+                                created_at: r.get(3)?,
+                                video_key: r.get(4)?,
+                            })
+                        },
+                    )
+                    .optional()?)
+            })
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        Self::with(&self.reader, |conn| {
-            conn.query_row("SELECT 1", [], |_| Ok(()))?;
-            Ok(())
-        })
-        .await
+        self.readers
+            .read(|conn| {
+                conn.query_row("SELECT 1", [], |_| Ok(()))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn count_unfinished(&self, tenant: &str) -> Result<u64, StoreError> {
         let tenant = tenant.to_owned();
-        Self::with(&self.reader, move |conn| count_unfinished(conn, &tenant)).await
+        self.readers.read(move |conn| count_unfinished(conn, &tenant)).await
     }
 
     async fn pending_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
-        Self::with(&self.reader, move |conn| super::outbox::pending_events(conn, limit)).await
+        self.readers
+            .read(move |conn| super::outbox::pending_events(conn, limit))
+            .await
     }
 
     async fn fan_out(&self, event: &Event, deliveries: &[Delivery]) -> Result<(), StoreError> {
         let (event, deliveries) = (event.clone(), deliveries.to_vec());
-        Self::with(&self.writer, move |conn| {
-            super::outbox::fan_out(conn, &event, &deliveries)
-        })
-        .await
+        self.writer
+            .write(move |conn| super::outbox::fan_out(conn, &event, &deliveries))
+            .await
     }
 
     async fn claim_due_deliveries(
@@ -442,18 +445,16 @@ impl JobStore for SqliteStore {
         hold_until_ms: i64,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        Self::with(&self.writer, move |conn| {
-            super::outbox::claim_due_deliveries(conn, now_ms, hold_until_ms, limit)
-        })
-        .await
+        self.writer
+            .write(move |conn| super::outbox::claim_due_deliveries(conn, now_ms, hold_until_ms, limit))
+            .await
     }
 
     async fn update_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
         let delivery = delivery.clone();
-        Self::with(&self.writer, move |conn| {
-            super::outbox::update_delivery(conn, &delivery)
-        })
-        .await
+        self.writer
+            .write(move |conn| super::outbox::update_delivery(conn, &delivery))
+            .await
     }
 
     async fn list_deliveries(
@@ -463,106 +464,108 @@ impl JobStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
         let (video_id, state) = (video_id.map(str::to_owned), state.map(str::to_owned));
-        Self::with(&self.reader, move |conn| {
-            super::outbox::list_deliveries(conn, video_id.as_deref(), state.as_deref(), limit)
-        })
-        .await
+        self.readers
+            .read(move |conn| super::outbox::list_deliveries(conn, video_id.as_deref(), state.as_deref(), limit))
+            .await
     }
 
     async fn queue_depth(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        Self::with(&self.reader, |conn| {
-            let mut stmt = conn.prepare_cached(
+        self.readers
+            .read(|conn| {
+                let mut stmt = conn.prepare_cached(
                 "SELECT state, COUNT(*) FROM jobs WHERE state NOT IN ('completed', 'failed') AND deleted_at IS NULL \
                  GROUP BY state",
             )?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+                let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
     }
 
     async fn claim_unfinished(&self) -> Result<Vec<Unfinished>, StoreError> {
         let (owner, now, until) = self.lease();
-        Self::with(&self.writer, move |conn| {
-            let sql = format!(
-                "UPDATE jobs SET lease_owner = ?1, lease_until_ms = ?3 WHERE state NOT IN {FINISHED} \
+        self.writer
+            .write(move |conn| {
+                let sql = format!(
+                    "UPDATE jobs SET lease_owner = ?1, lease_until_ms = ?3 WHERE state NOT IN {FINISHED} \
                  AND deleted_at IS NULL AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_until_ms < ?2) \
                  RETURNING seq, id, state, backend"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let mut rows = stmt.query(params![owner, now, until])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                let seq: i64 = row.get(0)?;
-                let id: String = row.get(1)?;
-                let state: String = row.get(2)?;
-                let state = State::parse(&state).ok_or_else(|| StoreError::Corrupt {
-                    id: id.clone(),
-                    reason: format!("unknown state {state:?}"),
-                })?;
-                out.push((
-                    seq,
-                    Unfinished {
-                        id,
-                        state,
-                        backend: row.get(3)?,
-                    },
-                ));
-            }
-            // RETURNING promises no order; callers get the oldest first.
-            out.sort_by_key(|(seq, _)| *seq);
-            Ok(out.into_iter().map(|(_, u)| u).collect())
-        })
-        .await
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut rows = stmt.query(params![owner, now, until])?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let seq: i64 = row.get(0)?;
+                    let id: String = row.get(1)?;
+                    let state: String = row.get(2)?;
+                    let state = State::parse(&state).ok_or_else(|| StoreError::Corrupt {
+                        id: id.clone(),
+                        reason: format!("unknown state {state:?}"),
+                    })?;
+                    out.push((
+                        seq,
+                        Unfinished {
+                            id,
+                            state,
+                            backend: row.get(3)?,
+                        },
+                    ));
+                }
+                // RETURNING promises no order; callers get the oldest first.
+                out.sort_by_key(|(seq, _)| *seq);
+                Ok(out.into_iter().map(|(_, u)| u).collect())
+            })
+            .await
     }
 
     async fn claim_job(&self, id: &str) -> Result<bool, StoreError> {
         let (owner, now, until) = self.lease();
         let id = id.to_owned();
-        Self::with(&self.writer, move |conn| {
-            let sql = format!(
-                "UPDATE jobs SET lease_owner = ?1, lease_until_ms = ?3 WHERE id = ?4 AND state NOT IN {FINISHED} \
+        self.writer
+            .write(move |conn| {
+                let sql = format!(
+                    "UPDATE jobs SET lease_owner = ?1, lease_until_ms = ?3 WHERE id = ?4 AND state NOT IN {FINISHED} \
                  AND deleted_at IS NULL AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_until_ms < ?2)"
-            );
-            Ok(conn.execute(&sql, params![owner, now, until, id])? == 1)
-        })
-        .await
+                );
+                Ok(conn.execute(&sql, params![owner, now, until, id])? == 1)
+            })
+            .await
     }
 
     async fn release_leases(&self) -> Result<(), StoreError> {
         let owner = self.replica.id.clone();
-        Self::with(&self.writer, move |conn| {
-            conn.execute(
-                "UPDATE jobs SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ?1",
-                params![owner],
-            )?;
-            Ok(())
-        })
-        .await
+        self.writer
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE jobs SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ?1",
+                    params![owner],
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     async fn start_submit(&self, job: &Job, max_at_backend: Option<u32>) -> Result<Option<Job>, StoreError> {
         let mut job = job.clone();
-        Self::with(&self.writer, move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let Some(max) = max_at_backend {
-                let sql = format!(
-                    "SELECT COUNT(*) FROM jobs WHERE backend = ?1 AND state IN {AT_BACKEND} AND deleted_at IS NULL \
+        self.writer
+            .write(move |conn| {
+                if let Some(max) = max_at_backend {
+                    let sql = format!(
+                        "SELECT COUNT(*) FROM jobs WHERE backend = ?1 AND state IN {AT_BACKEND} AND deleted_at IS NULL \
                      AND id != ?2"
-                );
-                let n: i64 = tx.query_row(&sql, params![job.backend, job.id], |r| r.get(0))?;
-                if n >= i64::from(max) {
-                    return Ok(None);
+                    );
+                    let n: i64 = conn.query_row(&sql, params![job.backend, job.id], |r| r.get(0))?;
+                    if n >= i64::from(max) {
+                        return Ok(None);
+                    }
                 }
-            }
-            if update_row(&tx, &job)? == 0 {
-                return Err(StoreError::Conflict(job.id));
-            }
-            tx.commit()?;
-            job.version += 1;
-            Ok(Some(job))
-        })
-        .await
+                if update_row(conn, &job)? == 0 {
+                    return Err(StoreError::Conflict(job.id));
+                }
+                job.version += 1;
+                Ok(Some(job))
+            })
+            .await
     }
 
     async fn heartbeat(&self) -> Result<u32, StoreError> {
@@ -588,4 +591,22 @@ fn count_unfinished(conn: &Connection, tenant: &str) -> Result<u64, StoreError> 
     let sql = format!("SELECT COUNT(*) FROM jobs WHERE tenant = ?1 AND state NOT IN {FINISHED} AND deleted_at IS NULL");
     let n: i64 = conn.query_row(&sql, params![tenant], |r| r.get(0))?;
     Ok(n.max(0) as u64)
+}
+
+/// A page of a tenant's jobs (`columns` of each), in `order` of creation, optionally after the job whose id is the
+/// second parameter; the tenant is the first parameter and the limit the last. The cursor's seq is found even if
+/// that video was deleted since, so paging goes on; an unknown id gives NULL, which matches nothing: an empty page.
+fn page_sql(columns: &str, order: Order, after: bool) -> String {
+    let (cmp, dir) = match order {
+        Order::Asc => (">", "ASC"),
+        Order::Desc => ("<", "DESC"),
+    };
+    if after {
+        format!(
+            "SELECT {columns} FROM jobs WHERE tenant = ?1 AND deleted_at IS NULL \
+             AND seq {cmp} (SELECT seq FROM jobs WHERE id = ?2) ORDER BY seq {dir} LIMIT ?3"
+        )
+    } else {
+        format!("SELECT {columns} FROM jobs WHERE tenant = ?1 AND deleted_at IS NULL ORDER BY seq {dir} LIMIT ?2")
+    }
 }

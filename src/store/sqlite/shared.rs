@@ -11,7 +11,7 @@ impl SqliteStore {
     /// See [`crate::store::JobStore::record_callback`].
     pub(super) async fn keep_callback(&self, job_id: &str, payload: &serde_json::Value) -> Result<(), StoreError> {
         let (job_id, payload) = (job_id.to_owned(), payload.to_string());
-        Self::with(&self.writer, move |conn| {
+        self.writer.write(move |conn| {
             conn.execute(
                 "INSERT INTO callbacks (job_id, payload, received_at_ms) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (job_id) DO UPDATE SET payload = excluded.payload, received_at_ms = excluded.received_at_ms",
@@ -25,23 +25,24 @@ impl SqliteStore {
     /// See [`crate::store::JobStore::take_callback`].
     pub(super) async fn pop_callback(&self, job_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
         let job_id = job_id.to_owned();
-        Self::with(&self.writer, move |conn| {
-            let text: Option<String> = conn
-                .query_row(
-                    "DELETE FROM callbacks WHERE job_id = ?1 RETURNING payload",
-                    params![job_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            text.map(|t| {
-                serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
-                    id: job_id.clone(),
-                    reason: format!("callback: {e}"),
+        self.writer
+            .write(move |conn| {
+                let text: Option<String> = conn
+                    .query_row(
+                        "DELETE FROM callbacks WHERE job_id = ?1 RETURNING payload",
+                        params![job_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                text.map(|t| {
+                    serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                        id: job_id.clone(),
+                        reason: format!("callback: {e}"),
+                    })
                 })
+                .transpose()
             })
-            .transpose()
-        })
-        .await
+            .await
     }
 
     /// See [`crate::store::JobStore::count_toward`].
@@ -51,17 +52,16 @@ impl SqliteStore {
         }
         let key = key.to_owned();
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-        Self::with(&self.writer, move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM daily_counts WHERE day < ?1", params![day - 1])?;
-            let counted = tx.execute(
-                "INSERT INTO daily_counts (key, day, n) VALUES (?1, ?2, 1) \
+        self.writer
+            .write(move |conn| {
+                conn.execute("DELETE FROM daily_counts WHERE day < ?1", params![day - 1])?;
+                let counted = conn.execute(
+                    "INSERT INTO daily_counts (key, day, n) VALUES (?1, ?2, 1) \
                  ON CONFLICT (key, day) DO UPDATE SET n = n + 1 WHERE n < ?3",
-                params![key, day, cap],
-            )?;
-            tx.commit()?;
-            Ok(counted == 1)
-        })
-        .await
+                    params![key, day, cap],
+                )?;
+                Ok(counted == 1)
+            })
+            .await
     }
 }
