@@ -23,6 +23,9 @@ use crate::worker::WorkerHandle;
 
 use crate::auth::SHADOW_TENANT;
 
+/// The most copies the dispatcher makes at once.
+const COPIES_AT_ONCE: usize = 64;
+
 pub struct Shadow {
     live: LiveHandle,
     tx: mpsc::Sender<(Job, String)>,
@@ -43,11 +46,23 @@ impl Shadow {
             tx,
         });
         tracker.spawn(async move {
+            let mut offers = Vec::with_capacity(COPIES_AT_ONCE);
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    Some((primary, backend)) = rx.recv() => {
-                        create_shadow_job(&live, store.as_ref(), &worker, &primary, &backend).await;
+                    n = rx.recv_many(&mut offers, COPIES_AT_ONCE) => {
+                        if n == 0 {
+                            break;
+                        }
+                        // Every copy waiting is made at once: their inserts share the store's commits instead of
+                        // paying one each, so the copies keep up with the creates they mirror.
+                        let copies = offers
+                            .drain(..)
+                            .map(|(primary, backend)| {
+                                let (live, store, worker) = (&live, store.as_ref(), &worker);
+                                async move { create_shadow_job(live, store, worker, &primary, &backend).await }
+                            });
+                        futures_util::future::join_all(copies).await;
                     }
                 }
             }
