@@ -72,7 +72,7 @@ impl SqliteStore {
         migrate(&writer)?;
         Ok(SqliteStore {
             readers: Readers::open(path)?,
-            writer: Writer::start(writer)?,
+            writer: Writer::start(writer, path)?,
             replica,
         })
     }
