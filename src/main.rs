@@ -266,9 +266,10 @@ fn shadow_report(config: &Config, json: bool) -> ExitCode {
     };
     let pairs = runtime.block_on(async {
         let store = sora_shim::app::open_store(&config.store).await?;
-        store.shadow_pairs().await
+        let pairs = store.shadow_pairs().await?;
+        Ok::<_, sora_shim::store::StoreError>((pairs, sora_shim::shadow::missed(store.as_ref()).await?))
     });
-    let pairs = match pairs {
+    let (pairs, missed) = match pairs {
         Ok(p) => p,
         Err(e) => {
             eprintln!(
@@ -278,7 +279,7 @@ fn shadow_report(config: &Config, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let stats = sora_shim::shadow::report(&pairs, &config.prices);
+    let stats = sora_shim::shadow::report(&pairs, &missed, &config.prices, &config.models);
     if json {
         match serde_json::to_string_pretty(&stats) {
             Ok(text) => println!("{text}"),

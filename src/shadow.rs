@@ -6,6 +6,11 @@
 //! normalized request, on the candidate backend, under a tenant no API key can have (`shadow`), so it is never
 //! listed or readable through the API. The worker drives it like any job; its record keeps `shadow_of`, the
 //! primary's id. The report pairs them up.
+//!
+//! A copy the sample called for but that was not made (the queue was full, the daily cap was reached, or it
+//! could not be stored) is counted in memory on the spot and added to a running total in the store within a
+//! second, so that the report can say how many of the sampled creates it really compares — its effective
+//! sample rate — instead of reading as if the configured sample had been met.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,8 +21,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::ModelConfig;
 use crate::live::LiveHandle;
-use crate::store::JobStore;
+use crate::store::{JobStore, StoreError};
 use crate::video::{Job, JobError, JobKind, NormalizedRequest, State, Variant, new_id, now_unix_ms};
 use crate::worker::WorkerHandle;
 
@@ -26,9 +32,90 @@ use crate::auth::SHADOW_TENANT;
 /// The most copies the dispatcher makes at once.
 const COPIES_AT_ONCE: usize = 64;
 
+/// How often copies not made are added to the store's totals (when there are any).
+const MISSES_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The prefix of the store's running totals of copies not made.
+const MISSED: &str = "[\"shadow-missed\",";
+
 pub struct Shadow {
     live: LiveHandle,
     tx: mpsc::Sender<(Job, String)>,
+    misses: Arc<Misses>,
+}
+
+/// Why a copy the sample called for was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Miss {
+    /// The queue of copies waiting was full.
+    Dropped,
+    /// `shadow_daily_cap` was reached.
+    Capped,
+    /// The store refused it (or could not count it toward the cap).
+    Failed,
+}
+
+impl Miss {
+    fn as_str(self) -> &'static str {
+        match self {
+            Miss::Dropped => "dropped",
+            Miss::Capped => "capped",
+            Miss::Failed => "failed",
+        }
+    }
+}
+
+/// Copies not made since the last flush to the store, per (model, primary backend, candidate, reason).
+#[derive(Default)]
+struct Misses(std::sync::Mutex<BTreeMap<(String, String, String, Miss), u64>>);
+
+impl Misses {
+    fn add(&self, primary: &Job, candidate: &str, why: Miss) {
+        count(&primary.request.model, candidate, why.as_str());
+        let key = (
+            primary.request.model.clone(),
+            primary.backend.clone(),
+            candidate.to_owned(),
+            why,
+        );
+        // A poisoned lock only means another thread panicked mid-increment: the counts are still counts.
+        let mut counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *counts.entry(key).or_default() += 1;
+    }
+
+    /// Adds what was counted to the store's totals; keeps it for the next flush if the store refuses.
+    async fn flush(&self, store: &dyn JobStore) {
+        let counts = std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for ((model, primary, candidate, why), n) in counts {
+            let key = missed_key(&model, &primary, &candidate, why.as_str());
+            if let Err(e) = store.add_to_total(&key, n).await {
+                tracing::warn!(error = %e, "cannot record shadow copies not made; retried in a second");
+                let mut counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                *counts.entry((model, primary, candidate, why)).or_default() += n;
+            }
+        }
+    }
+}
+
+/// The store key of a running total of copies not made: a JSON array, so no name can run into the next.
+fn missed_key(model: &str, primary: &str, candidate: &str, why: &str) -> String {
+    serde_json::json!(["shadow-missed", model, primary, candidate, why]).to_string()
+}
+
+/// Copies not made, per comparison and reason, as the store holds them (keys it cannot read are skipped).
+pub async fn missed(store: &dyn JobStore) -> Result<BTreeMap<Comparison, BTreeMap<String, u64>>, StoreError> {
+    let mut out: BTreeMap<Comparison, BTreeMap<String, u64>> = BTreeMap::new();
+    for (key, n) in store.totals(MISSED).await? {
+        if let Ok((_, model, primary, candidate, why)) =
+            serde_json::from_str::<(String, String, String, String, String)>(&key)
+        {
+            *out.entry((model, primary, candidate))
+                .or_default()
+                .entry(why)
+                .or_default() += n;
+        }
+    }
+    Ok(out)
 }
 
 impl Shadow {
@@ -41,15 +128,20 @@ impl Shadow {
         shutdown: CancellationToken,
     ) -> Arc<Shadow> {
         let (tx, mut rx) = mpsc::channel::<(Job, String)>(queue.max(1));
+        let misses = Arc::new(Misses::default());
         let shadow = Arc::new(Shadow {
             live: Arc::clone(&live),
             tx,
+            misses: Arc::clone(&misses),
         });
         tracker.spawn(async move {
             let mut offers = Vec::with_capacity(COPIES_AT_ONCE);
+            let mut flush = tokio::time::interval(MISSES_FLUSH_EVERY);
+            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    _ = flush.tick() => misses.flush(store.as_ref()).await,
                     n = rx.recv_many(&mut offers, COPIES_AT_ONCE) => {
                         if n == 0 {
                             break;
@@ -59,13 +151,15 @@ impl Shadow {
                         let copies = offers
                             .drain(..)
                             .map(|(primary, backend)| {
-                                let (live, store, worker) = (&live, store.as_ref(), &worker);
-                                async move { create_shadow_job(live, store, worker, &primary, &backend).await }
+                                let (live, store, worker, misses) = (&live, store.as_ref(), &worker, &misses);
+                                async move { create_shadow_job(live, store, worker, misses, &primary, &backend).await }
                             });
                         futures_util::future::join_all(copies).await;
                     }
                 }
             }
+            // What was missed up to the end still counts.
+            misses.flush(store.as_ref()).await;
         });
         shadow
     }
@@ -84,14 +178,16 @@ impl Shadow {
                 continue;
             }
             // The daily cap is counted in the store, off this path, when the copy is made.
-            let result = match self.tx.try_send((primary.clone(), target.backend.clone())) {
-                Ok(()) => continue,
-                Err(mpsc::error::TrySendError::Full(_)) => "dropped",
-                Err(mpsc::error::TrySendError::Closed(_)) => "closed",
-            };
-            count(&primary.request.model, &target.backend, result);
-            if result == "dropped" {
-                tracing::debug!(job = %primary.id, backend = %target.backend, "shadow queue full: dropped");
+            match self.tx.try_send((primary.clone(), target.backend.clone())) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!(job = %primary.id, backend = %target.backend, "shadow queue full: dropped");
+                    self.misses.add(primary, &target.backend, Miss::Dropped);
+                }
+                // Shutting down: the dispatcher is gone, and so is the comparison this copy would have joined.
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    count(&primary.request.model, &target.backend, "closed");
+                }
             }
         }
     }
@@ -119,6 +215,7 @@ async fn create_shadow_job(
     live: &LiveHandle,
     store: &dyn JobStore,
     worker: &WorkerHandle,
+    misses: &Misses,
     primary: &Job,
     backend: &str,
 ) {
@@ -167,10 +264,10 @@ async fn create_shadow_job(
         let day = now_unix_ms() / 86_400_000;
         match store.count_toward(&format!("shadow:{model}"), day, cap).await {
             Ok(true) => {}
-            Ok(false) => return count(model, backend, "capped"),
+            Ok(false) => return misses.add(primary, backend, Miss::Capped),
             Err(e) => {
                 tracing::warn!(primary = %primary.id, error = %e, "cannot count a shadow copy toward the daily cap");
-                return count(model, backend, "failed");
+                return misses.add(primary, backend, Miss::Failed);
             }
         }
     }
@@ -183,7 +280,7 @@ async fn create_shadow_job(
         }
         Err(e) => {
             tracing::warn!(primary = %primary.id, error = %e, "cannot store a shadow job");
-            count(model, backend, "failed");
+            misses.add(primary, backend, Miss::Failed);
         }
     }
 }
@@ -197,6 +294,16 @@ pub struct PairStats {
     pub primary: String,
     pub shadow: String,
     pub pairs: usize,
+    /// Creates the sample called for: the pairs, plus the copies that were not made.
+    pub sampled: u64,
+    /// Copies the sample called for that were not made, by reason: `dropped` (the queue of copies waiting was
+    /// full), `capped` (`shadow_daily_cap`), `failed` (the store refused it). Empty when every copy was made.
+    pub missed: BTreeMap<String, u64>,
+    /// The sample configured now for this candidate; `None` once it is no longer configured.
+    pub sample: Option<f64>,
+    /// The share of the primary's creates really compared: `sample` × pairs ÷ sampled. Below `sample` whenever
+    /// copies were missed.
+    pub effective_sample: Option<f64>,
     /// Pairs where both sides have finished.
     pub finished: usize,
     pub primary_completed: usize,
@@ -291,10 +398,16 @@ fn moderated(j: &Job) -> bool {
 }
 
 /// (model, primary backend, candidate backend).
-type Comparison = (String, String, String);
+pub type Comparison = (String, String, String);
 
-/// The comparison per (model, primary backend, candidate) from (primary, shadow) pairs.
-pub fn report(pairs: &[(Job, Job)], prices: &BTreeMap<String, f64>) -> Vec<PairStats> {
+/// The comparison per (model, primary backend, candidate) from (primary, shadow) pairs and the copies not made
+/// ([`missed`]), with the prices and the shadow samples configured now.
+pub fn report(
+    pairs: &[(Job, Job)],
+    missed: &BTreeMap<Comparison, BTreeMap<String, u64>>,
+    prices: &BTreeMap<String, f64>,
+    models: &BTreeMap<String, ModelConfig>,
+) -> Vec<PairStats> {
     let mut groups: BTreeMap<Comparison, Vec<(&Job, &Job)>> = BTreeMap::new();
     for (p, s) in pairs {
         groups
@@ -302,9 +415,24 @@ pub fn report(pairs: &[(Job, Job)], prices: &BTreeMap<String, f64>) -> Vec<PairS
             .or_default()
             .push((p, s));
     }
+    for comparison in missed.keys() {
+        groups.entry(comparison.clone()).or_default();
+    }
     groups
         .into_iter()
         .map(|((model, primary, shadow), pairs)| {
+            let missed = missed
+                .get(&(model.clone(), primary.clone(), shadow.clone()))
+                .cloned()
+                .unwrap_or_default();
+            let sampled = pairs.len() as u64 + missed.values().sum::<u64>();
+            let sample = models
+                .get(&model)
+                .and_then(|m| m.shadow.iter().find(|t| t.backend == shadow))
+                .map(|t| t.sample);
+            let effective_sample = sample
+                .filter(|_| sampled > 0)
+                .map(|s| s * pairs.len() as f64 / sampled as f64);
             let ps: Vec<&Job> = pairs.iter().map(|(p, _)| *p).collect();
             let ss: Vec<&Job> = pairs.iter().map(|(_, s)| *s).collect();
             let finished: Vec<&(&Job, &Job)> = pairs
@@ -319,6 +447,10 @@ pub fn report(pairs: &[(Job, Job)], prices: &BTreeMap<String, f64>) -> Vec<PairS
             }
             PairStats {
                 pairs: pairs.len(),
+                sampled,
+                missed,
+                sample,
+                effective_sample,
                 finished: finished.len(),
                 primary_completed: ps.iter().filter(|j| j.state == State::Completed).count(),
                 shadow_completed: ss.iter().filter(|j| j.state == State::Completed).count(),
@@ -414,6 +546,21 @@ pub fn render(stats: &[PairStats]) -> String {
             "  moderation disagreements: {} of {} finished pairs; refused by the candidate: {}\n",
             s.moderation_disagreements, s.finished, s.shadow_refused
         ));
+        if !s.missed.is_empty() {
+            let missed: Vec<String> = s.missed.iter().map(|(why, n)| format!("{why} ×{n}")).collect();
+            let effective = match (s.sample, s.effective_sample) {
+                (Some(sample), Some(effective)) => {
+                    format!("; effective sample {effective:.3} of the configured {sample}")
+                }
+                _ => String::new(),
+            };
+            out.push_str(&format!(
+                "  copies not made: {} of {} sampled ({}){effective}\n",
+                s.sampled - s.pairs as u64,
+                s.sampled,
+                missed.join(", ")
+            ));
+        }
         if !s.shadow_errors.is_empty() {
             let errors: Vec<String> = s.shadow_errors.iter().map(|(c, n)| format!("{c} ×{n}")).collect();
             out.push_str(&format!("  shadow errors: {}\n", errors.join(", ")));
@@ -436,6 +583,58 @@ mod tests {
             .count();
         assert!((800..=1200).contains(&hits), "{hits}");
         assert_eq!(sample_point("video_1", "veo"), sample_point("video_1", "veo"));
+    }
+
+    /// A comparison whose copies were all missed still shows, and names that look like the key's own syntax
+    /// cannot run into each other.
+    #[tokio::test]
+    async fn copies_not_made_are_totalled_per_comparison() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let misses = Misses::default();
+        let mut primary = Job::accepted(
+            "video_1".into(),
+            "t".into(),
+            JobKind::Create,
+            NormalizedRequest {
+                prompt: "a fox".into(),
+                model: "sora-2".into(),
+                size: "1280x720".parse().unwrap(),
+                seconds: "4".parse().unwrap(),
+                input_reference: None,
+                source_video: None,
+                characters: Vec::new(),
+                extension_seconds: None,
+                segments: Vec::new(),
+                source_backend_job_id: None,
+                target: None,
+            },
+            "p\",\"q".into(),
+        );
+        misses.add(&primary, "c", Miss::Dropped);
+        misses.add(&primary, "c", Miss::Dropped);
+        misses.flush(&store).await;
+        misses.add(&primary, "c", Miss::Dropped);
+        misses.add(&primary, "c", Miss::Capped);
+        primary.backend = "p".into();
+        misses.add(&primary, "\",\"q\",\"c", Miss::Failed);
+        misses.flush(&store).await;
+
+        let missed = missed(&store).await.unwrap();
+        let key = |p: &str, c: &str| ("sora-2".to_owned(), p.to_owned(), c.to_owned());
+        assert_eq!(
+            missed[&key("p\",\"q", "c")],
+            BTreeMap::from([("capped".to_owned(), 1), ("dropped".to_owned(), 3)])
+        );
+        assert_eq!(
+            missed[&key("p", "\",\"q\",\"c")],
+            BTreeMap::from([("failed".to_owned(), 1)])
+        );
+
+        let stats = report(&[], &missed, &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(stats.len(), 2);
+        let s = stats.iter().find(|s| s.shadow == "c").unwrap();
+        assert_eq!((s.pairs, s.sampled, s.sample, s.effective_sample), (0, 4, None, None));
     }
 
     #[test]

@@ -63,6 +63,22 @@ async fn shadows_finish(shim: &Shim, expected: usize) -> Vec<(String, String, St
     }
 }
 
+/// The first comparison of the report once `ready` holds for it (copies not made reach the store within a second).
+fn report_when(shim: &Shim, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let stats = report(shim);
+        if stats.get(0).is_some_and(&ready) {
+            return stats[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the report never got there: {stats}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 fn report(shim: &Shim) -> Value {
     let (config, data) = (shim.config_path(), shim.data_dir.clone());
     let args = [
@@ -190,6 +206,12 @@ async fn sampling_and_the_daily_cap_limit_shadow_work() {
         assert_eq!(shim.wait(&id, "k").await["status"], "completed");
     }
     assert_eq!(shadows_finish(&shim, 2).await.len(), 2);
+    // The report says that five creates were sampled and two compared: an effective sample of 0.4, not 1.0.
+    let s = report_when(&shim, |s| s["sampled"] == 5);
+    assert_eq!(s["pairs"], 2);
+    assert_eq!(s["missed"], json!({"capped": 3}));
+    assert_eq!(s["sample"], 1.0);
+    assert_eq!(s["effective_sample"], 0.4);
 
     // A 25% sample over 80 videos mirrors about 20: never all, never none.
     let (primary, candidate) = (Fake::start("runway"), Fake::start("runway"));
@@ -205,4 +227,55 @@ async fn sampling_and_the_daily_cap_limit_shadow_work() {
     let mirrored = shadow_rows(&shim).len();
     // Binomial(80, 0.25): mean 20, sd 3.9; 5..=35 is beyond ±3.8 sd.
     assert!((5..=35).contains(&mirrored), "{mirrored} of 80 mirrored at 25%");
+}
+
+/// With a queue of one copy, many creates at once overflow it: every copy the sample called for is either made or
+/// counted as dropped, across a restart, and the report's effective sample says how many were really compared.
+#[tokio::test]
+async fn copies_dropped_by_a_full_queue_are_counted_and_lower_the_effective_sample() {
+    let (primary, candidate) = (Fake::start("runway"), Fake::start("runway"));
+    let shadow = "shadow = [{ backend = \"candidate\", sample = 1.0 }]";
+    let config = config(&primary, &candidate, shadow).replace("[worker]\n", "[worker]\nshadow_queue = 1\n");
+    let shim = Shim::start_with(&config);
+    const CREATES: usize = 40;
+    let creates = (0..CREATES).map(|i| {
+        let shim = &shim;
+        async move { shim.create("k", &json!({"prompt": format!("burst {i}")})).await }
+    });
+    let ids = futures_util::future::join_all(creates).await;
+    assert_eq!(ids.len(), CREATES);
+
+    let s = report_when(&shim, |s| s["sampled"] == CREATES);
+    let made = s["pairs"].as_u64().unwrap();
+    let dropped = s["missed"]["dropped"].as_u64().unwrap_or(0);
+    assert_eq!(made + dropped, CREATES as u64, "{s}");
+    assert_eq!(shadow_rows(&shim).len() as u64, made);
+    let effective = s["effective_sample"].as_f64().unwrap();
+    assert!((effective - made as f64 / CREATES as f64).abs() < 1e-9, "{s}");
+    if dropped > 0 {
+        let text = common::cli(
+            &[
+                "shadow",
+                "report",
+                "--config",
+                shim.config_path().to_str().unwrap(),
+                "--data-dir",
+                shim.data_dir.to_str().unwrap(),
+            ],
+            None,
+            &[("SORA_SHIM_TEST_PROVIDER_KEY", "x")],
+        );
+        let text = String::from_utf8_lossy(&text.stdout).into_owned();
+        assert!(
+            text.contains(&format!(
+                "copies not made: {dropped} of {CREATES} sampled (dropped ×{dropped})"
+            )),
+            "{text}"
+        );
+    }
+
+    // The totals are the store's: a restart keeps them.
+    let shim = shim.restart();
+    let again = report(&shim);
+    assert_eq!(again[0]["sampled"], CREATES, "{again}");
 }

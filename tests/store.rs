@@ -574,6 +574,7 @@ async fn run_all(kind: Kind<'_>) {
     shadow_pairs_and_health(&pair(&kind, long).await).await;
     callbacks_wait_for_their_job(&pair(&kind, long).await).await;
     daily_counts_hold_across_replicas(&pair(&kind, long).await).await;
+    running_totals_add_up_across_replicas(&pair(&kind, long).await).await;
     shared_request_rates(&pair(&kind, long).await).await;
 }
 
@@ -689,6 +690,26 @@ async fn daily_counts_hold_across_replicas(p: &Pair) {
     assert!(p.b.count_toward("shadow:sora-2-pro", 20_000, 5).await.unwrap());
     assert!(p.a.count_toward("shadow:sora-2", 20_001, 5).await.unwrap());
     assert!(!p.a.count_toward("shadow:other", 20_001, 0).await.unwrap());
+}
+
+async fn running_totals_add_up_across_replicas(p: &Pair) {
+    // Forty racing additions from two replicas; another key and a key that only shares a prefix stay apart.
+    let adds = (0..40).map(|i| {
+        let s = if i % 2 == 0 { Arc::clone(&p.a) } else { Arc::clone(&p.b) };
+        async move { s.add_to_total("[\"missed\",\"a\"]", 1 + i % 3).await.unwrap() }
+    });
+    futures_util::future::join_all(adds).await;
+    p.b.add_to_total("[\"missed\",\"b\"]", 7).await.unwrap();
+    p.a.add_to_total("[\"missed\",\"b\"]", 0).await.unwrap();
+    p.a.add_to_total("[\"other\"]", 1).await.unwrap();
+    let expected_a: u64 = (0..40).map(|i| 1 + i % 3).sum();
+    let want = vec![
+        ("[\"missed\",\"a\"]".to_owned(), expected_a),
+        ("[\"missed\",\"b\"]".to_owned(), 7),
+    ];
+    assert_eq!(p.a.totals("[\"missed\",").await.unwrap(), want);
+    assert_eq!(p.b.totals("[\"missed\",").await.unwrap(), want);
+    assert_eq!(p.a.totals("[\"nothing").await.unwrap(), vec![]);
 }
 
 async fn shared_request_rates(p: &Pair) {

@@ -102,7 +102,9 @@ pub(super) async fn admin_webhooks(app: &App, query: Option<&str>) -> Result<Res
 /// `sora-shim shadow report --json` over HTTP (admin keys only).
 pub(super) async fn shadow_report(app: &App) -> Result<Response, ApiError> {
     let pairs = app.store.shadow_pairs().await?;
-    let stats = crate::shadow::report(&pairs, &app.live.load().prices);
+    let missed = crate::shadow::missed(app.store.as_ref()).await?;
+    let live = app.live.load();
+    let stats = crate::shadow::report(&pairs, &missed, &live.prices, &live.models);
     let value = serde_json::to_value(&stats).map_err(|e| ApiError::internal("shadow report", e))?;
     Ok(json_response(
         StatusCode::OK,

@@ -292,4 +292,12 @@ impl JobStore for CachedStore {
     async fn count_toward(&self, key: &str, day: i64, cap: u64) -> Result<bool, StoreError> {
         self.inner.count_toward(key, day, cap).await
     }
+
+    async fn add_to_total(&self, key: &str, n: u64) -> Result<(), StoreError> {
+        self.inner.add_to_total(key, n).await
+    }
+
+    async fn totals(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.totals(prefix).await
+    }
 }

@@ -246,6 +246,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// Adds one to the count `key` of `day` (days since the epoch, UTC) unless it has reached `cap`: true when
     /// counted, false at the cap. Exact across replicas and kept across restarts; earlier days are dropped.
     async fn count_toward(&self, key: &str, day: i64, cap: u64) -> Result<bool, StoreError>;
+    /// Adds `n` to the running total `key`, which starts at zero and is never reset. Exact across replicas and
+    /// kept across restarts.
+    async fn add_to_total(&self, key: &str, n: u64) -> Result<(), StoreError>;
+    /// Every running total whose key starts with `prefix`, by key.
+    async fn totals(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// The outcome of [`JobStore::take_rate`], in the store's clock (microseconds since the epoch).

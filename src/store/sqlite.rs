@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_retention.sql"),
     include_str!("migrations/0007_leases.sql"),
     include_str!("migrations/0008_callbacks.sql"),
+    include_str!("migrations/0009_totals.sql"),
 ];
 
 /// How long a job stays leased without renewal when the config does not say (`[store] lease`).
@@ -583,6 +584,14 @@ impl JobStore for SqliteStore {
 
     async fn count_toward(&self, key: &str, day: i64, cap: u64) -> Result<bool, StoreError> {
         self.count_day(key, day, cap).await
+    }
+
+    async fn add_to_total(&self, key: &str, n: u64) -> Result<(), StoreError> {
+        self.add_total(key, n).await
+    }
+
+    async fn totals(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read_totals(prefix).await
     }
 }
 

@@ -140,6 +140,35 @@ impl PgStore {
         tx.commit().await?;
         Ok(counted == 1)
     }
+
+    pub(super) async fn add_total(&self, key: &str, n: u64) -> Result<(), StoreError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO totals AS t (key, n) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET n = t.n + excluded.n",
+                &[&key, &n],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn read_totals(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT key, n FROM totals WHERE left(key, char_length($1)) = $1 ORDER BY key",
+                &[&prefix],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get::<_, i64>(1)?.max(0) as u64)))
+            .collect()
+    }
 }
 
 /// Keeps one connection LISTENing on [`CALLBACKS_CHANNEL`] and passes each job id on, reconnecting after a

@@ -28,6 +28,7 @@ use crate::video::{Character, Job, now_unix_ms};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_callbacks.sql"),
+    include_str!("migrations/0003_totals.sql"),
 ];
 
 /// The channel a recorded callback is announced on (its payload: the job id).
@@ -575,5 +576,13 @@ impl JobStore for PgStore {
 
     async fn count_toward(&self, key: &str, day: i64, cap: u64) -> Result<bool, StoreError> {
         self.count_day(key, day, cap).await
+    }
+
+    async fn add_to_total(&self, key: &str, n: u64) -> Result<(), StoreError> {
+        self.add_total(key, n).await
+    }
+
+    async fn totals(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read_totals(prefix).await
     }
 }

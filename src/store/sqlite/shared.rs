@@ -64,4 +64,37 @@ impl SqliteStore {
             })
             .await
     }
+
+    /// See [`crate::store::JobStore::add_to_total`].
+    pub(super) async fn add_total(&self, key: &str, n: u64) -> Result<(), StoreError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let key = key.to_owned();
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.writer
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO totals (key, n) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET n = n + excluded.n",
+                    params![key, n],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// See [`crate::store::JobStore::totals`].
+    pub(super) async fn read_totals(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.readers
+            .read(move |conn| {
+                let mut stmt =
+                    conn.prepare("SELECT key, n FROM totals WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")?;
+                let rows = stmt.query_map(params![prefix], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
 }
