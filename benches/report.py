@@ -21,7 +21,7 @@ def to_ms(text: str) -> float:
     return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
 
 
-def parse(name: str, conns: str, run: str) -> None:
+def parse(name: str, conns: str, run: str, which: str = "") -> None:
     out = sys.stdin.read()
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     tps = re.search(r"Transfer/sec:\s+([\d.]+)(B|KB|MB|GB)", out)
@@ -35,6 +35,7 @@ def parse(name: str, conns: str, run: str) -> None:
         "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
         "non_2xx": int(errors.group(1)) if errors else 0,
         "requests": int(total.group(1)) if total else 0,
+        **({"which": which} if which else {}),
     }))
 
 
@@ -225,6 +226,38 @@ def write(results_path: str, runs: str, duration: str) -> None:
               f"{p['fake_peak_rps']} | {p['shim_peak_kib'] / 1024:,.1f} MiB |")
 
 
+def ab(results_path: str) -> None:
+    """benches/ab.sh: one Markdown table, before → after, medians over the runs."""
+    rows, copies, order = {}, {}, []
+    for line in open(results_path):
+        r = json.loads(line)
+        if "copies" in r:
+            which, conns = r["copies"].split()
+            copies.setdefault((int(conns), which), []).append(r["candidate"] / r["primary"] if r["primary"] else None)
+            continue
+        key = (r["name"], r["conns"])
+        if key not in rows:
+            order.append(key)
+        rows.setdefault(key, {}).setdefault(r["which"], []).append(r)
+
+    def stat(runs, field):
+        return med([x[field] for x in runs])
+
+    print("| row | connections | before req/s | after req/s | after/before | before p50 / p99 ms | after p50 / p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, conns in order:
+        b, a = rows[(name, conns)].get("before", []), rows[(name, conns)].get("after", [])
+        rb, ra = stat(b, "rps"), stat(a, "rps")
+        ratio = f"{ra / rb:.2f}×" if rb and ra else "–"
+        print(f"| {name} | {conns} | {fmt(rb, 0)} | {fmt(ra, 0)} | {ratio} | "
+              f"{fmt(stat(b, 'p50_ms'), 2)} / {fmt(stat(b, 'p99_ms'), 2)} | "
+              f"{fmt(stat(a, 'p50_ms'), 2)} / {fmt(stat(a, 'p99_ms'), 2)} |")
+        if "shadow" in name and (conns, "before") in copies:
+            cb, ca = med(copies.get((conns, "before"), [])), med(copies.get((conns, "after"), []))
+            pct = lambda v: "–" if v is None else f"{v * 100:.0f}%"
+            print(f"| ↳ shadow copies made, per create admitted | {conns} | {pct(cb)} | {pct(ca)} | | | |")
+
+
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"parse": parse, "seed": seed, "poll": poll, "write": write}[cmd](*args)
+    {"parse": parse, "seed": seed, "poll": poll, "write": write, "ab": ab}[cmd](*args)
