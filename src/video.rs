@@ -382,29 +382,72 @@ impl Job {
 
     /// The Sora `VideoResource`, every required field present, `null` where there is no value.
     pub fn to_resource(&self) -> Value {
+        serde_json::to_value(self.resource()).unwrap_or(Value::Null)
+    }
+
+    /// The same resource, borrowing from the job: serialised straight to bytes on the read path (a poll), with
+    /// no intermediate `Value` (a map and a string per field).
+    pub fn resource(&self) -> VideoResource<'_> {
         let progress = match self.state {
             State::Completed => 100,
             _ => self.progress.min(99),
         };
-        json!({
-            "id": self.id,
-            "object": "video",
-            "model": self.request.model,
-            "status": self.sora_status(),
-            "progress": progress,
-            "created_at": self.created_at,
-            "completed_at": self.completed_at,
-            "expires_at": self.expires_at,
-            "prompt": self.request.prompt,
-            "size": self.request.size.to_string(),
-            "seconds": self.request.seconds.to_string(),
-            "remixed_from_video_id": self.remixed_from,
-            "error": self.error.as_ref().map(|e| json!({"code": e.code, "message": e.message})),
-        })
+        VideoResource {
+            id: &self.id,
+            object: "video",
+            model: &self.request.model,
+            status: self.sora_status(),
+            progress,
+            created_at: self.created_at,
+            completed_at: self.completed_at,
+            expires_at: self.expires_at,
+            prompt: &self.request.prompt,
+            size: Shown(&self.request.size),
+            seconds: Shown(&self.request.seconds),
+            remixed_from_video_id: self.remixed_from.as_deref(),
+            error: self.error.as_ref().map(|e| ResourceError {
+                code: &e.code,
+                message: &e.message,
+            }),
+        }
     }
 
     pub fn asset(&self, variant: Variant) -> Option<&Asset> {
         self.assets.iter().find(|a| a.variant == variant)
+    }
+}
+
+/// Sora's `VideoResource` as served (see [`Job::resource`]).
+#[derive(Debug, Serialize)]
+pub struct VideoResource<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub model: &'a str,
+    pub status: &'static str,
+    pub progress: u8,
+    pub created_at: i64,
+    pub completed_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub prompt: &'a str,
+    pub size: Shown<'a, Size>,
+    pub seconds: Shown<'a, Seconds>,
+    pub remixed_from_video_id: Option<&'a str>,
+    pub error: Option<ResourceError<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResourceError<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+}
+
+/// A value serialised as its `Display` string, written straight into the output.
+#[derive(Debug)]
+pub struct Shown<'a, T>(pub &'a T);
+
+impl<T: fmt::Display> Serialize for Shown<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self.0)
     }
 }
 
@@ -426,9 +469,18 @@ impl Character {
 
 /// `prefix_` + 48 hex digits, the shape of Sora's ids.
 pub fn new_id(prefix: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bytes = [0u8; 24];
     rand::rng().fill_bytes(&mut bytes);
-    format!("{prefix}_{}", hex::encode(bytes))
+    // One allocation, sized up front: every request makes one of these (its request id).
+    let mut id = String::with_capacity(prefix.len() + 1 + 2 * bytes.len());
+    id.push_str(prefix);
+    id.push('_');
+    for b in bytes {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    id
 }
 
 pub fn now_unix() -> i64 {

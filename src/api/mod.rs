@@ -131,9 +131,21 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
     }
     // Clients set a base URL ending in /v1 (the SDK default); a bare base URL is accepted too.
     let rest = path.strip_prefix("/v1").unwrap_or(path);
-    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').skip(1).collect();
+    // At most three segments route anywhere; a longer path is unknown (and costs no allocation to find out).
+    let mut found = [""; 3];
+    let mut count = 0;
+    for segment in rest.trim_end_matches('/').split('/').skip(1) {
+        let Some(slot) = found.get_mut(count) else {
+            return Err(ApiError::UnknownRoute {
+                method: method.to_string(),
+                path: path.to_owned(),
+            });
+        };
+        *slot = segment;
+        count += 1;
+    }
     let m = method;
-    match segments.as_slice() {
+    match &found[..count] {
         ["videos"] if m == Method::POST => Ok(Route::CreateVideo),
         ["videos"] if m == Method::GET => Ok(Route::ListVideos),
         ["videos"] => Err(not_allowed("GET, POST")),
@@ -160,6 +172,8 @@ fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
 /// What the request line of the log and the response headers need to know about the caller.
 #[derive(Default)]
 struct Caller {
+    /// The route's label for the log line and metrics (`other` until the route is known).
+    route: Option<&'static str>,
     /// The tenant's name (never the key).
     tenant: Option<String>,
     rate: Option<crate::limits::RateState>,
@@ -170,7 +184,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response {
     let started = Instant::now();
     let request_id = new_id("req");
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // A `Uri` shares the request head's bytes: cloning it copies no path.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let mut caller = Caller::default();
     let (req, watch) = Watch::wrap(req);
     let mut response = match dispatch(app, req, &mut caller).await {
@@ -197,7 +213,7 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response {
     {
         error::rate_headers(headers, state);
     }
-    let route = route_label(&method, &path);
+    let route = caller.route.unwrap_or("other");
     let status = response.status();
     tracing::info!(
         %request_id,
@@ -221,8 +237,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response {
 }
 
 async fn dispatch(app: &App, req: Request<RequestBody>, caller: &mut Caller) -> Result<Response, ApiError> {
-    let path = req.uri().path().to_owned();
-    let route = route(req.method(), &path)?;
+    let uri = req.uri().clone();
+    let route = route(req.method(), uri.path())?;
+    caller.route = Some(route_label(&route));
     match route {
         Route::Health => return Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         Route::Ready => return Ok(ready(app).await),
@@ -283,28 +300,27 @@ fn admin(app: &App, headers: &hyper::HeaderMap, caller: &mut Caller) -> Result<(
     Ok(())
 }
 
-/// A bounded label for a request: the route's name, never an id.
-fn route_label(method: &Method, path: &str) -> &'static str {
-    match route(method, path) {
-        Ok(Route::Health) => "healthz",
-        Ok(Route::Ready) => "readyz",
-        Ok(Route::Metrics) => "metrics",
-        Ok(Route::OpenApi) => "openapi",
-        Ok(Route::ShadowReport) => "admin_shadow_report",
-        Ok(Route::AdminJob(_)) => "admin_job",
-        Ok(Route::AdminWebhooks) => "admin_webhooks",
-        Ok(Route::Callback(..)) => "provider_callback",
-        Ok(Route::CreateVideo) => "create_video",
-        Ok(Route::ListVideos) => "list_videos",
-        Ok(Route::GetVideo(_)) => "get_video",
-        Ok(Route::DeleteVideo(_)) => "delete_video",
-        Ok(Route::Content(_)) => "content",
-        Ok(Route::Remix(_)) => "remix",
-        Ok(Route::Edit) => "edit",
-        Ok(Route::Extend) => "extend",
-        Ok(Route::CreateCharacter) => "create_character",
-        Ok(Route::GetCharacter(_)) => "get_character",
-        Err(_) => "other",
+/// A bounded label for a request: the route's name, never an id (`other` for a request that matched none).
+fn route_label(route: &Route<'_>) -> &'static str {
+    match route {
+        Route::Health => "healthz",
+        Route::Ready => "readyz",
+        Route::Metrics => "metrics",
+        Route::OpenApi => "openapi",
+        Route::ShadowReport => "admin_shadow_report",
+        Route::AdminJob(_) => "admin_job",
+        Route::AdminWebhooks => "admin_webhooks",
+        Route::Callback(..) => "provider_callback",
+        Route::CreateVideo => "create_video",
+        Route::ListVideos => "list_videos",
+        Route::GetVideo(_) => "get_video",
+        Route::DeleteVideo(_) => "delete_video",
+        Route::Content(_) => "content",
+        Route::Remix(_) => "remix",
+        Route::Edit => "edit",
+        Route::Extend => "extend",
+        Route::CreateCharacter => "create_character",
+        Route::GetCharacter(_) => "get_character",
     }
 }
 

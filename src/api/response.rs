@@ -31,3 +31,13 @@ pub fn json_response(status: StatusCode, value: &Value) -> Response {
 pub fn ok_json(value: &Value) -> Response {
     json_response(StatusCode::OK, value)
 }
+
+/// 200 with `value` serialised straight to bytes, no `Value` built first: the answer of the read path (a poll,
+/// a list page), where the resources borrow from the cached records.
+pub fn ok_serialized<T: serde::Serialize + ?Sized>(value: &T) -> Result<Response, serde_json::Error> {
+    let mut response = hyper::Response::new(full(serde_json::to_vec(value)?));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}

@@ -1,6 +1,8 @@
 //! Handlers for the video resource: create, list, retrieve, delete, remix, edit and extend. Each one reads and
 //! checks its input, builds the normalized request and leaves persistence to [`crate::admission::Admission`].
 
+use std::sync::Arc;
+
 use base64::Engine;
 use bytes::Bytes;
 use hyper::header::HeaderValue;
@@ -10,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::body::{self, Doc, Encoding};
 use super::error::ApiError;
-use super::response::{Response, ok_json};
+use super::response::{Response, ok_json, ok_serialized};
 use super::schema::RequestSchema;
 use super::unread::RequestBody;
 use crate::admission::{NewJob, PendingUpload, request_hash};
@@ -20,7 +22,9 @@ use crate::config::ModelConfig;
 use crate::live::Live;
 use crate::media::{probe_image, probe_mp4};
 use crate::store::Order;
-use crate::video::{InputRef, Job, JobKind, NormalizedRequest, Seconds, Segment, Size, State, TargetOverride};
+use crate::video::{
+    InputRef, Job, JobKind, NormalizedRequest, Seconds, Segment, Size, State, TargetOverride, VideoResource,
+};
 
 /// Page size of `GET /videos` when `limit` is not given.
 const DEFAULT_LIST_LIMIT: usize = 20;
@@ -28,8 +32,8 @@ const DEFAULT_LIST_LIMIT: usize = 20;
 const MAX_EXTENSIONS: usize = 6;
 
 /// The tenant's video, or 404 (also for another tenant's video: its existence is not revealed).
-pub(crate) async fn owned_job(app: &App, tenant: &Tenant, id: &str) -> Result<Job, ApiError> {
-    match app.store.get_job(id).await? {
+pub(crate) async fn owned_job(app: &App, tenant: &Tenant, id: &str) -> Result<Arc<Job>, ApiError> {
+    match app.store.read_job(id).await? {
         Some(job) if job.tenant == tenant.id => Ok(job),
         _ => Err(ApiError::video_not_found(id)),
     }
@@ -270,23 +274,33 @@ pub async fn list(app: &App, tenant: &Tenant, query: Option<&str>) -> Result<Res
     // One row more than the page: whether it came back is `has_more`.
     let mut jobs = app
         .store
-        .list_jobs(&tenant.id, after.as_deref(), limit + 1, order)
+        .read_jobs(&tenant.id, after.as_deref(), limit + 1, order)
         .await?;
     let has_more = jobs.len() > limit;
     jobs.truncate(limit);
-    let data: Vec<Value> = jobs.iter().map(Job::to_resource).collect();
-    Ok(ok_json(&json!({
-        "object": "list",
-        "data": data,
-        "first_id": jobs.first().map(|j| j.id.clone()),
-        "last_id": jobs.last().map(|j| j.id.clone()),
-        "has_more": has_more,
-    })))
+    let page = ListPage {
+        object: "list",
+        data: jobs.iter().map(|j| j.resource()).collect(),
+        first_id: jobs.first().map(|j| j.id.as_str()),
+        last_id: jobs.last().map(|j| j.id.as_str()),
+        has_more,
+    };
+    ok_serialized(&page).map_err(|e| ApiError::internal("serialize", e))
+}
+
+/// `GET /v1/videos`: a page of resources, borrowing from the jobs.
+#[derive(serde::Serialize)]
+struct ListPage<'a> {
+    object: &'static str,
+    data: Vec<VideoResource<'a>>,
+    first_id: Option<&'a str>,
+    last_id: Option<&'a str>,
+    has_more: bool,
 }
 
 pub async fn retrieve(app: &App, tenant: &Tenant, id: &str) -> Result<Response, ApiError> {
     let job = owned_job(app, tenant, id).await?;
-    let mut response = ok_json(&job.to_resource());
+    let mut response = ok_serialized(&job.resource()).map_err(|e| ApiError::internal("serialize", e))?;
     if !job.state.is_terminal() {
         // The SDK poll helpers sleep this long between retrieves: the shim paces its own clients.
         if let Ok(v) = HeaderValue::from_str(&app.config.server.poll_after_ms.to_string()) {
@@ -341,7 +355,7 @@ pub async fn delete(app: &App, tenant: &Tenant, id: &str) -> Result<Response, Ap
 }
 
 /// A source video to derive from: one of the tenant's completed videos.
-async fn completed_source(app: &App, tenant: &Tenant, id: &str, param: &str) -> Result<Job, ApiError> {
+async fn completed_source(app: &App, tenant: &Tenant, id: &str, param: &str) -> Result<Arc<Job>, ApiError> {
     let job = owned_job(app, tenant, id).await.map_err(|_| ApiError::NotFound {
         message: format!("Video with id '{id}' not found."),
         param: Some(param.to_owned()),
@@ -410,7 +424,7 @@ pub async fn remix(app: &App, tenant: &Tenant, id: &str, req: Request<RequestBod
 
 /// The `video` of an edit or extension: one of our completed videos by id, or an uploaded MP4.
 enum Source {
-    Ours(Box<Job>),
+    Ours(Arc<Job>),
     Upload {
         info: crate::media::VideoInfo,
         upload: PendingUpload,
@@ -442,9 +456,7 @@ async fn source_of(app: &App, tenant: &Tenant, doc: &Doc) -> Result<Source, ApiE
         .and_then(|v| v.get("id"))
         .and_then(Value::as_str)
         .unwrap_or_default();
-    Ok(Source::Ours(Box::new(
-        completed_source(app, tenant, id, "video.id").await?,
-    )))
+    Ok(Source::Ours(completed_source(app, tenant, id, "video.id").await?))
 }
 
 fn upload_size(info: &crate::media::VideoInfo) -> Result<Size, ApiError> {

@@ -16,7 +16,8 @@ use crate::video::{Character, Job};
 
 pub struct CachedStore {
     inner: Arc<dyn JobStore>,
-    jobs: DashMap<String, Job>,
+    /// Shared, so that a read hands out the record without copying it (a job holds a dozen strings and more).
+    jobs: DashMap<String, Arc<Job>>,
     capacity: usize,
     /// Whether reads may be answered from memory (only when this process is the store's one writer).
     serve_reads: bool,
@@ -66,7 +67,7 @@ impl CachedStore {
                 self.jobs.clear();
             }
         }
-        self.jobs.insert(job.id.clone(), job.clone());
+        self.jobs.insert(job.id.clone(), Arc::new(job.clone()));
     }
 }
 
@@ -105,16 +106,20 @@ impl JobStore for CachedStore {
     }
 
     async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        Ok(self.read_job(id).await?.map(Arc::unwrap_or_clone))
+    }
+
+    async fn read_job(&self, id: &str) -> Result<Option<Arc<Job>>, StoreError> {
         if self.serve_reads
             && let Some(job) = self.jobs.get(id)
         {
-            return Ok(Some(job.clone()));
+            return Ok(Some(Arc::clone(&job)));
         }
         let found = self.inner.get_job(id).await?;
         if let Some(job) = &found {
             self.remember(job);
         }
-        Ok(found)
+        Ok(found.map(Arc::new))
     }
 
     async fn update_job(&self, job: &Job) -> Result<Job, StoreError> {
@@ -145,17 +150,30 @@ impl JobStore for CachedStore {
         limit: usize,
         order: Order,
     ) -> Result<Vec<Job>, StoreError> {
+        let page = self.read_jobs(tenant, after, limit, order).await?;
+        Ok(page.into_iter().map(Arc::unwrap_or_clone).collect())
+    }
+
+    async fn read_jobs(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+        order: Order,
+    ) -> Result<Vec<Arc<Job>>, StoreError> {
         if self.serve_reads {
             // The page's ids from the index, the records from memory: no row to decode when every one is here
             // (the usual case: a client lists what it recently made). One missing (evicted, or deleted since)
             // and the page is read whole from the store instead.
             let ids = self.inner.list_job_ids(tenant, after, limit, order).await?;
-            let cached: Option<Vec<Job>> = ids.iter().map(|id| self.jobs.get(id).map(|j| j.clone())).collect();
+            let cached: Option<Vec<Arc<Job>>> =
+                ids.iter().map(|id| self.jobs.get(id).map(|j| Arc::clone(&j))).collect();
             if let Some(jobs) = cached {
                 return Ok(jobs);
             }
         }
-        self.inner.list_jobs(tenant, after, limit, order).await
+        let jobs = self.inner.list_jobs(tenant, after, limit, order).await?;
+        Ok(jobs.into_iter().map(Arc::new).collect())
     }
 
     async fn unfinished_jobs(&self) -> Result<Vec<Unfinished>, StoreError> {

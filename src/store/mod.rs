@@ -13,6 +13,7 @@ pub mod postgres;
 pub(crate) mod row;
 pub mod sqlite;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -138,6 +139,10 @@ pub trait JobStore: Send + Sync + 'static {
     async fn insert_job(&self, job: &Job, max_unfinished: Option<u64>) -> Result<Inserted, StoreError>;
     /// A job by id, deleted ones excluded.
     async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+    /// A job to look at, not to change (a poll, a download): shared rather than copied where a cache holds it.
+    async fn read_job(&self, id: &str) -> Result<Option<Arc<Job>>, StoreError> {
+        Ok(self.get_job(id).await?.map(Arc::new))
+    }
     /// Writes `job` if its `version` is still the stored one, and returns it with the version bumped.
     async fn update_job(&self, job: &Job) -> Result<Job, StoreError>;
     /// Marks a job deleted (its record stays for audit; reads no longer see it).
@@ -150,6 +155,17 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
         order: Order,
     ) -> Result<Vec<Job>, StoreError>;
+    /// The page [`JobStore::list_jobs`] returns, to look at: shared rather than copied where a cache holds it.
+    async fn read_jobs(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+        order: Order,
+    ) -> Result<Vec<Arc<Job>>, StoreError> {
+        let jobs = self.list_jobs(tenant, after, limit, order).await?;
+        Ok(jobs.into_iter().map(Arc::new).collect())
+    }
     /// The ids of the page [`JobStore::list_jobs`] returns, in its order (for a cache that has the records).
     async fn list_job_ids(
         &self,
