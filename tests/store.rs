@@ -296,6 +296,24 @@ async fn leases(p: &Pair) {
     assert!(p.a.claim_unfinished().await.unwrap().is_empty());
 }
 
+/// A sweep over more jobs than it claims per write (SQLite claims in chunks): every one is taken, oldest first,
+/// and the other replica gets none of them.
+async fn a_sweep_takes_every_lease(p: &Pair) {
+    let n = 1_300;
+    for i in 0..n {
+        let imported = ExportedJob {
+            job: job(&format!("video_{i:05}"), "t", None),
+            deleted_at: None,
+        };
+        assert!(p.a.import_job(&imported).await.unwrap());
+    }
+    let swept = p.a.claim_unfinished().await.unwrap();
+    let expected: Vec<String> = (0..n).map(|i| format!("video_{i:05}")).collect();
+    assert_eq!(ids_of(&swept), expected, "all of them, oldest first");
+    assert!(p.b.claim_unfinished().await.unwrap().is_empty(), "a holds them all");
+    assert_eq!(p.a.claim_unfinished().await.unwrap().len(), n, "a still holds them all");
+}
+
 fn ids_of(u: &[sora_shim::store::Unfinished]) -> Vec<&str> {
     u.iter().map(|u| u.id.as_str()).collect()
 }
@@ -568,6 +586,7 @@ async fn run_all(kind: Kind<'_>) {
     tenant_cap(&pair(&kind, long).await).await;
     leases(&pair(&kind, long).await).await;
     leases_run_out(&pair(&kind, Duration::from_secs(1)).await).await;
+    a_sweep_takes_every_lease(&pair(&kind, long).await).await;
     backend_slots(&pair(&kind, long).await).await;
     webhook_outbox(&pair(&kind, long).await).await;
     export_import_and_characters(&pair(&kind, long).await).await;
@@ -609,6 +628,37 @@ async fn sqlite_reopening_keeps_data_and_a_single_process_takes_its_jobs_back() 
     assert!(again.get_job("video_1").await.unwrap().is_some());
     assert_eq!(again.claim_unfinished().await.unwrap().len(), 1);
     assert_eq!(again.heartbeat().await.unwrap(), 1);
+}
+
+/// A sweep writes only the leases that are due: one a third of a lease after the last rewrites none of them
+/// (renewing every held lease at every sweep stalled every other write while tens of thousands were in flight).
+#[tokio::test]
+async fn sqlite_a_sweep_renews_only_the_leases_that_are_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = SqliteStore::open_as(&path, Replica::new(Duration::from_secs(3))).unwrap();
+    for i in 0..600 {
+        store
+            .insert_job(&job(&format!("video_{i:04}"), "t", None), None)
+            .await
+            .unwrap();
+    }
+    let leases = || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut stmt = conn.prepare("SELECT lease_until_ms FROM jobs ORDER BY seq").unwrap();
+        stmt.query_map([], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    };
+    let inserted = leases();
+    assert_eq!(store.claim_unfinished().await.unwrap().len(), 600);
+    assert_eq!(leases(), inserted, "a fresh lease is not due: nothing rewritten");
+    // Past a third of the lease every one is due, and every one is renewed by the next sweep.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(store.claim_unfinished().await.unwrap().len(), 600);
+    let renewed = leases();
+    assert!(renewed.iter().zip(&inserted).all(|(r, i)| r > i), "every lease renewed");
 }
 
 #[tokio::test]
