@@ -4,7 +4,8 @@
 #
 #   bash benches/ab.sh BEFORE_BINARY AFTER_BINARY        # RUNS=3 DURATION=10 by default
 #
-# Rows: the disk's fsync floor (a 4 KiB write + fsync loop), GET /v1/videos/{id} and GET /v1/videos?limit=20 at
+# Rows: the disk's fsync floor (a 4 KiB write + fsync loop), the hyper floor (benches/floor.rs, measured next to
+# each binary, so each GET figure has its own floor to be read against), GET /v1/videos/{id} and GET /v1/videos?limit=20 at
 # 64 connections, POST /v1/videos JSON at 1 and 16 connections (admission only: the backend is unreachable),
 # and the same creates with a shadow copy of every one (sample = 1.0) to a second fake, with the share of creates
 # that got their copy (counted in the shim's own job records, 3 s after the load). Needs wrk and python3;
@@ -76,10 +77,13 @@ sizes = ["720x1280", "1280x720"]
 seconds = ["4"]
 EOF
 
+cargo bench -q --locked --bench floor --no-run >/dev/null 2>&1
+start floor cargo bench -q --locked --bench floor -- --port 0
+FLOOR=$ADDR
 start fake python3 "$ROOT/tests/fakes/openai_videos.py" --port 0 --key test-key
-FAKE=$ADDR
+FAKE=$ADDR FAKE_PID=$LAST_PID
 start candidate python3 "$ROOT/tests/fakes/openai_videos.py" --port 0 --key test-key
-CANDIDATE=$ADDR
+CANDIDATE=$ADDR CANDIDATE_PID=$LAST_PID
 for f in "$FAKE" "$CANDIDATE"; do curl -sf -XPOST "http://$f/__control/faults" -d '{"steps": 1000000}' >/dev/null; done
 {
   printf '%s\n' '[server]' 'poll_after_ms = 2000' '[worker]' 'poll_interval_ms = 60000'
@@ -91,8 +95,22 @@ for f in "$FAKE" "$CANDIDATE"; do curl -sf -XPOST "http://$f/__control/faults" -
   printf '%s\n' '[models."sora-2"]' 'backend = "fake"' 'sizes = ["720x1280", "1280x720"]' 'seconds = ["4"]' \
     'shadow = [{ backend = "candidate", sample = 1.0 }]' 'shadow_daily_cap = 100000000'
 } >"$WORK/shadow.toml"
+grep -v '^shadow' "$WORK/shadow.toml" >"$WORK/peer.toml"
 export BENCH_FAKE_KEY=test-key
 CREATE='{"model":"sora-2","prompt":"a shadow benchmark fox","seconds":"4","size":"1280x720"}'
+
+ticks() {  # CPU time (user + system, clock ticks) a process has used so far
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+cpu_row() {  # label, which, conns, shim pid, then the command that makes the load: where the CPU went, per create
+  local label=$1 which=$2 conns=$3 pid=$4 s0 f0 c0
+  shift 4
+  s0=$(ticks "$pid") f0=$(ticks "$FAKE_PID") c0=$(ticks "$CANDIDATE_PID")
+  "$@"
+  echo "{\"cpu\": \"$label\", \"which\": \"$which\", \"conns\": $conns, \"run\": $run, \"shim\": $(($(ticks "$pid") - s0)), \
+\"fakes\": $(($(ticks "$FAKE_PID") - f0 + $(ticks "$CANDIDATE_PID") - c0)), \"hz\": $(getconf CLK_TCK)}" >>"$WORK/results.jsonl"
+}
 
 jobs_in() {  # data dir, "primary" or "copies": the shim's own records of each (a copy is stored once made)
   python3 - "$1/sora-shim.db" "$2" <<'PY'
@@ -107,7 +125,9 @@ for run in $(seq 1 "$RUNS"); do
   for which in before after; do
     bin=$BEFORE
     [ "$which" = after ] && bin=$AFTER
-    rm -rf "$WORK/data" "$WORK/shadow-data"
+    rm -rf "$WORK/data" "$WORK/shadow-data" "$WORK/peer-data"
+    # The hyper floor (the same JSON from memory, no routing, auth or store), next to each binary's reads.
+    measure "floor: GET (same JSON from memory)" "$which" 64 "http://$FLOOR/"
     start "shim-$which" "$bin" serve --config "$WORK/bench.toml" --listen 127.0.0.1:0 --data-dir "$WORK/data"
     SHIM=$ADDR SHIM_PID=$LAST_PID
     : >"$WORK/ids.txt"
@@ -124,11 +144,24 @@ for run in $(seq 1 "$RUNS"); do
     kill "$SHIM_PID"
     wait "$SHIM_PID" 2>/dev/null || true
 
+    # The same creates to a reachable fake without the shadow copy: what "shadow mode is free" is measured against.
+    rm -rf "$WORK/peer-data"
+    start "peer-$which" "$bin" serve --config "$WORK/peer.toml" --listen 127.0.0.1:0 --data-dir "$WORK/peer-data"
+    SHIM=$ADDR SHIM_PID=$LAST_PID
+    for conns in 1 16; do
+      BENCH_KEY=bench BENCH_BODY=$CREATE cpu_row "POST /v1/videos JSON, to a reachable fake, no shadow" "$which" \
+        "$conns" "$SHIM_PID" measure "POST /v1/videos JSON, to a reachable fake, no shadow" "$which" "$conns" \
+        -s benches/call.lua "http://$SHIM/v1/videos"
+    done
+    kill "$SHIM_PID"
+    wait "$SHIM_PID" 2>/dev/null || true
+
     start "shadow-$which" "$bin" serve --config "$WORK/shadow.toml" --listen 127.0.0.1:0 --data-dir "$WORK/shadow-data"
     SHIM=$ADDR SHIM_PID=$LAST_PID
     for conns in 1 16; do
       p0=$(jobs_in "$WORK/shadow-data" primary) c0=$(jobs_in "$WORK/shadow-data" copies)
-      BENCH_KEY=bench BENCH_BODY=$CREATE measure "POST /v1/videos JSON, shadow copy of each" "$which" "$conns" \
+      BENCH_KEY=bench BENCH_BODY=$CREATE cpu_row "POST /v1/videos JSON, shadow copy of each" "$which" "$conns" \
+        "$SHIM_PID" measure "POST /v1/videos JSON, shadow copy of each" "$which" "$conns" \
         -s benches/call.lua "http://$SHIM/v1/videos"
       sleep 3  # copies still queued are made
       p1=$(jobs_in "$WORK/shadow-data" primary) c1=$(jobs_in "$WORK/shadow-data" copies)

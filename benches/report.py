@@ -228,9 +228,12 @@ def write(results_path: str, runs: str, duration: str) -> None:
 
 def ab(results_path: str) -> None:
     """benches/ab.sh: one Markdown table, before → after, medians over the runs."""
-    rows, copies, order = {}, {}, []
+    rows, copies, cpu, order = {}, {}, {}, []
     for line in open(results_path):
         r = json.loads(line)
+        if "cpu" in r:
+            cpu.setdefault((r["cpu"], r["conns"], r["which"]), []).append(r)
+            continue
         if "copies" in r:
             which, conns = r["copies"].split()
             copies.setdefault((int(conns), which), []).append(r["candidate"] / r["primary"] if r["primary"] else None)
@@ -252,7 +255,27 @@ def ab(results_path: str) -> None:
         print(f"| {name} | {conns} | {fmt(rb, 0)} | {fmt(ra, 0)} | {ratio} | "
               f"{fmt(stat(b, 'p50_ms'), 2)} / {fmt(stat(b, 'p99_ms'), 2)} | "
               f"{fmt(stat(a, 'p50_ms'), 2)} / {fmt(stat(a, 'p99_ms'), 2)} |")
-        if "shadow" in name and (conns, "before") in copies:
+        if name.startswith("GET /v1/videos/{id}"):
+            floors = rows.get(("floor: GET (same JSON from memory)", conns), {})
+            def vs_floor(which):
+                by_run = {f["run"]: f["rps"] for f in floors.get(which, [])}
+                return med([g["rps"] / by_run[g["run"]] for g in rows[(name, conns)].get(which, [])
+                            if by_run.get(g["run"])])
+            fb, fa = vs_floor("before"), vs_floor("after")
+            if fb or fa:
+                times = lambda v: "–" if v is None else f"{v:.2f}× floor"
+                print(f"| ↳ against the floor measured beside it | {conns} | {times(fb)} | {times(fa)} | | | |")
+        if (name, conns, "after") in cpu:
+            def per_k(which, field):
+                # CPU milliseconds per create: the CPU time of the run over the requests wrk made in it.
+                by_run = {g["run"]: g["requests"] for g in rows[(name, conns)].get(which, [])}
+                return med([c[field] * 1000 / c["hz"] / by_run[c["run"]] for c in cpu.get((name, conns, which), [])
+                            if by_run.get(c["run"])])
+            ms = lambda v: "–" if v is None else f"{v:.2f}"
+            print(f"| ↳ CPU ms per create: shim / both fakes | {conns} | {ms(per_k('before', 'shim'))} / "
+                  f"{ms(per_k('before', 'fakes'))} | {ms(per_k('after', 'shim'))} / {ms(per_k('after', 'fakes'))} "
+                  "| | | |")
+        if "shadow copy" in name and (conns, "before") in copies:
             cb, ca = med(copies.get((conns, "before"), [])), med(copies.get((conns, "after"), []))
             pct = lambda v: "–" if v is None else f"{v * 100:.0f}%"
             print(f"| ↳ shadow copies made, per create admitted | {conns} | {pct(cb)} | {pct(ca)} | | | |")
