@@ -20,7 +20,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && mkdir -p /data && chown sora /data
 COPY --from=build /src/target/release/sora-shim /usr/local/bin/sora-shim
 USER sora
-ENV SORA_SHIM_LISTEN=0.0.0.0:8080 SORA_SHIM_DATA_DIR=/data
+# MALLOC_ARENA_MAX=2: glibc's default (up to eight malloc arenas per core, each keeping what it freed) took the
+# peak with 10,000 jobs in flight from 104 MiB to 176 MiB (BENCHMARKS.md, benches/memory.sh).
+ENV SORA_SHIM_LISTEN=0.0.0.0:8080 SORA_SHIM_DATA_DIR=/data MALLOC_ARENA_MAX=2
 VOLUME ["/data"]
 EXPOSE 8080
 STOPSIGNAL SIGTERM

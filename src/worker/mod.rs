@@ -44,6 +44,8 @@ pub struct Worker {
     /// sleeps.
     steps: DashMap<String, Arc<tokio::sync::Semaphore>>,
     inbox: Arc<Inbox>,
+    /// Turns at CPU-bound media work (probes, preview decoding): one per core.
+    media: Arc<tokio::sync::Semaphore>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -74,6 +76,9 @@ impl Worker {
             recheck: DashSet::new(),
             steps: DashMap::new(),
             inbox: Arc::default(),
+            media: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
             tracker,
             shutdown,
         })
