@@ -4,12 +4,13 @@
 #
 #   bash benches/ab.sh BEFORE_BINARY AFTER_BINARY        # RUNS=3 DURATION=10 by default
 #
-# Rows: the disk's fsync floor (a 4 KiB write + fsync loop), the hyper floor (benches/floor.rs, measured next to
-# each binary, so each GET figure has its own floor to be read against), GET /v1/videos/{id} and GET /v1/videos?limit=20 at
-# 64 connections, POST /v1/videos JSON at 1 and 16 connections (admission only: the backend is unreachable),
-# and the same creates with a shadow copy of every one (sample = 1.0) to a second fake, with the share of creates
-# that got their copy (counted in the shim's own job records, 3 s after the load). Needs wrk and python3;
-# loopback only.
+# Rows: the disk's fsync floor (a 4 KiB write + fsync loop); the hyper floor (benches/floor.rs), measured next to
+# each binary so that each GET figure is read against its own floor; GET /v1/videos/{id} and GET
+# /v1/videos?limit=20 at 64 connections; POST /v1/videos JSON at 1 and 16 connections and multipart with a
+# ~900 KiB image at 16 (admission only: the backend is unreachable); the same JSON creates to a reachable fake,
+# without and with a shadow copy of every one (sample = 1.0) to a second fake, with the CPU each process spent
+# per create and the share of creates that got their copy (counted in the shim's own job records, 3 s after the
+# load). Needs wrk and python3; loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -57,6 +58,16 @@ for i in range(2000):
     times.append((time.perf_counter() - t) * 1000)
 times.sort()
 print(f"fsync floor (4 KiB write + fsync, 2000 times): p50 {times[1000]:.2f} ms, p99 {times[1980]:.2f} ms")
+PY
+
+# The reference image of the multipart row: a 720x1280 PNG of ~900 KiB (random pixels compress poorly).
+python3 - "$WORK/ref.png" <<'PY'
+import os, struct, sys, zlib
+w, h = 720, 1280
+rows = b"".join(b"\x00" + (os.urandom(w * 3 // 3) + bytes(w * 3 - w)) for _ in range(h))
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b"")
+open(sys.argv[1], "wb").write(png)
 PY
 
 cat >"$WORK/bench.toml" <<'EOF'
@@ -141,6 +152,8 @@ for run in $(seq 1 "$RUNS"); do
     for conns in 1 16; do
       measure "POST /v1/videos JSON" "$which" "$conns" -s benches/create_json.lua "http://$SHIM/v1/videos"
     done
+    IMAGE_FILE=$WORK/ref.png measure "POST /v1/videos multipart + $(($(stat -c %s "$WORK/ref.png") / 1024)) KiB image" \
+      "$which" 16 -s benches/create_multipart.lua "http://$SHIM/v1/videos"
     kill "$SHIM_PID"
     wait "$SHIM_PID" 2>/dev/null || true
 

@@ -101,7 +101,7 @@ impl Worker {
     /// A turn at the media work (probing, decoding frames for previews): CPU-bound, so no more run at once than
     /// there are cores. Unbounded, every job finishing at the same moment (up to `max_active_steps`) decoded at
     /// once on its own blocking thread, each with its decoder, frames and stack: 10,000 jobs finishing together
-    /// peaked at 856 MiB.
+    /// peaked at 836 MiB.
     async fn media_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, DeriveError> {
         Arc::clone(&self.media)
             .acquire_owned()
