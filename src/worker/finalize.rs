@@ -133,9 +133,9 @@ impl Worker {
                 let _slot = slot;
                 crate::media::probe_mp4_file(&video_path)
             })
-                .await
-                .map_err(|e| DeriveError::Unreadable(e.to_string()))?
-                .ok_or_else(|| DeriveError::Unreadable("not an MP4 with a video track".to_owned()))?;
+            .await
+            .map_err(|e| DeriveError::Unreadable(e.to_string()))?
+            .ok_or_else(|| DeriveError::Unreadable("not an MP4 with a video track".to_owned()))?;
             return Ok(Produced {
                 width: info.width,
                 height: info.height,
@@ -152,8 +152,8 @@ impl Worker {
             let _slot = slot;
             crate::previews::derive_previews(&video_path, &dir)
         })
-            .await
-            .map_err(|e| DeriveError::Unreadable(e.to_string()))?;
+        .await
+        .map_err(|e| DeriveError::Unreadable(e.to_string()))?;
         let info = match derived {
             Ok(info) => info,
             Err(e) => {
